@@ -1,0 +1,8 @@
+"""course_utils: the library behind the Superposition course.
+
+One module per idea (see DESIGN.md): ``device``, ``toy_models``, ``geometry``,
+``plots``, ``widgets``, ``checks``, ``build``, ``doctor``.  Chapters import the
+library; the library never imports a chapter.
+"""
+
+__version__ = "0.1.0"
