@@ -1,0 +1,163 @@
+"""Matplotlib figures for the chapters: pure functions, tensors in, ``Figure`` out.
+
+Nothing here trains or reads global state, so tests can call each function on small
+constructed inputs; chapters end their plotting cells with ``plt.show()``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+from torch import Tensor
+
+from . import geometry
+
+
+def _np(t) -> np.ndarray:
+    return t.detach().float().cpu().numpy() if isinstance(t, Tensor) else np.asarray(t)
+
+
+def _titles(n: int, titles: Sequence[str] | None) -> list[str]:
+    if titles is None:
+        return [f"instance {k}" for k in range(n)]
+    if len(titles) != n:
+        raise ValueError(f"got {len(titles)} titles for {n} instances")
+    return list(titles)
+
+
+def plot_WtW(W: Tensor, b: Tensor, titles: Sequence[str] | None = None, size: float = 2.6) -> Figure:
+    """Per instance, the feature-interaction matrix WᵀW (features × features) with the bias b
+    as a column beside it, on a shared red–blue scale (the paper's Figure 2 / 3 panels).
+
+    W: (instances, hidden, features); b: (instances, features).
+    """
+    W, b = _np(W), _np(b)
+    n_inst, _, n_feat = W.shape
+    titles = _titles(n_inst, titles)
+    WtW = np.einsum("ihf,ihg->ifg", W, W)
+    vmax = max(np.abs(WtW).max(), np.abs(b).max(), 1e-6)
+    fig, axes = plt.subplots(2, n_inst, figsize=(size * n_inst, size * 1.25), squeeze=False,
+                             gridspec_kw={"height_ratios": [n_feat, 1]})
+    for k in range(n_inst):
+        image = axes[0, k].imshow(WtW[k], cmap="RdBu", vmin=-vmax, vmax=vmax)
+        axes[0, k].set_title(titles[k], fontsize=9)
+        axes[0, k].set_xticks([])
+        axes[0, k].set_yticks([])
+        axes[1, k].imshow(b[k][None, :], cmap="RdBu", vmin=-vmax, vmax=vmax)
+        axes[1, k].set_xticks([])
+        axes[1, k].set_yticks([])
+    axes[0, 0].set_ylabel("WᵀW")
+    axes[1, 0].set_ylabel("b", rotation=0, labelpad=10)
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.6)
+    return fig
+
+
+def plot_feature_fan(W: Tensor, titles: Sequence[str] | None = None, importance: Tensor | None = None,
+                     size: float = 2.6) -> Figure:
+    """Per instance with a 2-D hidden space, each feature's direction W_i drawn from the origin,
+    coloured by feature importance (yellow = most important) — the paper's pentagon pictures.
+    """
+    W = _np(W)
+    if W.shape[1] != 2:
+        raise ValueError(f"a feature fan needs hidden=2, got hidden={W.shape[1]}")
+    n_inst, _, n_feat = W.shape
+    titles = _titles(n_inst, titles)
+    imp = np.ones((n_inst, n_feat)) if importance is None else _np(importance).reshape(-1, n_feat)
+    imp = np.broadcast_to(imp, (n_inst, n_feat))
+    cmap = plt.get_cmap("viridis")
+    fig, axes = plt.subplots(1, n_inst, figsize=(size * n_inst, size), squeeze=False)
+    lim = max(1.5, float(np.abs(W).max()) * 1.1)
+    for k, ax in enumerate(axes[0]):
+        span = imp[k].max() - imp[k].min()
+        shade = (imp[k] - imp[k].min()) / span if span > 0 else np.full(n_feat, 0.6)
+        for i in range(n_feat):
+            x, y = W[k, 0, i], W[k, 1, i]
+            colour = cmap(0.15 + 0.85 * shade[i])
+            ax.plot([0, x], [0, y], color=colour, lw=1.5)
+            ax.scatter([x], [y], color=colour, s=25, zorder=3)
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+        ax.set_aspect("equal")
+        ax.axhline(0, color="0.85", lw=0.5, zorder=0)
+        ax.axvline(0, color="0.85", lw=0.5, zorder=0)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(titles[k], fontsize=9)
+    return fig
+
+
+def plot_feature_bars(W: Tensor, titles: Sequence[str] | None = None, size: float = 2.2,
+                      vmax: float = 1.0) -> Figure:
+    """Per instance, horizontal bars of ‖W_i‖ for every feature, coloured by the superposition
+    measure Σ_{j≠i}(Ŵ_i·W_j)² (black = a dimension of its own, yellow = superposed), as in
+    the paper's n=20, m=5 sparsity sweep.
+    """
+    norms = _np(geometry.feature_norms(torch.as_tensor(W)))
+    interference = _np(geometry.superposition_interference(torch.as_tensor(W)))
+    n_inst, n_feat = norms.shape
+    titles = _titles(n_inst, titles)
+    cmap = plt.get_cmap("viridis")
+    fig, axes = plt.subplots(1, n_inst, figsize=(size * n_inst, 0.18 * n_feat + 1.2), squeeze=False,
+                             sharey=True)
+    for k, ax in enumerate(axes[0]):
+        ax.barh(np.arange(n_feat), norms[k], color=cmap(np.clip(interference[k] / vmax, 0, 1)))
+        ax.set_xlim(0, max(1.3, norms.max() * 1.05))
+        ax.invert_yaxis() if k == 0 else None
+        ax.set_title(titles[k], fontsize=9)
+        ax.set_xlabel("‖W_i‖", fontsize=8)
+    axes[0, 0].set_ylabel("feature (most important at the top)")
+    sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, vmax))
+    fig.colorbar(sm, ax=axes.ravel().tolist(), shrink=0.7, label="Σ_{j≠i}(Ŵ_i·W_j)²")
+    return fig
+
+
+PHASE_COLOURS = ListedColormap(["#d9d9d9", "#d7301f", "#2171b5"])
+
+
+def plot_phase_diagram(relative_importance: Tensor, density: Tensor, trained_phase: Tensor,
+                       closed_form_phase: Tensor | None = None) -> Figure:
+    """The n=2, m=1 phase diagram: trained phase per (relative importance, density) cell,
+    with the closed-form boundaries drawn over it (and, if given, the closed-form map beside).
+
+    relative_importance: (R,), density: (D,), trained_phase: (R, D) ints indexing
+    ``geometry.PHASES`` (0 ignore feature 2, 1 antipodal pair, 2 ignore feature 1).
+    """
+    r, s = _np(relative_importance), _np(density)
+    panels = [("trained (best of seeds)", _np(trained_phase))]
+    if closed_form_phase is not None:
+        panels.append(("closed form", _np(closed_form_phase)))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
+    fine_r = np.logspace(np.log10(r.min()), np.log10(r.max()), 400)
+    boundary = _np(geometry.antipodal_boundary_density(torch.as_tensor(fine_r)))
+    for ax, (title, phase) in zip(axes[0], panels):
+        ax.pcolormesh(r, s, phase.T, cmap=PHASE_COLOURS, vmin=-0.5, vmax=2.5, shading="nearest")
+        ax.plot(fine_r, boundary, color="k", lw=1.5, label="closed-form boundary")
+        ax.axvline(1.0, color="k", lw=1.0, ls="--")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("relative importance of feature 2")
+        ax.set_ylabel("feature density 1 - S")
+        ax.set_title(title, fontsize=10)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=PHASE_COLOURS(i)) for i in range(3)]
+    fig.legend(handles, geometry.PHASES, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.subplots_adjust(bottom=0.25)
+    return fig
+
+
+def plot_loss_curves(steps: Sequence[int], losses: Tensor, labels: Sequence[str] | None = None) -> Figure:
+    """Loss against step per instance (losses: (logged steps, instances)), log-scaled."""
+    losses = _np(losses)
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for k in range(losses.shape[1]):
+        ax.plot(steps, losses[:, k], label=None if labels is None else labels[k])
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    if labels is not None:
+        ax.legend(fontsize=7)
+    return fig

@@ -1,0 +1,179 @@
+"""Unit tests of course_utils.toy_models: shapes, the fused trainer against autograd, the sampler."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from course_utils.toy_models import (
+    NumpySampler,
+    ToyModel,
+    evaluate_loss,
+    fused_loss_and_grads,
+    generate_batch,
+    importance_decay,
+    importance_weighted_loss,
+    lr_schedule,
+    select_best,
+    toy_forward,
+    train,
+)
+
+
+def make_model(activation="relu", n=7, m=3, instances=4, seed=0, device="cpu"):
+    prob = torch.linspace(0.1, 1.0, instances)[:, None]
+    return ToyModel(n, m, instances, activation=activation, feature_probability=prob,
+                    importance=importance_decay(n, 0.8), device=device,
+                    generator=torch.Generator().manual_seed(seed))
+
+
+def test_forward_matches_the_formula():
+    model = make_model()
+    with torch.no_grad():
+        model.b.normal_()
+    x = torch.rand(4, 9, 7)
+    W, b = model.W.detach(), model.b.detach()
+    expected = torch.relu(torch.stack([x[k] @ W[k].T @ W[k] + b[k] for k in range(4)]))
+    torch.testing.assert_close(model(x), expected)
+    linear = toy_forward(W, b, x, "linear")
+    assert (linear < 0).any(), "the linear model must not clip"
+    with pytest.raises(ValueError, match="activation"):
+        toy_forward(W, b, x, "tanh")
+
+
+def test_bad_arguments_get_clear_errors():
+    with pytest.raises(ValueError, match="feature_probability"):
+        ToyModel(5, 2, 3, feature_probability=torch.ones(4, 5), device="cpu")
+    with pytest.raises(ValueError, match="\\[0, 1\\]"):
+        ToyModel(5, 2, 1, feature_probability=1.5, device="cpu")
+    with pytest.raises(ValueError, match="n_hidden"):
+        ToyModel(5, 0, 1, device="cpu")
+    with pytest.raises(ValueError, match="positive"):
+        train(make_model(), steps=0)
+    with pytest.raises(ValueError, match="schedule"):
+        lr_schedule("warmup")
+
+
+def test_per_instance_shapes_broadcast():
+    model = ToyModel(5, 2, 3, feature_probability=torch.tensor([0.1, 0.2, 0.3]), importance=0.5, device="cpu")
+    assert model.feature_probability.shape == (3, 5)
+    assert torch.allclose(model.feature_probability[:, 0], torch.tensor([0.1, 0.2, 0.3]))
+    assert torch.all(model.importance == 0.5)
+    per_feature = ToyModel(5, 2, 3, importance=importance_decay(5, 0.9), device="cpu")
+    assert torch.allclose(per_feature.importance[2], 0.9 ** torch.arange(5.0))
+
+
+@pytest.mark.parametrize("activation", ["relu", "linear"])
+def test_fused_gradients_equal_autograd(activation):
+    model = make_model(activation)
+    with torch.no_grad():
+        model.b.uniform_(-0.3, 0.1)
+    x = generate_batch(model.feature_probability, 64, torch.Generator().manual_seed(3))
+    loss = model.loss(x)
+    loss.sum().backward()
+    fused_loss, grad_W, grad_b = fused_loss_and_grads(model, x.clone(), slice(0, 4))
+    torch.testing.assert_close(fused_loss, loss.detach(), rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(grad_W, model.W.grad, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(grad_b, model.b.grad, rtol=1e-4, atol=1e-7)
+
+
+def test_fused_and_autograd_training_agree():
+    """The fused step and autograd optimise the same objective: from the same start they
+    reach the same loss (their batch samplers differ, so weights agree only statistically)."""
+    fused, plain = make_model(seed=1), make_model(seed=1)
+    prob = torch.full((4, 7), 0.3)
+    fused.feature_probability.copy_(prob)
+    plain.feature_probability.copy_(prob)
+    fused_result = train(fused, steps=200, progress=False, fused=True, seed=5)
+    assert fused_result.final_loss.shape == (4,)
+    plain_result = train(plain, steps=200, progress=False, fused=False, seed=5)
+    f, p = evaluate_loss(fused, 50_000), evaluate_loss(plain, 50_000)
+    assert torch.allclose(f, p, rtol=0.1), (f, p)
+    assert fused_result.loss_curve().shape[1] == 4 and plain_result.final_loss.shape == (4,)
+
+
+def test_adam_matches_torch_adam():
+    from course_utils.toy_models import _Adam
+
+    torch.manual_seed(0)
+    a = [torch.randn(3, 4), torch.randn(5)]
+    b = [t.clone().requires_grad_() for t in a]
+    ours = _Adam(a)
+    theirs = torch.optim.Adam(b, lr=1e-2)
+    for _ in range(5):
+        grads = [torch.randn_like(t) for t in a]
+        ours.step(grads, 1e-2)
+        for t, g in zip(b, grads):
+            t.grad = g
+        theirs.step()
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x, y.detach())
+
+
+@pytest.mark.parametrize("p", [1.0, 0.5, 0.2, 0.05, 0.003])
+def test_numpy_sampler_distribution(p):
+    """One uniform per entry still gives P(active) = p and U[0, 1] values."""
+    instances, batch, n = 2, 4096, 40  # 163,840 entries per instance: sparse path for p < 0.25
+    sampler = NumpySampler(torch.full((instances, n), p), seed=0)
+    out = torch.empty(instances, batch, n)
+    sampler.fill(slice(0, instances), out)
+    active = out > 0
+    frac = active.float().mean().item()
+    total = out[0].numel() * instances
+    assert abs(frac - p) < 6 * math.sqrt(p * (1 - p) / total) + 1e-6
+    values = out[active]
+    assert values.min() >= 0 and values.max() < 1
+    assert abs(values.mean().item() - 0.5) < 6 * math.sqrt(1 / 12 / values.numel())
+    assert abs(values.var().item() - 1 / 12) < 0.01
+    # Instances and rows are independent draws.
+    assert not torch.equal(out[0], out[1])
+    assert not torch.equal(out[0, 0], out[0, 1]) or p < 0.01
+
+
+def test_numpy_sampler_respects_per_feature_probabilities():
+    prob = torch.tensor([[0.9, 0.1, 0.5], [0.05, 0.6, 0.3]])
+    sampler = NumpySampler(prob, seed=1)
+    out = torch.empty(2, 50_000, 3)
+    sampler.fill(slice(0, 2), out)
+    torch.testing.assert_close((out > 0).float().mean(dim=1), prob, atol=0.01, rtol=0)
+
+
+def test_generate_batch_distribution():
+    prob = torch.tensor([[0.2, 0.7], [1.0, 0.0]])
+    x = generate_batch(prob, 40_000, torch.Generator().manual_seed(0))
+    assert x.shape == (2, 40_000, 2) and x.dtype == torch.float32
+    torch.testing.assert_close((x > 0).float().mean(dim=1), prob, atol=0.01, rtol=0)
+
+
+def test_loss_is_per_instance_mean():
+    out, x = torch.zeros(2, 3, 4), torch.ones(2, 3, 4)
+    importance = torch.tensor([[1.0, 1, 1, 1], [2, 2, 0, 0]])
+    torch.testing.assert_close(importance_weighted_loss(out, x, importance), torch.tensor([1.0, 1.0]))
+
+
+def test_select_best_picks_lowest_loss_per_group():
+    model = make_model()
+    losses = torch.tensor([0.3, 0.1, 0.5, 0.2])
+    assert select_best(model, losses, 2).tolist() == [1, 3]
+    with pytest.raises(ValueError):
+        select_best(model, losses, 3)
+
+
+def test_training_reduces_loss_and_is_seeded():
+    a, b = make_model(seed=2), make_model(seed=2)
+    ra = train(a, steps=300, progress=False, seed=1)
+    rb = train(b, steps=300, progress=False, seed=1)
+    assert torch.equal(a.W, b.W), "same seed, same weights"
+    assert (ra.final_loss < ra.losses[0]).all()
+
+
+def test_cosine_schedule_ends_near_zero():
+    f = lr_schedule("cosine")
+    assert f(0, 100) == 1.0 and f(100, 100) < 1e-12 and 0.49 < f(50, 100) < 0.51
+
+
+def test_nan_loss_raises_a_clear_error():
+    model = make_model()
+    with pytest.raises(FloatingPointError, match="learning rate"):
+        train(model, steps=20, lr=1e12, progress=False)
