@@ -1,0 +1,109 @@
+"""``python -m course_utils.doctor``: one line per check, non-zero exit on any FAIL."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from course_utils import doctor
+
+REAL_DIST_VERSION = doctor._dist_version
+
+
+def _versions(**overrides):
+    """A stand-in for ``_dist_version`` with some distributions replaced (None: missing)."""
+
+    def version(name):
+        return overrides[name] if name in overrides else REAL_DIST_VERSION(name)
+
+    return version
+
+
+def test_this_machine_passes_and_prints_one_line_per_check(capsys):
+    assert doctor.main([]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(doctor.CHECKS)
+    assert lines[0] == "[OK] Python {}.{}.{}".format(*sys.version_info[:3])
+    assert lines[1].startswith("[OK] torch ") and "CUDA" in lines[1]
+    assert lines[2].startswith("[OK] ipywidgets 8.") and "with jupyterlab_widgets 3." in lines[2]
+    assert any(line.startswith("[OK] jupytext ") for line in lines)
+    assert any(line.startswith("[OK] course_utils ") for line in lines)
+    assert lines[-1].startswith("[INFO] running ")
+
+
+def test_module_entry_point_exit_code():
+    result = subprocess.run([sys.executable, "-m", "course_utils.doctor"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[FAIL]" not in result.stdout
+
+
+def test_old_python_fails_the_run(monkeypatch, capsys):
+    monkeypatch.setattr(doctor, "_python_version", lambda: (3, 9, 18))
+    assert doctor.check_python() == (doctor.FAIL, "Python 3.9.18 (the course needs Python >= 3.10)")
+    assert doctor.main([]) == 1
+    assert "[FAIL] Python 3.9.18" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "widgets, lab, words",
+    [
+        ("8.1.2", "1.1.7", "ipywidgets 8.x needs jupyterlab_widgets 3.x"),
+        ("7.7.1", "1.1.7", "the course needs ipywidgets 8.x"),
+        (None, "3.0.9", "ipywidgets not installed"),
+        ("8.1.2", None, "jupyterlab_widgets not installed"),
+    ],
+)
+def test_widget_versions_must_exist_and_match(monkeypatch, widgets, lab, words):
+    monkeypatch.setattr(doctor, "_dist_version", _versions(ipywidgets=widgets, jupyterlab_widgets=lab))
+    status, message = doctor.check_widgets()
+    assert status == doctor.FAIL and words in message
+    assert doctor.main([]) == 1
+
+
+def test_matching_widget_versions_pass(monkeypatch):
+    monkeypatch.setattr(doctor, "_dist_version", _versions(ipywidgets="8.0.0", jupyterlab_widgets="3.0.0"))
+    assert doctor.check_widgets() == (doctor.OK, "ipywidgets 8.0.0 with jupyterlab_widgets 3.0.0")
+
+
+def test_missing_jupytext_fails(monkeypatch):
+    monkeypatch.setattr(doctor, "_dist_version", _versions(jupytext=None))
+    assert doctor.check_jupytext()[0] == doctor.FAIL
+    assert doctor.main([]) == 1
+
+
+def test_unimportable_torch_fails(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` raise ImportError
+    status, message = doctor.check_torch()
+    assert status == doctor.FAIL and "torch is not importable" in message
+
+
+def test_bad_device_request_fails(monkeypatch):
+    monkeypatch.setenv("SUPERPOSITION_THREADS", "zero")
+    assert doctor.check_device()[0] == doctor.FAIL
+
+
+def test_a_crashing_check_is_reported_as_a_failure(monkeypatch, capsys):
+    def broken():
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(doctor, "CHECKS", (doctor.check_python, broken))
+    assert doctor.main([]) == 1
+    assert "[FAIL] broken crashed: RuntimeError: boom" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "environ, modules, expected",
+    [
+        ({"COLAB_RELEASE_TAG": "release-colab_20240101"}, {}, "Colab"),
+        ({}, {"google.colab": object()}, "Colab"),
+        ({"BINDER_SERVICE_HOST": "10.0.0.1"}, {}, "Binder"),
+        ({"BINDER_REQUEST": "v2/gh/x/y/main"}, {}, "Binder"),
+        ({"REPO_DIR": "/home/jovyan"}, {}, "Binder"),
+        ({"HOME": "/home/me"}, {}, "local"),
+    ],
+)
+def test_environment_detection(monkeypatch, environ, modules, expected):
+    monkeypatch.setattr(doctor, "_colab_importable", lambda: False)
+    assert doctor.detect_environment(environ, modules) == expected
