@@ -1,0 +1,41 @@
+"""Autograded exercise checks: ``checks.check_<exercise>(your_function)`` prints one line.
+
+    from course_utils import checks
+    checks.check_toy_forward(toy_forward)     # [passed] toy_forward: 8/8 cases match the reference.
+    checks.hint("toy_forward")                # the first hint; checks.hint("toy_forward", 2) the next
+
+Outcomes are "passed", "failed" (with what is wrong, never the expected values) and
+"not attempted" (the stub still raises NotImplementedError).  Graders use
+``checks.evaluate(name, fn, seeds=[...])`` -> Outcome, ``checks.EXERCISES`` (name -> check)
+and the JSON lines appended to $SUPERPOSITION_CHECK_LOG.
+"""
+
+from ._framework import (
+    EXERCISES,
+    FAILED,
+    NOT_ATTEMPTED,
+    PASSED,
+    Case,
+    CheckFailed,
+    Exercise,
+    Outcome,
+    clear_results,
+    evaluate,
+    exercise,
+    hint,
+    results,
+)
+from .toy_models import (
+    check_feature_norms,
+    check_generate_batch,
+    check_importance_weighted_loss,
+    check_superposition_interference,
+    check_toy_forward,
+)
+
+__all__ = [
+    "EXERCISES", "PASSED", "FAILED", "NOT_ATTEMPTED", "Case", "CheckFailed", "Exercise", "Outcome",
+    "clear_results", "evaluate", "exercise", "hint", "results",
+    "check_toy_forward", "check_generate_batch", "check_importance_weighted_loss",
+    "check_feature_norms", "check_superposition_interference",
+]
