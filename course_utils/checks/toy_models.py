@@ -203,7 +203,7 @@ def _expect_uniform_values(x: Tensor) -> None:
                   if mean < 0.5 else "")
         raise CheckFailed(
             f"the nonzero entries should be uniform on [0, 1], but theirs have mean {mean:.3f}, "
-            f"variance {var:.4f} (uniform: 0.5 and 1/12) and differ from the uniform CDF by up "
+            f"variance {var:.3f} (uniform: 0.5 and 1/12) and differ from the uniform CDF by up "
             f"to {ks:.3f}{advice}")
 
 
