@@ -425,6 +425,15 @@ def _failed_cell(nb):
     return None, None
 
 
+def _show(path: Path) -> str:
+    """``path`` relative to the working directory when it is below it (shorter messages)."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def _write_if_changed(path: Path, text: str) -> bool:
     if path.exists() and path.read_text() == text:
         return False
@@ -460,7 +469,7 @@ def build_chapter(
     source_path = Path(source_path)
     solutions_dir = Path(solutions_dir) if solutions_dir is not None else source_path.parent
     chapters_dir = Path(chapters_dir)
-    name = str(source_path)
+    name = _show(source_path)
     text = source_path.read_text()
 
     check_first_cell(text, name)
@@ -515,22 +524,22 @@ def _compare_cells(path: Path, found_nb, expected_nb, source: Path) -> list[str]
     for index, (e, f) in enumerate(zip(expected, found)):
         if e != f:
             return [
-                f"{path}: cell {index} differs from what {source} produces: "
+                f"{_show(path)}: cell {index} differs from what {_show(source)} produces: "
                 f"{_describe_difference(e, f)}"
             ]
     if len(expected) != len(found):
-        return [f"{path}: has {len(found)} cells, {source} produces {len(expected)}"]
+        return [f"{_show(path)}: has {len(found)} cells, {_show(source)} produces {len(expected)}"]
     return []
 
 
 def _read_notebook(path: Path, problems: list[str]):
     if not path.exists():
-        problems.append(f"{path}: missing")
+        problems.append(f"{_show(path)}: missing")
         return None
     try:
         return nbformat.read(str(path), as_version=4)
     except Exception as error:  # a corrupt file is a problem to report, not a crash
-        problems.append(f"{path}: not a readable notebook ({error})")
+        problems.append(f"{_show(path)}: not a readable notebook ({error})")
         return None
 
 
@@ -541,7 +550,7 @@ def check_chapter(
     source_path = Path(source_path)
     solutions_dir = Path(solutions_dir) if solutions_dir is not None else source_path.parent
     chapters_dir = Path(chapters_dir)
-    name, stem = str(source_path), source_path.stem
+    name, stem = _show(source_path), source_path.stem
     text = source_path.read_text()
     problems: list[str] = []
     try:
@@ -563,7 +572,7 @@ def check_chapter(
         ]
         if unrun:
             problems.append(
-                f"{solution_path}: not executed (code cell {unrun[0]} has no execution_count"
+                f"{_show(solution_path)}: not executed (code cell {unrun[0]} has no execution_count"
                 f"{f' and {len(unrun) - 1} more' if len(unrun) > 1 else ''}); "
                 f"run `python -m course_utils.build {name}`"
             )
@@ -577,13 +586,13 @@ def check_chapter(
         ]
         if with_outputs:
             problems.append(
-                f"{learner_path}: cell {with_outputs[0]} has outputs; learner notebooks are "
+                f"{_show(learner_path)}: cell {with_outputs[0]} has outputs; learner notebooks are "
                 "committed without outputs"
             )
 
     learner_py = chapters_dir / f"{stem}.py"
     if not learner_py.exists():
-        problems.append(f"{learner_py}: missing")
+        problems.append(f"{_show(learner_py)}: missing")
     else:
         found = jupytext.reads(learner_py.read_text(), fmt="py:percent")
         problems += _compare_cells(learner_py, found, expected_learner, source_path)
@@ -607,7 +616,7 @@ def check(
     if sources is None:
         sources = find_sources(solutions_dir)
         if not sources:
-            return [f"{solutions_dir}: no chapter sources ({SOURCE_GLOB}) found"]
+            return [f"{_show(solutions_dir)}: no chapter sources ({SOURCE_GLOB}) found"]
     problems: list[str] = []
     for source in sources:
         problems += check_chapter(source, solutions_dir=solutions_dir, chapters_dir=chapters_dir)
@@ -620,7 +629,9 @@ def check(
         ]
         for path in sorted(generated):
             if path.stem not in stems:
-                problems.append(f"{path}: generated file without a source {solutions_dir / (path.stem + '.py')}")
+                problems.append(
+                    f"{_show(path)}: generated file without a source {_show(solutions_dir / (path.stem + '.py'))}"
+                )
     return problems
 
 
@@ -671,10 +682,10 @@ def main(argv: list[str] | None = None) -> int:
     for source in sources:
         try:
             if args.sync_first_cell and sync_first_cell(source):
-                print(f"{source}: first cell rewritten to COLAB_FIRST_CELL")
+                print(f"{_show(source)}: first cell rewritten to COLAB_FIRST_CELL")
             # Default: executed notebook next to its source, learner files in --chapters-dir.
             solutions_dir = args.solutions_dir if not args.sources else source.parent
-            print(f"building {source}{' (no execution)' if args.no_execute else ''} ...", flush=True)
+            print(f"building {_show(source)}{' (no execution)' if args.no_execute else ''} ...", flush=True)
             written = build_chapter(
                 source,
                 execute=not args.no_execute,
@@ -687,7 +698,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[ERROR] {error}", file=sys.stderr)
             continue
         for path in written:
-            print(f"  wrote {path}")
+            print(f"  wrote {_show(path)}")
         if not written:
             print("  unchanged")
     return 1 if failed else 0

@@ -1,0 +1,53 @@
+# Superposition course.  The two commands a learner needs:
+#   make lab    set up, then open the chapters in JupyterLab
+#   make test   set up, then every check (drift, unit tests, every solutions notebook)
+#
+# PYTHON picks the interpreter (e.g. `make test PYTHON=.venv/bin/python`); TORCH_SPEC
+# picks the torch to install when none is importable, e.g. a CPU-only wheel:
+#   make setup TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cpu"
+
+PYTHON ?= python3
+TORCH_SPEC ?= torch
+STAMP := build/.setup.stamp
+# Cheap proof that this interpreter has the course installed (stamps are per checkout,
+# not per interpreter, so a new virtual environment is noticed here).
+INSTALLED := import importlib.metadata as m; [m.version(d) for d in ('superposition-course', 'nbval', 'jupytext')]
+
+.PHONY: setup lab test build check doctor benchmark
+
+setup:
+	@if [ ! -f $(STAMP) ] || [ pyproject.toml -nt $(STAMP) ] || ! $(PYTHON) -c "$(INSTALLED)" 2>/dev/null; then \
+		set -e; \
+		if ! $(PYTHON) -c "import torch" 2>/dev/null; then \
+			echo "+ $(PYTHON) -m pip install $(TORCH_SPEC)"; \
+			$(PYTHON) -m pip install $(TORCH_SPEC); \
+		fi; \
+		echo "+ $(PYTHON) -m pip install -q -e \".[dev]\""; \
+		$(PYTHON) -m pip install -q -e ".[dev]"; \
+		mkdir -p build; \
+		touch $(STAMP); \
+	fi
+
+lab: setup
+	$(PYTHON) -m jupyter lab chapters/
+
+# The nbval step names the notebooks explicitly: pytest's `testpaths = ["tests"]` does not
+# apply, solutions/*.py is never collected, and with no notebooks at all pytest fails
+# ("file or directory not found") instead of passing silently.
+test: setup
+	$(PYTHON) -m course_utils.build --check
+	$(PYTHON) -m pytest tests
+	$(PYTHON) -m pytest --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
+		-p no:cacheprovider solutions/*.ipynb
+
+build: setup
+	$(PYTHON) -m course_utils.build
+
+check: setup
+	$(PYTHON) -m course_utils.build --check
+
+doctor:
+	$(PYTHON) -m course_utils.doctor
+
+benchmark: setup
+	$(PYTHON) benchmarks/toy_models.py
