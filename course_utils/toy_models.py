@@ -460,3 +460,50 @@ def evaluate_loss(model: ToyModel, batch_size: int = 100_000, seed: int = 12345)
         x = model.generate_batch(batch_size // chunks, gen)
         total += model.loss(x)
     return (total / chunks).cpu()
+
+
+# --------------------------------------------------------------------------------------
+# The n=2, m=1 phase diagram, trained
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class PhaseDiagram:
+    """A trained n=2, m=1 phase diagram over relative importance × density."""
+
+    relative_importance: Tensor  # (R,)
+    density: Tensor  # (D,)
+    W: Tensor  # (R, D, 1, 2) the best seed's weights per cell
+    b: Tensor  # (R, D, 2)
+    loss: Tensor  # (R, D) the best seed's evaluated loss
+    seconds: float
+
+
+def train_phase_diagram(
+    relative_importance: Tensor,
+    density: Tensor,
+    seeds: int = 4,
+    steps: int = 3_000,
+    lr: float = 1e-3,
+    seed: int = 0,
+    progress: bool = True,
+) -> PhaseDiagram:
+    """Train the n=2, m=1 ReLU model at every (relative importance, density) cell.
+
+    Feature 1 has importance 1, feature 2 ``relative_importance``; both have the cell's
+    density.  Each cell trains ``seeds`` instances (one batched model of R·D·seeds
+    instances) and keeps the lowest-loss one, since 1-D optimisation has local minima.
+    """
+    r = torch.as_tensor(relative_importance, dtype=torch.float32)
+    s = torch.as_tensor(density, dtype=torch.float32)
+    rr, ss = torch.meshgrid(r, s, indexing="ij")
+    importance = torch.stack([torch.ones_like(rr), rr], dim=-1).reshape(-1, 2).repeat_interleave(seeds, 0)
+    probability = ss.reshape(-1, 1).repeat_interleave(seeds, 0)
+    model = ToyModel(2, 1, importance.shape[0], feature_probability=probability, importance=importance,
+                     device="cpu", generator=torch.Generator().manual_seed(seed))
+    result = train(model, steps=steps, lr=lr, seed=seed, progress=progress, description="phase diagram")
+    losses = evaluate_loss(model, batch_size=20_000)
+    best = select_best(model, losses, seeds)
+    R, D = len(r), len(s)
+    return PhaseDiagram(r, s, model.W.detach()[best].reshape(R, D, 1, 2),
+                        model.b.detach()[best].reshape(R, D, 2), losses[best].reshape(R, D), result.seconds)

@@ -39,9 +39,13 @@ def retrain_toy_model(
     seeds: int = 3,
     steps: int = 2_000,
     seed: int = 0,
+    lr: float = 1e-2,
 ) -> ExplorerResult:
     """Train ``seeds`` ReLU toy models with S = ``sparsity`` and importance ``decay``**i and
     return the lowest-loss one.  Deterministic for fixed arguments; a few seconds on a CPU.
+
+    It uses a higher learning rate (1e-2, cosine decay) than the chapter's 1e-3 recipe, so
+    that 2,000 steps reach the solutions the recipe reaches in 10,000.
     """
     if not 0.0 <= sparsity < 1.0:
         raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
@@ -50,7 +54,7 @@ def retrain_toy_model(
     importance = importance_decay(n_features, decay)
     model = ToyModel(n_features, n_hidden, n_instances=seeds, feature_probability=1.0 - sparsity,
                      importance=importance, device="cpu", generator=torch.Generator().manual_seed(seed))
-    train(model, steps=steps, seed=seed, progress=False)
+    train(model, steps=steps, lr=lr, schedule="cosine", seed=seed, progress=False)
     losses = evaluate_loss(model, batch_size=20_000)
     best = int(select_best(model, losses, seeds)[0])
     W = model.W.detach()[best : best + 1].clone()
@@ -60,10 +64,12 @@ def retrain_toy_model(
 
 
 def toy_model_explorer(n_features: int = 5, steps: int = 2_000):
-    """Sliders for sparsity (log scale) and importance decay; redraws on release."""
+    """Sliders for sparsity (log scale) and importance decay; redraws on release.
+
+    Returns the widget box: make it the last expression of a cell to show it.
+    """
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
-    from IPython.display import display
 
     from .plots import plot_feature_fan, plot_WtW
 
@@ -85,6 +91,4 @@ def toy_model_explorer(n_features: int = 5, steps: int = 2_000):
     density.observe(redraw, names="value")
     decay.observe(redraw, names="value")
     redraw()
-    box = widgets.VBox([widgets.HBox([density, decay]), output])
-    display(box)
-    return box
+    return widgets.VBox([widgets.HBox([density, decay]), output])
