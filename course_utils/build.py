@@ -68,6 +68,7 @@ LANGUAGE_INFO = {
     "nbconvert_exporter": "python",
     "pygments_lexer": "ipython3",
 }
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 # Cell metadata that only jupytext's round trip or nbclient's timing needs.
 _VOLATILE_CELL_METADATA = ("lines_to_next_cell", "lines_to_end_of_cell_marker", "execution")
 
@@ -340,7 +341,11 @@ def _cell_id(cell, seen: set[str]) -> str:
 
 
 def normalise_notebook(nb):
-    """Fixed kernelspec and language_info, deterministic cell ids, no volatile metadata."""
+    """Fixed kernelspec and language_info, deterministic cell ids, no volatile metadata.
+
+    Widget state and widget model ids are dropped from executed notebooks: they are random
+    on every run and no static viewer can use them without the live kernel.
+    """
     nb.nbformat, nb.nbformat_minor = 4, 5
     nb.metadata.pop("jupytext", None)
     nb.metadata.pop("widgets", None)
@@ -351,6 +356,12 @@ def normalise_notebook(nb):
         for key in _VOLATILE_CELL_METADATA:
             cell.metadata.pop(key, None)
         cell.id = _cell_id(cell, seen)
+        for output in cell.get("outputs", ()):
+            data = output.get("data", {})
+            # A widget's random model id, useless without the (dropped) widget state; the
+            # text/plain fallback next to it is what GitHub, Colab and nbval see.
+            if WIDGET_VIEW in data and "text/plain" in data:
+                del data[WIDGET_VIEW]
     return nb
 
 
@@ -393,7 +404,9 @@ def execute_notebook(
         timeout=timeout,
         resources={"metadata": {"path": str(cwd)}},
         record_timing=False,
-        store_widget_state=False,
+        # True although the state is dropped afterwards: nbclient 0.10/0.11 crash on Output
+        # widgets with store_widget_state=False (KeyError in output_widget.py).
+        store_widget_state=True,
         coalesce_streams=True,  # as nbval does: merged streams, carriage returns resolved
     )
     try:

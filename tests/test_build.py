@@ -151,12 +151,16 @@ def test_build_writes_an_executed_solutions_notebook(built_demo):
     nb = _read(built_demo / "solutions" / "01_demo.ipynb")
     code = [cell for cell in nb.cells if cell.cell_type == "code"]
     assert code[0].source == COLAB_FIRST_CELL
-    assert [cell.execution_count for cell in code] == [1, 2, 3, 4, 5]
+    assert [cell.execution_count for cell in code] == [1, 2, 3, 4, 5, 6, 7]
     assert code[2].outputs[0].text == "[0, 2, 4]\n"  # the solution ran
     assert "### BEGIN SOLUTION" in code[1].source  # the solutions notebook keeps the markers
-    assert code[4].outputs[0].output_type == "error"  # allowed: tagged raises-exception
-    assert nb.metadata.kernelspec.name == "python3"
-    assert "jupytext" not in nb.metadata and "version" not in nb.metadata.language_info
+    assert code[6].outputs[0].output_type == "error"  # allowed: tagged raises-exception
+    # widgets keep their text/plain only: no random model ids, no widget state
+    ((bar,), (output_widget,)) = ([o.data for o in code[i].outputs] for i in (3, 4))
+    assert list(bar) == ["text/plain"] and bar["text/plain"].startswith("training:   0%|")
+    assert list(output_widget) == ["text/plain"] and output_widget["text/plain"] == "Output()"
+    assert set(nb.metadata) == {"kernelspec", "language_info"}
+    assert nb.metadata.kernelspec.name == "python3" and "version" not in nb.metadata.language_info
     assert all("execution" not in cell.metadata for cell in nb.cells)
 
 
@@ -191,7 +195,7 @@ def test_build_refuses_to_write_a_notebook_whose_cell_raises(fresh_demo):
         build_chapter(source, solutions_dir=solutions, chapters_dir=chapters)
     message = str(error.value)
     line = source.read_text().splitlines().index("import math")  # 0-based: the "# %%" line
-    assert message.startswith(f"{source}:{line}: cell 6 (starting 'import math')")
+    assert message.startswith(f"{source}:{line}: cell 8 (starting 'import math')")
     assert "ValueError: math domain error" in message and "raises-exception" in message
     assert not (solutions / "01_demo.ipynb").exists() and not list(chapters.iterdir())
 
@@ -245,9 +249,9 @@ def test_check_fails_when_the_source_changed_since_the_build(demo_tree):
     source.write_text(source.read_text() + "\n# %%\nprint('new cell')\n")
     problems = _check(solutions, chapters)
     assert problems == [  # all three generated files are stale
-        f"{solutions / '01_demo.ipynb'}: has 6 cells, {source} produces 7",
-        f"{chapters / '01_demo.ipynb'}: has 5 cells, {source} produces 6",
-        f"{chapters / '01_demo.py'}: has 5 cells, {source} produces 6",
+        f"{solutions / '01_demo.ipynb'}: has 8 cells, {source} produces 9",
+        f"{chapters / '01_demo.ipynb'}: has 7 cells, {source} produces 8",
+        f"{chapters / '01_demo.py'}: has 7 cells, {source} produces 8",
     ]
 
 
