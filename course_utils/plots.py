@@ -107,9 +107,10 @@ def plot_feature_bars(W: Tensor, titles: Sequence[str] | None = None, size: floa
     for k, ax in enumerate(axes[0]):
         ax.barh(np.arange(n_feat), norms[k], color=cmap(np.clip(interference[k] / vmax, 0, 1)))
         ax.set_xlim(0, max(1.3, norms.max() * 1.05))
-        ax.invert_yaxis() if k == 0 else None
+        ax.set_yticks(np.arange(0, n_feat, max(1, n_feat // 10)))
         ax.set_title(titles[k], fontsize=9)
         ax.set_xlabel("‖W_i‖", fontsize=8)
+    axes[0, 0].invert_yaxis()  # shared: most important feature at the top of every panel
     axes[0, 0].set_ylabel("feature (most important at the top)")
     sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, vmax))
     fig.colorbar(sm, ax=axes.ravel().tolist(), shrink=0.7, label="Σ_{j≠i}(Ŵ_i·W_j)²")
@@ -145,7 +146,7 @@ def plot_phase_diagram(relative_importance: Tensor, density: Tensor, trained_pha
         ax.set_title(title, fontsize=10)
     handles = [plt.Rectangle((0, 0), 1, 1, color=PHASE_COLOURS(i)) for i in range(3)]
     fig.legend(handles, geometry.PHASES, loc="lower center", ncol=3, fontsize=8, frameon=False)
-    fig.subplots_adjust(bottom=0.25)
+    fig.subplots_adjust(bottom=0.25, wspace=0.35)
     return fig
 
 

@@ -1,0 +1,122 @@
+"""Benchmark: training the batched toy model (course_utils.toy_models.train).
+
+Workloads (issue #2):
+  (a) n=5 -> m=2, 8 instances, batch 1024, 5,000 steps, feature probability 0.05;
+  (b) n=200 -> m=20, 20 instances, batch 1024, 10,000 steps, feature probability
+      log-spaced from 1 to 0.01 over the instances (a sparsity sweep in one model).
+
+For each: seconds and steps/s on 1 and 2 CPU threads (and on CUDA when present), and the
+achieved GFLOP/s of the step's five matrix products (10 · batch · n · m flops per instance
+per step) against a matmul peak measured in the same run on the same threads.
+
+    python benchmarks/toy_models.py                 # full run, writes benchmarks/results/toy_models.json
+    python benchmarks/toy_models.py --quick         # 10% of the steps, extrapolated (marked as such)
+    python benchmarks/toy_models.py --workload b --threads 1
+
+The figures in docs/benchmarks.md come from this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from course_utils.toy_models import ToyModel, train
+
+WORKLOADS = {
+    "a": dict(n=5, m=2, instances=8, batch=1024, steps=5_000),
+    "b": dict(n=200, m=20, instances=20, batch=1024, steps=10_000),
+}
+TARGETS_S = {"a": 5.0, "b": 240.0}  # one CPU thread, from the issue
+
+
+def feature_probability(name: str, instances: int) -> torch.Tensor:
+    if name == "a":
+        return torch.full((instances, 1), 0.05)
+    return torch.logspace(0, -2, instances)[:, None]
+
+
+def matmul_peak_gflops(device: torch.device, size: int = 1024, repeats: int = 10) -> float:
+    """Measured float32 matmul throughput on this device and thread count."""
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    for _ in range(2):
+        a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def run(name: str, device: torch.device, threads: int | None, fraction: float) -> dict:
+    spec = WORKLOADS[name]
+    if threads is not None:
+        torch.set_num_threads(threads)
+    steps = max(1, int(spec["steps"] * fraction))
+    model = ToyModel(spec["n"], spec["m"], spec["instances"], feature_probability=feature_probability(name, spec["instances"]),
+                     device=device, generator=torch.Generator().manual_seed(0))
+    train(model, steps=min(50, steps), progress=False)  # warm-up: allocator, MKL, CUDA context
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    train(model, steps=steps, progress=False)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = (time.perf_counter() - start) * spec["steps"] / steps
+    flops = 10 * spec["batch"] * spec["n"] * spec["m"] * spec["instances"] * spec["steps"]
+    peak = matmul_peak_gflops(device)
+    return dict(workload=name, device=str(device), threads=threads, steps=spec["steps"],
+                measured_steps=steps, extrapolated=steps != spec["steps"], seconds=round(seconds, 2),
+                steps_per_s=round(spec["steps"] / seconds, 1), gflops=round(flops / seconds / 1e9, 2),
+                matmul_peak_gflops=round(peak, 1), target_s=TARGETS_S[name] if device.type == "cpu" and threads == 1 else None)
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| workload | device | threads | seconds | steps/s | GFLOP/s | matmul peak GFLOP/s | target (1 thread) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        target = f"< {r['target_s']:g} s: {'met' if r['seconds'] < r['target_s'] else 'MISSED'}" if r["target_s"] else ""
+        seconds = f"{r['seconds']:.2f}" + (" (extrapolated)" if r["extrapolated"] else "")
+        lines.append(f"| ({r['workload']}) | {r['device']} | {r['threads'] or '-'} | {seconds} | {r['steps_per_s']:.0f} | "
+                     f"{r['gflops']:.1f} | {r['matmul_peak_gflops']:.0f} | {target} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workload", choices=sorted(WORKLOADS), action="append")
+    parser.add_argument("--threads", type=int, action="append", help="CPU thread counts (default: 1 and 2)")
+    parser.add_argument("--quick", action="store_true", help="run 10%% of the steps and extrapolate")
+    parser.add_argument("--no-cuda", action="store_true")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "toy_models.json")
+    args = parser.parse_args(argv)
+    fraction = 0.1 if args.quick else 1.0
+    rows = []
+    for name in args.workload or sorted(WORKLOADS):
+        for threads in args.threads or [1, 2]:
+            rows.append(run(name, torch.device("cpu"), threads, fraction))
+            print(markdown(rows[-1:]).splitlines()[-1], flush=True)
+        if torch.cuda.is_available() and not args.no_cuda:
+            rows.append(run(name, torch.device("cuda"), None, fraction))
+            print(markdown(rows[-1:]).splitlines()[-1], flush=True)
+    cpu = platform.processor() or platform.machine()
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
+    print(f"\ntorch {torch.__version__}, CPU: {cpu}, {torch.get_num_threads()} threads max, GPU: {gpu}\n")
+    print(markdown(rows))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(dict(torch=torch.__version__, cpu=cpu, gpu=gpu, rows=rows), indent=2) + "\n")
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
