@@ -80,6 +80,36 @@ def run(name: str, device: torch.device, threads: int | None, fraction: float) -
                 matmul_peak_gflops=round(peak, 1), target_s=TARGETS_S[name] if device.type == "cpu" and threads == 1 else None)
 
 
+def run_baseline(name: str, threads: int, fraction: float) -> dict:
+    """The straightforward loop for comparison: einsum forward, autograd, torch.optim.Adam,
+    two torch.rand calls per batch, loss.item() and a tqdm update every step."""
+    from tqdm import tqdm
+
+    from course_utils.toy_models import generate_batch
+
+    spec = WORKLOADS[name]
+    torch.set_num_threads(threads)
+    steps = max(1, int(spec["steps"] * fraction))
+    model = ToyModel(spec["n"], spec["m"], spec["instances"], feature_probability=feature_probability(name, spec["instances"]),
+                     device="cpu", generator=torch.Generator().manual_seed(0))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    start = time.perf_counter()
+    for _ in tqdm(range(steps), disable=True):
+        optimizer.zero_grad()
+        x = generate_batch(model.feature_probability, spec["batch"])
+        out = torch.relu(torch.einsum("ihf,ihg,ibg->ibf", model.W, model.W, x) + model.b[:, None, :])
+        loss = (model.importance[:, None, :] * (x - out) ** 2).mean(dim=(1, 2)).sum()
+        loss.backward()
+        optimizer.step()
+        loss.item()
+    seconds = (time.perf_counter() - start) * spec["steps"] / steps
+    flops = 10 * spec["batch"] * spec["n"] * spec["m"] * spec["instances"] * spec["steps"]
+    return dict(workload=name, device="cpu (naive baseline)", threads=threads, steps=spec["steps"], measured_steps=steps,
+                extrapolated=steps != spec["steps"], seconds=round(seconds, 2), steps_per_s=round(spec["steps"] / seconds, 1),
+                gflops=round(flops / seconds / 1e9, 2), matmul_peak_gflops=round(matmul_peak_gflops(torch.device("cpu")), 1),
+                target_s=None)
+
+
 def markdown(rows: list[dict]) -> str:
     lines = ["| workload | device | threads | seconds | steps/s | GFLOP/s | matmul peak GFLOP/s | target (1 thread) |",
              "|---|---|---|---|---|---|---|---|"]
@@ -97,6 +127,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, action="append", help="CPU thread counts (default: 1 and 2)")
     parser.add_argument("--quick", action="store_true", help="run 10%% of the steps and extrapolate")
     parser.add_argument("--no-cuda", action="store_true")
+    parser.add_argument("--baseline", action="store_true",
+                        help="also time a straightforward einsum + autograd loop on 1 thread (10%% of the steps, extrapolated)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "toy_models.json")
     args = parser.parse_args(argv)
     fraction = 0.1 if args.quick else 1.0
@@ -104,6 +136,9 @@ def main(argv=None) -> int:
     for name in args.workload or sorted(WORKLOADS):
         for threads in args.threads or [1, 2]:
             rows.append(run(name, torch.device("cpu"), threads, fraction))
+            print(markdown(rows[-1:]).splitlines()[-1], flush=True)
+        if args.baseline:
+            rows.append(run_baseline(name, 1, 0.1))
             print(markdown(rows[-1:]).splitlines()[-1], flush=True)
         if torch.cuda.is_available() and not args.no_cuda:
             rows.append(run(name, torch.device("cuda"), None, fraction))

@@ -429,6 +429,32 @@ def execute_notebook(
     return nb
 
 
+PEAK_MEMORY_CELL = """import resource, sys
+print("PEAK_MB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024))"""
+
+
+def measure_notebook(path: Path, timeout: int = CELL_TIMEOUT_S):
+    """Execute a notebook (in its own directory) as a learner would; return (executed notebook,
+    wall seconds, the kernel's peak resident memory in MB).  Errors are left in the outputs."""
+    import time
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    path = Path(path)
+    nb = nbformat.read(path, as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell(PEAK_MEMORY_CELL))
+    client = NotebookClient(nb, kernel_name=KERNEL_NAME, timeout=timeout, allow_errors=True,
+                            store_widget_state=True, resources={"metadata": {"path": str(path.parent)}})
+    start = time.perf_counter()
+    client.execute()
+    seconds = time.perf_counter() - start
+    text = "".join(o.get("text", "") for o in nb.cells[-1].get("outputs", []))
+    peak = float(text.split()[1]) if text.startswith("PEAK_MB") else float("nan")
+    nb.cells.pop()
+    return nb, seconds, peak
+
+
 def _failed_cell(nb):
     for index, cell in enumerate(nb.cells):
         if cell.cell_type != "code" or RAISES_TAG in cell.metadata.get("tags", ()):

@@ -1,0 +1,42 @@
+"""Benchmark: each chapter notebook run top to bottom, as a learner (or nbval) runs it.
+
+Prints and records wall seconds and the kernel's peak resident memory for every
+solutions/NN_*.ipynb (the full chapter) and chapters/NN_*.ipynb (the learner version, with
+stubs).  Budgets (issue #2): under 3 minutes and 2 GB on the 2-core course machine.
+
+    python benchmarks/notebooks.py [NOTEBOOK ...]   # default: every chapter, both versions
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from course_utils.build import measure_notebook
+
+ROOT = Path(__file__).resolve().parents[1]
+BUDGET_S, BUDGET_MB = 180, 2048
+
+
+def main(argv: list[str]) -> int:
+    paths = [Path(p) for p in argv] or sorted(ROOT.glob("solutions/[0-9][0-9]_*.ipynb")) + sorted(
+        ROOT.glob("chapters/[0-9][0-9]_*.ipynb"))
+    rows = []
+    print("| notebook | seconds | peak memory (MB) | within budget |\n|---|---|---|---|")
+    for path in paths:
+        nb, seconds, peak = measure_notebook(path)
+        errors = sum(o.get("output_type") == "error" for c in nb.cells for o in c.get("outputs", []))
+        ok = seconds < BUDGET_S and peak < BUDGET_MB and not errors
+        name = str(path.resolve().relative_to(ROOT))
+        rows.append(dict(notebook=name, seconds=round(seconds, 1), peak_mb=round(peak), errors=errors))
+        print(f"| {name} | {seconds:.1f} | {peak:.0f} | {'yes' if ok else 'NO'}{f' ({errors} errors)' if errors else ''} |",
+              flush=True)
+    out = ROOT / "benchmarks" / "results" / "notebooks.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
