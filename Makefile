@@ -13,7 +13,7 @@ STAMP := build/.setup.stamp
 # not per interpreter, so a new virtual environment is noticed here).
 INSTALLED := import importlib.metadata as m; [m.version(d) for d in ('superposition-course', 'nbval', 'jupytext')]
 
-.PHONY: setup lab test build check doctor benchmark
+.PHONY: setup browser lab test build check doctor benchmark
 
 setup:
 	@if [ ! -f $(STAMP) ] || [ pyproject.toml -nt $(STAMP) ] || ! $(PYTHON) -c "$(INSTALLED)" 2>/dev/null; then \
@@ -28,13 +28,33 @@ setup:
 		touch $(STAMP); \
 	fi
 
+# Chromium for tests/test_browser.py (the chapter widgets in a real browser, driven by the
+# playwright package; Playwright's own browser download is not used).  Installed with apt
+# when this runs as root or with passwordless sudo (CI runs as root); otherwise this says how
+# to install it and the test is skipped with that reason.  CHROMIUM=/path picks a binary.
+APT_CHROMIUM := apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core
+browser:
+	@if [ -n "$$CHROMIUM" ] && [ -x "$$CHROMIUM" ] || command -v chromium >/dev/null 2>&1; then \
+		:; \
+	elif ! command -v apt-get >/dev/null 2>&1; then \
+		echo "note: no chromium and no apt-get: install Chromium (and set CHROMIUM=/path/to/it) to run tests/test_browser.py; it is skipped"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "+ $(APT_CHROMIUM)"; \
+		( $(APT_CHROMIUM) ) || echo "warning: could not install chromium; tests/test_browser.py will be skipped"; \
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+		echo "+ sudo sh -c '$(APT_CHROMIUM)'"; \
+		sudo sh -c '$(APT_CHROMIUM)' || echo "warning: could not install chromium; tests/test_browser.py will be skipped"; \
+	else \
+		echo "note: chromium is not installed; tests/test_browser.py will be skipped. To run it: sudo apt-get install chromium"; \
+	fi
+
 lab: setup
 	$(PYTHON) -m jupyter lab chapters/
 
 # The nbval step names the notebooks explicitly: pytest's `testpaths = ["tests"]` does not
 # apply, solutions/*.py is never collected, and with no notebooks at all pytest fails
 # ("file or directory not found") instead of passing silently.
-test: setup
+test: setup browser
 	$(PYTHON) -m course_utils.build --check
 	$(PYTHON) -m pytest tests
 	$(PYTHON) -m pytest --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \

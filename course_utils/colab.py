@@ -3,10 +3,19 @@
 Every chapter source (``solutions/NN_name.py``) starts its code with ``COLAB_FIRST_CELL``,
 exactly; ``python -m course_utils.build --check`` enforces it.  The cell is self-contained
 because on Colab the course package is not installed yet when it runs: it installs the
-package from GitHub (Colab's own torch already satisfies ``torch>=2.1``, so pip leaves it
-alone) and then calls :func:`prepare`, where all the real setup lives, so that changing the
-setup is one library edit rather than one edit per chapter.  Elsewhere the cell only calls
-:func:`prepare`.
+package from GitHub and then calls :func:`prepare`, where all the real setup lives, so that
+changing the setup is one library edit rather than one edit per chapter.  Elsewhere the cell
+only calls :func:`prepare`.
+
+On Colab the install is ``pip install --no-deps``: the package alone, none of its
+dependencies.  Colab already has everything the chapters import at run time (torch, numpy,
+matplotlib, ipywidgets, tqdm, IPython); the other requirements in ``pyproject.toml``
+(jupyterlab, jupyterlab_widgets, jupytext) serve a local JupyterLab and the build, not a
+running chapter.  Installing them would upgrade Colab's ipywidgets 7 / notebook stack to
+versions its front end does not render, and could replace its CUDA torch.  ``--no-deps``
+leaves every Colab package as it is; :func:`prepare` then turns on Colab's custom widget
+manager, and ``course_utils.widgets`` uses only widgets that ipywidgets 7.7 has too
+(FloatLogSlider, FloatSlider, Output, HBox, VBox).
 
 To change the cell itself: edit ``first_cell`` below, then run
 ``python -m course_utils.build --sync-first-cell`` (rewrites each source's first code cell)
@@ -26,11 +35,12 @@ def first_cell(repo_url: str = REPO_URL, ref: str = REF) -> str:
     """The source of the setup cell that opens every chapter (no trailing newline)."""
     return "\n".join(
         [
-            "# Setup: on Colab this installs the course package (Colab's torch is kept); elsewhere it only",
-            "# configures torch's CPU threads.  `device` is the torch device the chapter trains on.",
+            "# Setup: on Colab this installs the course package alone (--no-deps: Colab's own torch,",
+            "# ipywidgets and matplotlib are kept); elsewhere it only configures torch's CPU threads.",
+            "# `device` is the torch device the chapter trains on: the GPU when there is one.",
             "import sys, subprocess, importlib.util",
             'if "google.colab" in sys.modules and importlib.util.find_spec("course_utils") is None:',
-            "    subprocess.run([sys.executable, \"-m\", \"pip\", \"install\", \"-q\",",
+            "    subprocess.run([sys.executable, \"-m\", \"pip\", \"install\", \"-q\", \"--no-deps\",",
             f'                    "git+{repo_url}@{ref}"], check=True)',
             "    importlib.invalidate_caches()",
             "from course_utils.colab import prepare",
