@@ -25,6 +25,11 @@ from ._framework import (
     hint,
     results,
 )
+from .geometry import (
+    check_dimensions_per_feature,
+    check_feature_dimensionality,
+    check_recognise_polytope,
+)
 from .toy_models import (
     check_feature_norms,
     check_generate_batch,
@@ -38,4 +43,5 @@ __all__ = [
     "clear_results", "evaluate", "exercise", "hint", "results",
     "check_toy_forward", "check_generate_batch", "check_importance_weighted_loss",
     "check_feature_norms", "check_superposition_interference",
+    "check_feature_dimensionality", "check_dimensions_per_feature", "check_recognise_polytope",
 ]
