@@ -1,0 +1,354 @@
+"""Chapter 01's explorer widget in a real browser.
+
+A JupyterLab server (127.0.0.1, a free port, a token, a temporary root directory) serves a
+notebook made of chapters/01_toy_models.ipynb's own cells: its preamble (the Colab/setup
+cell and the imports, everything before the first ``## `` section) and the explorer section
+(``toy_model_explorer()``).  Headless Chromium, driven by Playwright, opens it, runs it, moves
+the "1 - S" slider to dense with the keyboard, and the test asserts that the widget rendered,
+that the figure and the printed summary changed (sparse: superposition, more than 2 features
+in 2 dimensions; dense: exactly 2), and that no cell wrote a traceback.  Screenshots go to
+build/screenshots/.  The server and its kernel are stopped in every case.
+
+Chromium comes from the system (Debian: ``apt-get install chromium``; ``make test`` installs it
+when it can); Playwright's own browser download is not used.  Without Chromium the test is
+skipped with the reason.  ``CHROMIUM=/path/to/chromium`` picks another binary.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAPTER = ROOT / "chapters" / "01_toy_models.ipynb"
+NOTEBOOK_NAME = "01_toy_models_explorer.ipynb"
+SCREENSHOTS = ROOT / "build" / "screenshots"
+WIDGET_CALL = "toy_model_explorer()"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SUMMARY = re.compile(r"(\d+) of (\d+) features represented in (\d+) dimensions")
+STDERR_OUTPUT = '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]'
+
+
+def find_chromium() -> str | None:
+    """$CHROMIUM, else Debian's /usr/bin/chromium, else chromium / chromium-browser on PATH."""
+    for candidate in (os.environ.get("CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium"),
+                      shutil.which("chromium-browser")):
+        if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+# ---------------------------------------------------------------------------------------
+# The notebook: the real chapter's cells
+
+
+def explorer_notebook(chapter: Path = CHAPTER):
+    """The chapter's preamble (cells before the first ``## `` section) and its explorer section.
+
+    The cells are the chapter's own, read from the file, outputs cleared; the explorer
+    section is the code cell that calls ``toy_model_explorer()`` and the markdown cell above it.
+    """
+    nb = nbformat.read(chapter, as_version=4)
+    cells = nb.cells
+    first_section = next(i for i, c in enumerate(cells) if c.cell_type == "markdown" and c.source.startswith("## "))
+    preamble = cells[:first_section]
+    widget = [i for i, c in enumerate(cells) if c.cell_type == "code" and WIDGET_CALL in c.source]
+    assert len(widget) == 1, f"{chapter.name}: expected one cell calling {WIDGET_CALL}, found {len(widget)}"
+    explore = [cells[widget[0] - 1], cells[widget[0]]] if cells[widget[0] - 1].cell_type == "markdown" else [cells[widget[0]]]
+    chosen = [nbformat.from_dict(dict(c)) for c in [*preamble, *explore]]
+    for cell in chosen:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    out = nbformat.v4.new_notebook(metadata=nb.metadata, cells=chosen)
+    nbformat.validate(out)
+    return out
+
+
+def test_explorer_notebook_is_the_chapters_setup_imports_and_widget_cells():
+    """Cheap, browser-free: the cells the browser test runs are the chapter's own."""
+    chapter = nbformat.read(CHAPTER, as_version=4)
+    nb = explorer_notebook()
+    code = [c.source for c in nb.cells if c.cell_type == "code"]
+    chapter_code = [c.source for c in chapter.cells if c.cell_type == "code"]
+    assert code[0] == chapter_code[0] and "device = prepare()" in code[0]  # the setup (Colab) cell
+    assert all(source in chapter_code for source in code)
+    assert WIDGET_CALL in code[-1]
+    # the preamble's other cells only import and configure: no exercise, no training
+    for source in code[1:-1]:
+        assert "NotImplementedError" not in source and "train(" not in source
+        ast.parse(source)
+
+
+# ---------------------------------------------------------------------------------------
+# The server
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _children(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (Linux /proc; empty elsewhere)."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """True unless the process is gone or a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return False
+        return True
+    return state not in ("Z", "X")
+
+
+@dataclass
+class Lab:
+    url: str
+    token: str
+    root: Path
+    log: Path
+    process: subprocess.Popen
+    processes: list[int] = field(default_factory=list)  # server and descendants seen at shutdown
+
+    def api(self, path: str, method: str = "GET"):
+        request = urllib.request.Request(f"{self.url}{path}", method=method,
+                                         headers={"Authorization": f"token {self.token}"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            body = response.read()
+        return json.loads(body) if body else None
+
+    def server_log(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+
+@contextlib.contextmanager
+def jupyterlab(root: Path, state: Path, timeout: float = 90):
+    """Run ``jupyter lab`` on ``root``; stop it and kill its kernels on exit, whatever happens."""
+    port, token = free_port(), secrets.token_hex(16)
+    for name in ("config", "data", "runtime", "settings", "workspaces"):
+        (state / name).mkdir(parents=True, exist_ok=True)
+    # no "Would you like to get notified about official Jupyter news?" toast over the output
+    notification = state / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    notification.parent.mkdir(parents=True, exist_ok=True)
+    notification.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    env = dict(
+        os.environ,
+        JUPYTER_CONFIG_DIR=str(state / "config"),  # no user config leaks in
+        JUPYTER_DATA_DIR=str(state / "data"),
+        JUPYTER_RUNTIME_DIR=str(state / "runtime"),
+        JUPYTERLAB_SETTINGS_DIR=str(state / "settings"),
+        JUPYTERLAB_WORKSPACES_DIR=str(state / "workspaces"),
+    )
+    command = [
+        sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+        "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+        "--ServerApp.allow_root=True",  # CI runs as root
+        "--LabApp.expose_app_in_browser=True",  # window.jupyterapp, to run all cells
+        "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+    ]
+    log = state / "server.log"
+    with open(log, "wb") as log_file:
+        process = subprocess.Popen(command, cwd=root, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    lab = Lab(f"http://127.0.0.1:{port}", token, root, log, process)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"jupyter lab exited with {process.returncode}:\n{lab.server_log()}")
+            with contextlib.suppress(OSError, urllib.error.URLError):
+                lab.api("/api/status")
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"jupyter lab did not answer within {timeout:.0f} s:\n{lab.server_log()}")
+            time.sleep(0.5)
+        yield lab
+    finally:
+        _stop(lab)
+
+
+def _stop(lab: Lab) -> None:
+    """Shut the kernels down through the API, SIGTERM the server, then SIGKILL what is left."""
+    process = lab.process
+    lab.processes = [process.pid, *_children(process.pid)]  # the kernels are the server's children
+    if process.poll() is None:
+        with contextlib.suppress(Exception):
+            for kernel in lab.api("/api/kernels"):
+                lab.api(f"/api/kernels/{kernel['id']}", method="DELETE")
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+    for pid in lab.processes[1:]:
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in lab.processes) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+# ---------------------------------------------------------------------------------------
+# The browser
+
+
+def _widget_cell(page):
+    return page.locator(".jp-Notebook .jp-CodeCell").filter(has_text=WIDGET_CALL)
+
+
+def _summary(cell) -> str:
+    text = cell.locator(".jp-Cell-outputArea").inner_text()
+    match = SUMMARY.search(text)
+    return match.group(0) if match else ""
+
+
+def _images(cell) -> list[str]:
+    return cell.locator(".jp-OutputArea img").evaluate_all("imgs => imgs.map(img => img.src)")
+
+
+def test_chapter01_explorer_widget_in_chromium(tmp_path):
+    chromium = find_chromium()
+    if chromium is None:
+        pytest.skip("chromium is not installed (Debian/Ubuntu: `apt-get install chromium`, which `make test` "
+                    "runs when it is root); the real-browser test needs it")
+    try:
+        from playwright.sync_api import Error as PlaywrightError
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("the playwright package is missing: `pip install -e '.[dev]'` (or `make setup`)")
+
+    root = tmp_path / "lab"
+    root.mkdir()
+    nbformat.write(explorer_notebook(), root / NOTEBOOK_NAME)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page_errors: list[str] = []
+
+    with jupyterlab(root, tmp_path / "state") as lab:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                page.on("pageerror", lambda error: page_errors.append(str(error)))
+
+                def context() -> str:
+                    return f"page errors: {page_errors}\nserver log (end):\n{lab.server_log()}"
+
+                try:
+                    page.goto(f"{lab.url}/lab/tree/{NOTEBOOK_NAME}?token={lab.token}", wait_until="domcontentloaded")
+                    before_summary, before_images, after_summary, after_images = _drive(page, context)
+                except PlaywrightError as error:  # a timeout: show what the page and server looked like
+                    page.screenshot(path=str(SCREENSHOTS / "chapter01_widget_failure.png"))
+                    raise AssertionError(f"{error}\nscreenshot: build/screenshots/chapter01_widget_failure.png\n"
+                                         f"{context()}") from None
+            finally:
+                browser.close()
+    # the server and its kernel are gone
+    assert lab.processes and len(lab.processes) >= 2, "the kernel should have been a child of the server"
+    assert not [pid for pid in lab.processes if _alive(pid)], "server or kernel still running"
+
+    sparse, dense = SUMMARY.search(before_summary), SUMMARY.search(after_summary)
+    assert sparse and dense, (before_summary, after_summary)
+    assert int(sparse.group(1)) > 2, f"sparse features (1 - S = 0.05) superpose: {before_summary}"
+    assert int(dense.group(1)) == 2, f"dense features keep m = 2: {after_summary}"
+    assert len(before_images) == len(after_images) == 2
+    assert before_images != after_images, "the figures did not change after the slider moved"
+
+
+def _drive(page, context) -> tuple[str, list[str], str, list[str]]:
+    """Run the notebook, check the widget, press End on the "1 - S" slider; return the summary
+    line and figure sources before and after."""
+    # JupyterLab loaded the notebook and its kernel is up
+    page.wait_for_selector(".jp-Notebook .jp-CodeCell", timeout=90_000)
+    page.wait_for_function(
+        """() => {
+            const panel = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+            const kernel = panel && panel.sessionContext && panel.sessionContext.session
+                           && panel.sessionContext.session.kernel;
+            return kernel && kernel.status === "idle";
+        }""", timeout=90_000)
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+
+    # the widget rendered: sliders, and the first model's summary and figures
+    cell = _widget_cell(page)
+    handle = cell.locator(".widget-slider").filter(has_text="1 - S").locator(".noUi-handle")
+    handle.wait_for(timeout=90_000)
+    page.wait_for_function(
+        """([selector, pattern]) => [...document.querySelectorAll(selector)]
+               .some(el => new RegExp(pattern).test(el.innerText))""",
+        arg=[".jp-CodeCell .jp-OutputArea", SUMMARY.pattern], timeout=90_000)
+    cell.locator(".jp-OutputArea img").nth(1).wait_for(timeout=30_000)
+    before_summary, before_images = _summary(cell), _images(cell)
+    cell.scroll_into_view_if_needed()
+    page.screenshot(path=str(SCREENSHOTS / "chapter01_widget_before.png"))
+
+    assert page.get_by_text("Error displaying widget").count() == 0, context()
+    assert cell.locator(".noUi-handle").count() == 2, "both sliders (1 - S, importance decay)"
+    readout = cell.locator(".widget-slider").filter(has_text="1 - S").locator(".widget-readout")
+    assert readout.inner_text().strip() == "0.050"
+
+    # move "1 - S" to its maximum (dense features) with the keyboard: End on the handle
+    handle.focus()
+    page.keyboard.press("End")
+    page.wait_for_function(
+        """([selector, pattern, before]) => [...document.querySelectorAll(selector)]
+               .some(el => { const m = new RegExp(pattern).exec(el.innerText);
+                             return m && m[0] !== before; })""",
+        arg=[".jp-CodeCell .jp-OutputArea", SUMMARY.pattern, before_summary], timeout=90_000)
+    cell.locator(".jp-OutputArea img").nth(1).wait_for(timeout=30_000)
+    page.wait_for_timeout(500)  # let the redrawn images finish decoding for the screenshot
+    after_summary, after_images = _summary(cell), _images(cell)
+    cell.scroll_into_view_if_needed()
+    page.screenshot(path=str(SCREENSHOTS / "chapter01_widget.png"))
+
+    assert readout.inner_text().strip() == "1.000"
+    assert page.get_by_text("Error displaying widget").count() == 0, context()
+    prompts = page.locator(".jp-Notebook .jp-CodeCell .jp-InputPrompt").all_inner_texts()
+    assert prompts and all(re.fullmatch(r"\[\d+\]:", p.strip()) for p in prompts), prompts
+    stderr = page.locator(STDERR_OUTPUT).all_inner_texts()
+    assert not any("Traceback" in text or "Error" in text for text in stderr), stderr
+    assert "Traceback" not in page.locator(".jp-Notebook").inner_text()
+    return before_summary, before_images, after_summary, after_images
