@@ -9,9 +9,12 @@
 PYTHON ?= python3
 TORCH_SPEC ?= torch
 STAMP := build/.setup.stamp
-# Cheap proof that this interpreter has the course installed (stamps are per checkout,
-# not per interpreter, so a new virtual environment is noticed here).
-INSTALLED := import importlib.metadata as m; [m.version(d) for d in ('superposition-course', 'nbval', 'jupytext')]
+# Cheap proof that this interpreter has the course installed from THIS checkout (stamps are
+# per checkout, not per interpreter, so a new virtual environment is noticed here, and so is
+# an editable install that points at another clone, whose code notebooks would otherwise run).
+INSTALLED := import importlib.metadata as m, importlib.util as u, os, sys; [m.version(d) for d in ('superposition-course', 'nbval', 'jupytext')]; \
+	sys.path[:] = [p for p in sys.path if p not in ('', os.getcwd())]; \
+	assert os.path.dirname(os.path.dirname(u.find_spec('course_utils').origin)) == os.getcwd()
 
 .PHONY: setup browser lab test build check doctor benchmark
 

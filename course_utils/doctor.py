@@ -66,6 +66,14 @@ def check_torch() -> tuple[str, str]:
 
 def check_widgets() -> tuple[str, str]:
     widgets, lab = _dist_version("ipywidgets"), _dist_version("jupyterlab_widgets")
+    if detect_environment() == "Colab":
+        # Colab renders widgets with its own front end (prepare() enables its custom widget
+        # manager); the course installs with --no-deps there and works with ipywidgets 7.7+.
+        if widgets is None:
+            return FAIL, "ipywidgets not installed; run `pip install ipywidgets`"
+        if _major_minor(widgets) < (7, 7):
+            return FAIL, f"ipywidgets {widgets} (the course's explorers need ipywidgets >= 7.7)"
+        return INFO, f"ipywidgets {widgets} with Colab's widget front end"
     if widgets is None or lab is None:
         missing = " and ".join(n for n, v in (("ipywidgets", widgets), ("jupyterlab_widgets", lab)) if v is None)
         return FAIL, f"{missing} not installed; run `make setup`"
@@ -84,6 +92,8 @@ def check_widgets() -> tuple[str, str]:
 def check_jupytext() -> tuple[str, str]:
     version = _dist_version("jupytext")
     if version is None:
+        if detect_environment() == "Colab":
+            return INFO, "jupytext not installed (only the course build needs it, not a running chapter)"
         return FAIL, "jupytext not installed; run `make setup`"
     return OK, f"jupytext {version}"
 

@@ -107,3 +107,13 @@ def test_a_crashing_check_is_reported_as_a_failure(monkeypatch, capsys):
 def test_environment_detection(monkeypatch, environ, modules, expected):
     monkeypatch.setattr(doctor, "_colab_importable", lambda: False)
     assert doctor.detect_environment(environ, modules) == expected
+
+
+def test_on_colab_widgets_7_and_missing_jupytext_are_info_not_fail(monkeypatch):
+    """The Colab install is --no-deps: Colab's ipywidgets 7.7 and no jupytext are fine there."""
+    monkeypatch.setattr(doctor, "detect_environment", lambda *a, **k: "Colab")
+    monkeypatch.setattr(doctor, "_dist_version", _versions(ipywidgets="7.7.1", jupyterlab_widgets=None, jupytext=None))
+    assert doctor.check_widgets()[0] == doctor.INFO
+    assert doctor.check_jupytext()[0] == doctor.INFO
+    monkeypatch.setattr(doctor, "_dist_version", _versions(ipywidgets="7.6.0"))
+    assert doctor.check_widgets()[0] == doctor.FAIL
