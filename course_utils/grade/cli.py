@@ -1,0 +1,303 @@
+"""``python -m course_utils.grade SUBMISSION... --out grades.csv``: grade a batch.
+
+Runs one worker process per submission (``--jobs`` at a time), each grading its
+submission in its own kernel and sandbox (see ``worker.py``), and writes the CSV and the
+JSON report.  A submission that breaks anything, the worker grading it included, gets
+"error" rows that say why; the batch always finishes and always writes both files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import deque
+from pathlib import Path
+
+from . import config as config_module
+from . import report, submissions
+from .limits import describe_exit, kill_session
+
+DEFAULT_CHECK_TIME_LIMIT = 20.0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m course_utils.grade",
+        description="Grade submitted chapter notebooks: run each in its own kernel, check every "
+                    "exercise from the grader's side, write a CSV (and a JSON report).",
+        epilog="Student and chapter come from the file name: submissions/<student>/01_toy_models.ipynb "
+               "or <student>__01_toy_models.ipynb.  See docs/grading.md.")
+    parser.add_argument("submissions", nargs="+", type=Path, help="notebooks, or directories to search for *.ipynb")
+    parser.add_argument("--out", type=Path, default=Path("grades.csv"), help="the CSV to write (default grades.csv)")
+    parser.add_argument("--json", type=Path, help="the JSON report (default: --out with .json)")
+    parser.add_argument("--jobs", type=int, default=1, help="submissions graded in parallel (default 1)")
+    parser.add_argument("--cell-timeout", type=float, help=f"seconds per cell (default {config_module.DEFAULTS['cell_timeout']:g})")
+    parser.add_argument("--timeout", type=float, help=f"seconds per notebook (default {config_module.DEFAULTS['timeout']:g})")
+    parser.add_argument("--memory-mb", type=float, help="memory limit of each kernel and sandbox, in MB "
+                        f"(default {config_module.DEFAULTS['memory_mb']:g})")
+    parser.add_argument("--hidden-seeds", help="extra cases for every exercise, e.g. 1001,1002")
+    parser.add_argument("--config", type=Path, help="JSON or TOML file: hidden seeds, points, limits per exercise")
+    parser.add_argument("--exercises-only", action="store_true", default=None,
+                        help="run only the set-up cells, the exercise cells and the imports/definitions of "
+                             "the others (skips the training runs)")
+    parser.add_argument("--check-time-limit", type=float,
+                        help="seconds for each exercise's check (default: the exercise's own, 20 s)")
+    parser.add_argument("--chapter", help="grade every submission as this chapter (e.g. 01_toy_models)")
+    parser.add_argument("--chapters-dir", type=Path, help="where the chapters' learner notebooks are "
+                        "(default: the course's chapters/)")
+    parser.add_argument("--keep-temp", action="store_true", help="keep the temporary directory (debugging)")
+    parser.add_argument("--quiet", action="store_true", help="print only the summary")
+    return parser
+
+
+def _config(args, known) -> config_module.GradingConfig:
+    config = config_module.load(args.config, known) if args.config else config_module.GradingConfig()
+    if args.hidden_seeds is not None:
+        config.hidden_seeds = config_module.parse_seeds(args.hidden_seeds)
+    for option in ("cell_timeout", "timeout", "memory_mb"):
+        value = getattr(args, option)
+        if value is not None:
+            if value <= 0:
+                raise config_module.ConfigError(f"--{option.replace('_', '-')} must be positive")
+            setattr(config, option, value)
+    if args.exercises_only:
+        config.exercises_only = True
+    if args.check_time_limit is not None:
+        for name in known:
+            settings = config.exercises.setdefault(name, config_module.ExerciseConfig())
+            if settings.time_limit is None:
+                settings.time_limit = args.check_time_limit
+    return config
+
+
+def _worker_deadline(config, exercises: list[str] | None) -> float:
+    """Seconds after which a worker is stopped: the notebook's budget plus every check's."""
+    per_exercise = [(config.time_limit(name) or DEFAULT_CHECK_TIME_LIMIT) + 45 for name in (exercises or [])]
+    return config.timeout + sum(per_exercise or [300]) + 180
+
+
+class _Job:
+    def __init__(self, number: int, submission: submissions.Submission, exercises, root: Path):
+        self.number, self.submission, self.exercises = number, submission, exercises
+        self.dir = root / f"job-{number:03d}"
+        self.result_path = self.dir / "result.json"
+        self.sessions = self.dir / "sessions"
+        self.process: subprocess.Popen | None = None
+        self.started = 0.0
+        self.log = None
+        self.known = True  # False: the chapter's notebook is missing; the worker finds the exercises
+
+    def base(self) -> dict:
+        s = self.submission
+        return {"student": s.student, "chapter": s.chapter, "submission": str(s.path)}
+
+    def error(self, reason: str, seconds: float = 0.0) -> dict:
+        result = self.base() | {"status": "error", "error": reason, "notes": [reason], "cells": [],
+                                "seconds": {"total": round(seconds, 2)}}
+        result["exercises"] = [
+            {"exercise": name, "outcome": "error", "points": 0.0, "max_points": points, "message": reason}
+            for name, points in (self.exercises or [])]
+        return result
+
+
+def _start(job: _Job, config, mplconfig: Path, chapters_known: bool) -> dict | None:
+    """Start the worker of ``job``; returns an error result instead when it cannot start."""
+    job.dir.mkdir(parents=True)
+    source = job.submission.path
+    copy = job.dir / "input" / source.name
+    copy.parent.mkdir()
+    try:
+        shutil.copyfile(source, copy)  # the original is only ever read, once, here
+    except OSError as error:
+        return job.error(f"cannot read the file ({error.strerror or error})")
+    spec = {
+        **job.base(), "copy": str(copy), "workdir": str(job.dir / "work"),
+        "exercises": [name for name, _ in job.exercises] if chapters_known else None,
+        "config": config.to_json(), "threads": 1, "mplconfig": str(mplconfig),
+        "result": str(job.result_path), "sessions": str(job.sessions),
+    }
+    (job.dir / "job.json").write_text(json.dumps(spec, indent=1))
+    cwd = job.dir / "worker"
+    cwd.mkdir()
+    job.log = open(job.dir / "worker.log", "wb")  # noqa: SIM115 - closed in _finish
+    env = {k: v for k, v in os.environ.items() if k != "SUPERPOSITION_CHECK_LOG"}
+    job.process = subprocess.Popen([sys.executable, "-m", "course_utils.grade.worker", str(job.dir / "job.json")],
+                                   cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=job.log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    job.started = time.monotonic()
+    return None
+
+
+def _stop(job: _Job) -> None:
+    """Kill the worker and every session it started (kernels, sandboxes)."""
+    if job.process is not None:
+        kill_session(job.process.pid)
+        try:
+            job.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+    if job.sessions.exists():
+        for line in job.sessions.read_text().split():
+            if line.isdigit():
+                kill_session(int(line))
+
+
+def _finish(job: _Job, reason: str | None = None) -> dict:
+    """The result of a finished (or stopped) worker."""
+    seconds = time.monotonic() - job.started
+    _stop(job)  # leftovers, if the worker could not clean up
+    if job.log is not None:
+        job.log.close()
+    if reason is None:
+        try:
+            result = json.loads(job.result_path.read_text())
+        except (OSError, ValueError):
+            code = describe_exit(job.process.returncode) if job.process else "not started"
+            tail = (job.dir / "worker.log").read_text(errors="replace")[-500:].strip() if (job.dir / "worker.log").exists() else ""
+            return job.error(f"the grader's worker for this submission failed ({code})"
+                             + (f": {tail.splitlines()[-1]}" if tail else ""), seconds)
+        if result.get("status") == "crashed":
+            return job.error(f"the grader failed on this submission ({result.get('error')}); "
+                             "please report it", seconds) | {"traceback": result.get("traceback", "")}
+        return result
+    return job.error(reason, seconds)
+
+
+def grade_batch(args, config, log=print) -> tuple[list[dict], dict]:
+    """Grade every submission named by ``args``; returns (results, grader info)."""
+    from .. import checks
+    from ..build import CHAPTERS_DIR
+
+    chapters_dir = args.chapters_dir or CHAPTERS_DIR
+    chapters = submissions.known_chapters(chapters_dir)
+    paths = submissions.find(args.submissions)
+    exercises_of: dict[str, list[str] | None] = {}
+    jobs: list[_Job] = []
+    root = Path(tempfile.mkdtemp(prefix="superposition-grade-"))
+    mplconfig = root / "mplconfig"
+    mplconfig.mkdir()
+    for number, path in enumerate(paths, 1):
+        submission = submissions.identify(path, chapters, args.chapter)
+        names = None
+        if submission.chapter is not None:
+            if submission.chapter not in exercises_of:
+                exercises_of[submission.chapter] = submissions.chapter_exercises(
+                    chapters_dir, submission.chapter, checks.EXERCISES)
+            names = exercises_of[submission.chapter]
+        with_points = [(name, config.points(name, checks.EXERCISES[name].exercise.points)) for name in names or []]
+        job = _Job(number, submission, with_points, root)
+        job.known = names is not None
+        jobs.append(job)
+
+    seen: dict[tuple, list[_Job]] = {}
+    for job in jobs:
+        seen.setdefault((job.submission.student, job.submission.chapter), []).append(job)
+
+    results: dict[int, dict] = {}
+    interrupted = False
+    pending = deque(jobs)
+    running: list[_Job] = []
+    n = len(jobs)
+    started = time.monotonic()
+
+    def done(job: _Job, result: dict) -> None:
+        twins = [other.submission.path for other in seen[(job.submission.student, job.submission.chapter)]
+                 if other is not job]
+        if twins:
+            result.setdefault("notes", []).append(
+                f"the same student and chapter also come from {', '.join(map(str, twins))}")
+        results[job.number] = result
+        if not args.quiet:
+            log(f"[{len(results):>{len(str(n))}}/{n}] {report.line(result)}", flush=True)
+
+    try:
+        while pending or running:
+            while pending and len(running) < max(1, args.jobs):
+                job = pending.popleft()
+                if job.submission.chapter is None:
+                    done(job, job.error(job.submission.problem))
+                    continue
+                problem = _start(job, config, mplconfig, job.known)
+                if problem is not None:
+                    done(job, problem)
+                    continue
+                running.append(job)
+            for job in list(running):
+                if job.process.poll() is not None:
+                    running.remove(job)
+                    done(job, _finish(job))
+                elif time.monotonic() - job.started > _worker_deadline(config, [e for e, _ in job.exercises]):
+                    running.remove(job)
+                    done(job, _finish(job, f"grading this submission took longer than "
+                                           f"{_worker_deadline(config, [e for e, _ in job.exercises]):.0f} s; "
+                                           "it was stopped"))
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        interrupted = True
+        for job in running:
+            done(job, _finish(job, "grading was interrupted (Ctrl-C)"))
+        running = []
+        for job in pending:
+            done(job, job.error("grading was interrupted (Ctrl-C) before this submission"))
+    finally:
+        for job in running:
+            _stop(job)
+        if not args.keep_temp:
+            shutil.rmtree(root, ignore_errors=True)
+
+    wall = time.monotonic() - started
+    import torch
+
+    seeds = {}
+    for name in sorted({name for job in jobs for name, _ in job.exercises}):
+        all_seeds, hidden = config.seeds(name, checks.EXERCISES[name].exercise.seeds)
+        seeds[name] = {"default": len(all_seeds) - hidden, "hidden": hidden,
+                       "points": config.points(name, checks.EXERCISES[name].exercise.points)}
+    grader = {
+        "command": "python -m course_utils.grade " + " ".join(sys.argv[1:]) if sys.argv else "",
+        "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "wall_s": round(wall, 2), "jobs": args.jobs,
+        "limits": {"cell_timeout_s": config.cell_timeout, "timeout_s": config.timeout,
+                   "memory_mb": config.memory_mb, "exercises_only": config.exercises_only},
+        "exercises": seeds, "chapters_dir": str(chapters_dir),
+        "python": platform.python_version(), "torch": torch.__version__,
+        "temp_dir": str(root) if args.keep_temp else None,
+        "interrupted": interrupted,
+    }
+    return [results[job.number] for job in jobs], grader
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
+    from .. import checks
+
+    try:
+        config = _config(args, set(checks.EXERCISES))
+    except config_module.ConfigError as error:
+        parser.error(str(error))
+    missing = [str(p) for p in args.submissions if not p.exists()]
+    if missing:
+        parser.error(f"no such file or directory: {', '.join(missing)}")
+    if not submissions.find(args.submissions):
+        parser.error("no notebooks (*.ipynb) found in " + ", ".join(map(str, args.submissions)))
+    json_path = args.json or args.out.with_suffix(".json")
+    results, grader = grade_batch(args, config)
+    report.write_csv(args.out, results)
+    report.write_json(json_path, results, grader)
+    totals = report.summary(results)
+    outcomes = ", ".join(f"{count} {outcome}" for outcome, count in sorted(totals["outcomes"].items()))
+    print(f"graded {totals['submissions']} submission(s) in {grader['wall_s']:.1f} s with {args.jobs} job(s): "
+          f"{totals['rows']} rows ({outcomes})")
+    print(f"wrote {args.out} and {json_path}")
+    return 130 if grader["interrupted"] else 0
