@@ -34,11 +34,12 @@
 # answer, and `checks.hint("name")` when you are stuck.
 
 # %%
-# Setup: on Colab this installs the course package (Colab's torch is kept); elsewhere it only
-# configures torch's CPU threads.  `device` is the torch device the chapter trains on.
+# Setup: on Colab this installs the course package alone (--no-deps: Colab's own torch,
+# ipywidgets and matplotlib are kept); elsewhere it only configures torch's CPU threads.
+# `device` is the torch device the chapter trains on: the GPU when there is one.
 import sys, subprocess, importlib.util
 if "google.colab" in sys.modules and importlib.util.find_spec("course_utils") is None:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
                     "git+https://github.com/superposition-course/superposition@main"], check=True)
     importlib.invalidate_caches()
 from course_utils.colab import prepare
