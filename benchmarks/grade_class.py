@@ -160,6 +160,7 @@ def main() -> int:
         expected = make_class(folder)
         before = {p: p.read_bytes() for p in folder.rglob("*.ipynb")}
         csv_path = tmp / "grades.csv"
+        load_before = list(os.getloadavg())  # other work on the machine slows the figures down
         wall, run = grade(folder, csv_path, args.jobs, args.full)
         print(run.stdout[-3000:])
         if run.returncode != 0:
@@ -202,14 +203,17 @@ def main() -> int:
             "benchmark": "grade a class of 30 chapter-01 submissions in one command",
             "command": f"python -m course_utils.grade submissions/ --jobs {args.jobs} --hidden-seeds {HIDDEN_SEEDS} "
                        f"--cell-timeout 60 --memory-mb 2048" + ("" if args.full else " --exercises-only"),
-            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+                        "load_average_before": load_before, "load_average_after": list(os.getloadavg())},
             "jobs": args.jobs,
             "exercises_only": not args.full,
             "submissions": len(expected),
             "rows": len(rows),
             "wall_s": round(wall, 1),
-            "per_submission_s": {"mean": round(sum(totals) / len(totals), 1), "min": round(min(totals), 1),
-                                 "max": round(max(totals), 1)},
+            "per_submission_s": {"mean": round(sum(totals) / len(totals), 1),
+                                 "median": round(sorted(totals)[len(totals) // 2], 1),
+                                 "min": round(min(totals), 1), "max": round(max(totals), 1),
+                                 "note": "worker time per submission (notebook + grading), without worker start-up"},
             "per_submission": {student: {"kind": expected[student][0], **per_submission.get(student, {})}
                                for student in expected},
             "outcomes": report["summary"]["outcomes"],

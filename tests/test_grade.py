@@ -84,6 +84,20 @@ def test_bound_names_and_definitions_only():
     assert execute.bound_names("def broken(:\n  pass\ndef ok(): pass") == {"broken", "ok"}
 
 
+@pytest.mark.parametrize("arguments, words", [
+    (["nothere"], "no such file or directory: nothere"),
+    (["{empty}"], "no notebooks (*.ipynb) found"),
+    (["{empty}", "--hidden-seeds", "1,a"], "hidden seeds must be integers"),
+    (["{empty}", "--jobs", "0"], "--jobs must be at least 1"),
+])
+def test_usage_errors_say_what_is_wrong(tmp_path, capsys, arguments, words):
+    from course_utils.grade import cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([a.format(empty=tmp_path) for a in arguments])
+    assert exit_info.value.code == 2 and words in capsys.readouterr().err
+
+
 def test_config_json_and_toml_merge_seeds_and_points(tmp_path):
     (tmp_path / "g.toml").write_text(textwrap.dedent("""
         hidden_seeds = [1001, 3]

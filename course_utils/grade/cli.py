@@ -262,7 +262,7 @@ def grade_batch(args, config, log=print) -> tuple[list[dict], dict]:
         seeds[name] = {"default": len(all_seeds) - hidden, "hidden": hidden,
                        "points": config.points(name, checks.EXERCISES[name].exercise.points)}
     grader = {
-        "command": "python -m course_utils.grade " + " ".join(sys.argv[1:]) if sys.argv else "",
+        "command": "python -m course_utils.grade " + " ".join(getattr(args, "argv", sys.argv[1:])),
         "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "wall_s": round(wall, 2), "jobs": args.jobs,
         "limits": {"cell_timeout_s": config.cell_timeout, "timeout_s": config.timeout,
@@ -278,6 +278,7 @@ def grade_batch(args, config, log=print) -> tuple[list[dict], dict]:
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
     from .. import checks
