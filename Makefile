@@ -1,5 +1,6 @@
 # Superposition course.  The two commands a learner needs:
-#   make lab    set up, then open the chapters in JupyterLab
+#   make lab    set up, copy new chapters into your working copy my_work/ (never
+#               overwriting yours), then open it in JupyterLab
 #   make test   set up, then every check (drift, unit tests, every solutions notebook)
 #
 # PYTHON picks the interpreter (e.g. `make test PYTHON=.venv/bin/python`); TORCH_SPEC
@@ -52,7 +53,8 @@ browser:
 	fi
 
 lab: setup
-	$(PYTHON) -m jupyter lab chapters/
+	$(PYTHON) -m course_utils.workspace
+	$(PYTHON) -m jupyter lab $$([ "$$(id -u)" = 0 ] && echo --allow-root) my_work/
 
 # The nbval step names the notebooks explicitly: pytest's `testpaths = ["tests"]` does not
 # apply, solutions/*.py is never collected, and with no notebooks at all pytest fails
