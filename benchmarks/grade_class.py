@@ -32,7 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "fixtures" / "grading"))
-import notebooks as nbs  # noqa: E402
+import submission_notebooks as nbs  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "grade_class.json"
 HIDDEN_SEEDS = "1001,1002,1003"

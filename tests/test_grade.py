@@ -24,7 +24,7 @@ from course_utils.grade import config as grade_config
 from course_utils.grade import execute, submissions, worker
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "grading"))
-import notebooks as nbs  # noqa: E402
+import submission_notebooks as nbs  # noqa: E402
 
 EXERCISES = nbs.EXERCISES
 CHAPTER = "01_toy_models"
