@@ -1,0 +1,33 @@
+"""Shared helpers for the tests of exercise checks (tests/test_checks_*.py)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from course_utils import checks
+
+NUMBER_LIST = r"\[\s*-?\d[\d.e+-]*\s*,\s*-?\d[\d.e+-]*\s*,"  # "[0.12, 3.4, ..." (a printed array)
+
+
+def stub(*args, **kwargs):
+    """What the learner notebook's exercise stub does."""
+    raise NotImplementedError
+
+
+def failure(name, learner, **kwargs) -> str:
+    """The failure message; asserts that the check failed and printed no tensor values."""
+    outcome = checks.evaluate(name, learner, **kwargs)
+    assert outcome.status == checks.FAILED, outcome.line
+    assert "tensor(" not in outcome.line and not re.search(NUMBER_LIST, outcome.line), outcome.line
+    assert len(re.findall(r"\d\.\d{4,}", outcome.line)) == 0, outcome.line  # no long decimals
+    return outcome.message
+
+
+def assert_reference_passes_and_stub_is_not_attempted(name, reference, capsys: pytest.CaptureFixture) -> None:
+    checks.EXERCISES[name](reference)
+    checks.EXERCISES[name](stub)
+    passed, not_attempted = capsys.readouterr().out.splitlines()
+    assert passed.startswith(f"[passed] {name}: ")
+    assert not_attempted.startswith(f"[not attempted] {name}: the function still raises NotImplementedError")
