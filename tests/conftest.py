@@ -65,3 +65,14 @@ def demo_tree(built_demo, tmp_path) -> tuple[Path, Path, Path]:
 def fresh_demo(tmp_path) -> tuple[Path, Path, Path]:
     """An unbuilt course tree holding the demo chapter source: (source, solutions, chapters)."""
     return make_course_tree(tmp_path / "course")
+
+
+@pytest.fixture
+def one_thread():
+    """Train on one CPU thread, as the chapters do (their printed numbers assume it)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -15,12 +15,7 @@ from course_utils.toy_models import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_n5_m2_dense_keeps_top_two_orthogonal_and_sparse_stores_all():

@@ -7,12 +7,7 @@ from course_utils import geometry
 from course_utils.toy_models import ToyModel, evaluate_loss, select_best, train
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_non_uniform_superposition_deforms_the_pentagon_then_jumps_to_two_digons():
