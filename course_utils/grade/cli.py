@@ -23,7 +23,7 @@ from pathlib import Path
 
 from . import config as config_module
 from . import report, submissions
-from .limits import describe_exit, kill_session
+from .limits import describe_exit, kill_and_reap, kill_session
 
 DEFAULT_CHECK_TIME_LIMIT = 20.0
 
@@ -139,11 +139,7 @@ def _start(job: _Job, config, mplconfig: Path, chapters_known: bool) -> dict | N
 def _stop(job: _Job) -> None:
     """Kill the worker and every session it started (kernels, sandboxes)."""
     if job.process is not None:
-        kill_session(job.process.pid)
-        try:
-            job.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
+        kill_and_reap(job.process)
     if job.sessions.exists():
         for line in job.sessions.read_text().split():
             if line.isdigit():

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import harvest as _harvest
-from .limits import MemoryWatch, describe_exit, kill_session, register_session
+from .limits import MemoryWatch, describe_exit, kill_and_reap, register_session
 
 STARTUP_TIMEOUT_S = 60.0
 INTERRUPT_GRACE_S = 3.0  # how long a timed-out cell gets to answer an interrupt
@@ -144,11 +144,7 @@ class Kernel:
                 pass
             self.client = None
         if self.process is not None:
-            kill_session(self.process.pid)
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
+            kill_and_reap(self.process)
 
     # ------------------------------------------------------------------ requests
 

@@ -93,6 +93,17 @@ def kill_session(sid: int) -> None:
         time.sleep(0.05)
 
 
+def kill_and_reap(process, timeout: float = 5.0) -> None:
+    """Kill the session led by ``process`` (a ``subprocess.Popen``) and wait for it to exit."""
+    import subprocess
+
+    kill_session(process.pid)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pass
+
+
 def register_session(sid: int) -> None:
     """Note a session this process started in ``SESSION_LOG``, so that whoever kills this
     process can kill that session too."""
