@@ -30,6 +30,12 @@ from .geometry import (
     check_feature_dimensionality,
     check_recognise_polytope,
 )
+from .polysemanticity import (
+    check_autoencoder_loss,
+    check_count_polysemantic_neurons,
+    check_initial_argmax_win_rate,
+    check_predicted_polysemantic,
+)
 from .toy_models import (
     check_feature_norms,
     check_generate_batch,
@@ -44,4 +50,6 @@ __all__ = [
     "check_toy_forward", "check_generate_batch", "check_importance_weighted_loss",
     "check_feature_norms", "check_superposition_interference",
     "check_feature_dimensionality", "check_dimensions_per_feature", "check_recognise_polytope",
+    "check_autoencoder_loss", "check_count_polysemantic_neurons", "check_predicted_polysemantic",
+    "check_initial_argmax_win_rate",
 ]

@@ -1,0 +1,465 @@
+"""Incidental polysemanticity (Lecomte, Thaman, Schaeffer, Bashkansky, Chow & Koyejo 2023).
+
+The model is a tied ReLU autoencoder with *more* neurons than features,
+
+    y = ReLU(W Wᵀ x),    W: (features n, neurons m), m >= n,
+
+trained on the n standard basis vectors x = e_i, with the loss
+
+    L = Σ_i ‖ReLU(W Wᵀ e_i) − e_i‖² + λ ‖W‖₁   (sum of squared errors, not a mean).
+
+Rows of W are features, columns are neurons.  A weight is *active* when |w| ∈ [0.8, 1.2] and a
+neuron is *polysemantic* when two or more features have an active weight on it (the authors'
+code).  With L1 the basis becomes privileged: each feature ends with one active weight, on a
+neuron that random initialisation happened to favour, so two features can land on the same
+neuron by chance, a birthday problem.  Only pairs of opposite sign survive the output ReLU, so
+about n²/(4m) neurons end polysemantic although there is room for every feature to have its own.
+
+Everything is batched over a leading instance axis (independent seeds): W is
+``(instances, n, m)``.  Because the inputs are the identity, the forward pass on the whole
+dataset is the Gram matrix G = W Wᵀ, and the training step uses its closed-form gradient
+(tested against autograd).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+ACTIVE_RANGE = (0.8, 1.2)  # |w| in this range counts as an active weight (the authors' code)
+OPTIMIZERS = ("adamw", "adam", "gd")
+NOISES = ("bernoulli", "gaussian")
+
+
+# --------------------------------------------------------------------------------------
+# The model and its loss
+# --------------------------------------------------------------------------------------
+
+
+def init_weights(instances: int, n: int, m: int, generator: torch.Generator | None = None,
+                 device=None) -> Tensor:
+    """W ~ N(0, 1/m), shape (instances, n, m): each feature row starts with norm ≈ 1."""
+    _check_sizes(n, m)
+    W = torch.randn(instances, n, m, generator=generator, dtype=torch.float32)
+    return (W / math.sqrt(m)).to(device) if device is not None else W / math.sqrt(m)
+
+
+def forward(W: Tensor, x: Tensor) -> Tensor:
+    """y = ReLU(W Wᵀ x) for x: (instances, batch, n) -> (instances, batch, n).
+
+    Row-vector convention: h = x W is (instances, batch, m), y = ReLU(h Wᵀ)."""
+    return torch.relu((x @ W) @ W.transpose(-1, -2))
+
+
+def autoencoder_loss(W: Tensor, l1: float = 0.0) -> Tensor:
+    """Σ_i ‖ReLU(W Wᵀ e_i) − e_i‖² + λ ‖W‖₁ over the n basis inputs, per instance: (instances,)."""
+    n = W.shape[-2]
+    eye = torch.eye(n, dtype=W.dtype, device=W.device)
+    x = eye.expand(W.shape[0], n, n)
+    reconstruction = (forward(W, x) - x).square().sum(dim=(-1, -2))
+    return reconstruction + l1 * W.abs().sum(dim=(-1, -2))
+
+
+def loss_and_grad(W: Tensor, l1: float = 0.0, noise: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """The loss per instance and its gradient with respect to W, in closed form.
+
+    ``noise`` (instances, m), if given, is added to the hidden layer for every input in the
+    step (as in the authors' code): y_i = ReLU(W (Wᵀ e_i + ε)).  With Z = G + 1 uᵀ, u = W ε:
+    dL/dZ = 2 (ReLU(Z) − I) ⊙ [Z > 0], dL/dW = (dZ + dZᵀ) W + (Σ_i dZ_i) εᵀ, plus λ sign(W).
+    """
+    n = W.shape[-2]
+    Z = W @ W.transpose(-1, -2)  # (instances, n, n); Z[i, k] = output k for input e_i
+    if noise is not None:
+        u = torch.einsum("inm,im->in", W, noise)
+        Z = Z + u[:, None, :]
+    eye = torch.eye(n, dtype=W.dtype, device=W.device)
+    error = Z.clamp(min=0) - eye  # ReLU(Z) − I
+    loss = error.square().sum(dim=(-1, -2))
+    dZ = 2 * error * (Z > 0)
+    grad = (dZ + dZ.transpose(-1, -2)) @ W
+    if noise is not None:
+        grad = grad + dZ.sum(dim=-2)[:, :, None] * noise[:, None, :]
+    if l1:
+        loss = loss + l1 * W.abs().sum(dim=(-1, -2))
+        grad = grad + l1 * W.sign()
+    return loss, grad
+
+
+def hidden_noise(kind: str, sigma: float, instances: int, m: int, generator=None,
+                 device=None) -> Tensor:
+    """One noise vector per instance, (instances, m): Bernoulli ±σ or Gaussian N(0, σ²).
+
+    Both have variance σ²; Bernoulli ±σ has excess kurtosis −2, Gaussian 0."""
+    if kind == "bernoulli":
+        signs = torch.randint(0, 2, (instances, m), generator=generator).float() * 2 - 1
+        noise = signs * sigma
+    elif kind == "gaussian":
+        noise = torch.randn(instances, m, generator=generator) * sigma
+    else:
+        raise ValueError(f"noise must be one of {NOISES}, got {kind!r}")
+    return noise.to(device) if device is not None else noise
+
+
+# --------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class IncidentalRun:
+    """What ``train_autoencoders`` returns.  ``W_init`` and ``W``: (instances, n, m), on the CPU.
+
+    The histories are recorded at ``record_steps`` (step 0 = initialisation) and have shape
+    (records, instances): the loss, the mean per-feature ℓ1 norm Σ_j |w_ij|, the mean number of
+    surviving weights per feature (|w| > ``survival_threshold``) and the mean fourth norm
+    Σ_j w_ij⁴."""
+
+    n: int
+    m: int
+    l1: float
+    optimizer: str
+    lr: float
+    steps: int
+    noise: str | None
+    sigma: float
+    W_init: Tensor
+    W: Tensor
+    record_steps: list[int] = field(default_factory=list)
+    loss_history: Tensor | None = None
+    l1_history: Tensor | None = None
+    surviving_history: Tensor | None = None
+    fourth_norm_history: Tensor | None = None
+    seconds: float = 0.0
+
+    @property
+    def instances(self) -> int:
+        return self.W.shape[0]
+
+    @property
+    def time(self) -> Tensor:
+        """Continuous training time t = lr · step of each record (meaningful for gradient descent)."""
+        return torch.tensor(self.record_steps, dtype=torch.float64) * self.lr
+
+
+def train_autoencoders(
+    n: int,
+    m: int,
+    instances: int = 16,
+    *,
+    l1: float = 1e-3,
+    optimizer: str = "adamw",
+    lr: float | None = None,
+    steps: int = 7500,
+    weight_decay: float = 0.01,
+    noise: str | None = None,
+    sigma: float = 0.0,
+    seed: int = 0,
+    record_every: int | None = None,
+    survival_threshold: float = 0.02,
+    device=None,
+    progress: bool = True,
+    description: str | None = None,
+) -> IncidentalRun:
+    """Train ``instances`` independent autoencoders (one seed each) on the n basis vectors.
+
+    The paper's setup is the default: W ~ N(0, 1/m), full-batch AdamW (lr 1e-3, PyTorch's
+    default decoupled weight decay 0.01), λ = 1e-3, 7,500 steps.  ``optimizer="gd"`` is plain
+    gradient descent (default lr 0.05), the dynamics the paper's winner-take-all theory
+    analyses; ``"adam"`` is Adam without weight decay.  ``noise="bernoulli"`` or
+    ``"gaussian"`` adds hidden-layer noise of standard deviation ``sigma``, a fresh draw each
+    step (the noise-driven variant is run with ``l1=0``).
+    """
+    import time as _time
+
+    from tqdm.auto import tqdm
+
+    _check_sizes(n, m)
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    if noise is not None and noise not in NOISES:
+        raise ValueError(f"noise must be None or one of {NOISES}, got {noise!r}")
+    if noise is not None and not sigma > 0:
+        raise ValueError(f"noise={noise!r} needs sigma > 0, got {sigma!r}")
+    for name, value in (("instances", instances), ("steps", steps)):
+        if int(value) != value or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if l1 < 0 or not math.isfinite(l1):
+        raise ValueError(f"l1 must be a finite number >= 0, got {l1!r}")
+    lr = (0.05 if optimizer == "gd" else 1e-3) if lr is None else float(lr)
+    if not lr > 0:
+        raise ValueError(f"lr must be positive, got {lr!r}")
+    record_every = record_every or max(1, steps // 100)
+    from .device import get_device
+
+    device = torch.device(device) if device is not None else get_device()
+    generator = torch.Generator().manual_seed(seed)
+    W = init_weights(instances, n, m, generator).to(device)
+    W_init = W.detach().cpu().clone()
+    noise_generator = torch.Generator().manual_seed(seed + 1)
+
+    records: list[int] = []
+    history: dict[str, list[Tensor]] = {"loss": [], "l1": [], "surviving": [], "fourth": []}
+
+    def record(step: int, loss: Tensor) -> None:
+        records.append(step)
+        with torch.no_grad():
+            history["loss"].append(loss.detach().cpu())
+            history["l1"].append(W.abs().sum(-1).mean(-1).cpu())
+            history["surviving"].append((W.abs() > survival_threshold).sum(-1).float().mean(-1).cpu())
+            history["fourth"].append(fourth_norm(W).mean(-1).cpu())
+
+    exp_avg = torch.zeros_like(W)
+    exp_avg_sq = torch.zeros_like(W)
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    decay = weight_decay if optimizer == "adamw" else 0.0
+    start = _time.perf_counter()
+    bar = tqdm(range(1, steps + 1), desc=description or f"n={n}, m={m}, {optimizer}",
+               disable=not progress, leave=False, mininterval=0.5)
+    with torch.no_grad():
+        for step in bar:
+            eps_hidden = (hidden_noise(noise, sigma, instances, m, noise_generator, device)
+                          if noise is not None else None)
+            loss, grad = loss_and_grad(W, l1, eps_hidden)
+            if step == 1:
+                record(0, loss)
+            if optimizer == "gd":
+                W.sub_(grad, alpha=lr)
+            else:
+                if decay:
+                    W.mul_(1 - lr * decay)
+                exp_avg.lerp_(grad, 1 - beta1)
+                exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                denom = (exp_avg_sq / (1 - beta2**step)).sqrt_().add_(eps)
+                W.addcdiv_(exp_avg, denom, value=-lr / (1 - beta1**step))
+            if step % record_every == 0 or step == steps:
+                loss_now = loss_and_grad(W, l1)[0] if noise is None else loss
+                if not torch.isfinite(loss_now).all():
+                    raise FloatingPointError(
+                        f"training diverged at step {step} (loss is not finite); lower lr (now {lr})")
+                record(step, loss_now)
+                if progress:
+                    bar.set_postfix(loss=f"{float(loss_now.mean()):.4f}", refresh=False)
+    seconds = _time.perf_counter() - start
+    return IncidentalRun(
+        n=n, m=m, l1=float(l1), optimizer=optimizer, lr=lr, steps=int(steps), noise=noise,
+        sigma=float(sigma), W_init=W_init, W=W.detach().cpu(), record_steps=records,
+        loss_history=torch.stack(history["loss"]), l1_history=torch.stack(history["l1"]),
+        surviving_history=torch.stack(history["surviving"]),
+        fourth_norm_history=torch.stack(history["fourth"]), seconds=seconds,
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Measures
+# --------------------------------------------------------------------------------------
+
+
+def active_weights(W: Tensor, low: float = ACTIVE_RANGE[0], high: float = ACTIVE_RANGE[1]) -> Tensor:
+    """Boolean (instances, n, m): |w| ∈ [low, high]."""
+    magnitude = W.abs()
+    return (magnitude >= low) & (magnitude <= high)
+
+
+def features_per_neuron(W: Tensor) -> Tensor:
+    """(instances, m): how many features have an active weight on each neuron."""
+    return active_weights(W).sum(dim=-2)
+
+
+def polysemantic_neurons(W: Tensor) -> Tensor:
+    """(instances,): neurons on which two or more features have an active weight."""
+    return (features_per_neuron(W) >= 2).sum(dim=-1)
+
+
+def privileged_basis(W: Tensor, zero: float = 0.05) -> dict[str, float]:
+    """How axis-aligned W is, over all instances: the fraction of features with exactly one
+    active weight, and the fraction of the remaining weights with |w| < ``zero``."""
+    active = active_weights(W)
+    one_active = (active.sum(-1) == 1).float().mean()
+    rest = W.abs()[~active]
+    near_zero = (rest < zero).float().mean() if rest.numel() else torch.tensor(1.0)
+    return {"one_active_weight": float(one_active), "others_near_zero": float(near_zero)}
+
+
+def winning_neurons(W: Tensor) -> Tensor:
+    """(instances, n): for each feature, the neuron with its largest |weight|."""
+    return W.abs().argmax(dim=-1)
+
+
+def initial_argmax_win_rate(W_init: Tensor, W: Tensor) -> Tensor:
+    """(instances,): the fraction of features whose final winning neuron is the argmax of
+    their initial |weights|.  Chance is 1/m."""
+    if W_init.shape != W.shape:
+        raise ValueError(f"W_init and W need the same shape, got {tuple(W_init.shape)} and {tuple(W.shape)}")
+    return (winning_neurons(W_init) == winning_neurons(W)).float().mean(dim=-1)
+
+
+def shared_neuron_signs(W: Tensor) -> dict[str, int]:
+    """Count the pairs of features with active weights on the same neuron, by sign: same
+    sign (they would interfere through the output ReLU) and opposite sign (harmless)."""
+    active = active_weights(W).float()
+    positive = active * (W > 0)
+    negative = active * (W < 0)
+    p, q = positive.sum(-2), negative.sum(-2)  # (instances, m)
+    same = (p * (p - 1) / 2 + q * (q - 1) / 2).sum()
+    opposite = (p * q).sum()
+    return {"same_sign": int(same), "opposite_sign": int(opposite)}
+
+
+def fourth_norm(W: Tensor) -> Tensor:
+    """(instances, n): Σ_j w_ij⁴.  1 for a unit row with one nonzero weight, ≈ 3/m for a
+    random row of norm 1: a measure of how concentrated each feature is."""
+    return W.pow(4).sum(dim=-1)
+
+
+# --------------------------------------------------------------------------------------
+# Predictions
+# --------------------------------------------------------------------------------------
+
+
+def expected_collisions(n: int, m: int) -> float:
+    """The birthday problem: the expected number of pairs of n features whose winning neurons,
+    drawn uniformly from m, coincide: C(n, 2)/m ≈ n²/(2m)."""
+    _check_sizes(n, m, need_more_neurons=False)
+    return n * (n - 1) / 2 / m
+
+
+def predicted_polysemantic(n: int, m: int) -> float:
+    """Expected polysemantic neurons if every feature's winner is a uniformly random neuron and
+    its sign a fair coin, and only opposite signs can share a neuron (two positive weights on
+    one neuron make W_i · W_j > 0, an error the output ReLU passes on).  A neuron is
+    polysemantic when it wins at least one positive and one negative feature:
+
+        m · [1 − 2 (1 − 1/(2m))ⁿ + (1 − 1/m)ⁿ]  ≈  n²/(4m)  for m ≫ n.
+    """
+    _check_sizes(n, m, need_more_neurons=False)
+    return m * (1 - 2 * (1 - 1 / (2 * m)) ** n + (1 - 1 / m) ** n)
+
+
+def simulate_polysemantic(n: int, m: int, trials: int = 20_000, seed: int = 0) -> Tensor:
+    """Monte Carlo of ``predicted_polysemantic``'s model: (trials,) counts of neurons that
+    win at least one positive and at least one negative feature."""
+    _check_sizes(n, m, need_more_neurons=False)
+    generator = torch.Generator().manual_seed(seed)
+    neuron = torch.randint(0, m, (trials, n), generator=generator)
+    positive = torch.randint(0, 2, (trials, n), generator=generator).bool()
+    has_positive = torch.zeros(trials, m, dtype=torch.bool)
+    has_negative = torch.zeros(trials, m, dtype=torch.bool)
+    rows = torch.arange(trials)[:, None].expand(trials, n)
+    has_positive[rows[positive], neuron[positive]] = True
+    has_negative[rows[~positive], neuron[~positive]] = True
+    return (has_positive & has_negative).sum(dim=-1)
+
+
+def predicted_surviving(m: int, l1: float, t) -> Tensor:
+    """The paper's sparsification law for gradient flow: the number of surviving weights of a
+    feature, m'(t) ≈ max(1, 1/(1/√m + λ t)²), with t = lr · steps; its ℓ1 norm is √m'."""
+    t = torch.as_tensor(t, dtype=torch.float64)
+    return (1 / (1 / math.sqrt(m) + l1 * t) ** 2).clamp(min=1.0)
+
+
+# --------------------------------------------------------------------------------------
+# The collision sweep
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class CollisionSweep:
+    """Polysemantic-neuron counts for several widths: ``counts`` is (widths, instances)."""
+
+    n: int
+    widths: list[int]
+    counts: Tensor
+    win_rates: Tensor
+    privileged: list[dict[str, float]]
+    seconds: list[float]
+    settings: dict
+
+    @property
+    def mean(self) -> Tensor:
+        return self.counts.double().mean(dim=1)
+
+    @property
+    def standard_error(self) -> Tensor:
+        return self.counts.double().std(dim=1) / math.sqrt(self.counts.shape[1])
+
+    @property
+    def prediction(self) -> Tensor:
+        return torch.tensor([predicted_polysemantic(self.n, m) for m in self.widths], dtype=torch.float64)
+
+    @property
+    def leading_order(self) -> Tensor:
+        """n²/(4m), the paper's line."""
+        return torch.tensor([self.n**2 / (4 * m) for m in self.widths], dtype=torch.float64)
+
+    def slope(self) -> float:
+        """The log-log slope of the mean count against m (needs every mean > 0)."""
+        from .scaling import fit_power_law
+
+        return fit_power_law(self.widths, self.mean).slope
+
+    def summary(self) -> list[dict]:
+        rows = []
+        for k, m in enumerate(self.widths):
+            rows.append({
+                "m": m, "mean": float(self.mean[k]), "standard_error": float(self.standard_error[k]),
+                "prediction": float(self.prediction[k]), "n2_over_4m": float(self.leading_order[k]),
+                "ratio": float(self.mean[k] / self.prediction[k]),
+                "initial_argmax_wins": float(self.win_rates[k].mean()), "chance": 1 / m,
+                "one_active_weight": self.privileged[k]["one_active_weight"],
+            })
+        return rows
+
+
+def collision_sweep(n: int, widths, instances: int = 32, *, seed: int = 0, progress: bool = True,
+                    **train_kwargs) -> CollisionSweep:
+    """Train ``instances`` seeds at each width in ``widths`` (each width one batched run) and
+    count polysemantic neurons.  ``train_kwargs`` go to ``train_autoencoders``."""
+    from tqdm.auto import tqdm
+
+    widths = [int(m) for m in widths]
+    if not widths:
+        raise ValueError("widths is empty")
+    for m in widths:
+        _check_sizes(n, m)
+    record_every = train_kwargs.pop("record_every", None) or 10**9  # only the end is needed
+    counts, win_rates, privileged, seconds = [], [], [], []
+    for k, m in enumerate(tqdm(widths, desc=f"collision sweep n={n}", disable=not progress, leave=False)):
+        run = train_autoencoders(n, m, instances, seed=seed + 1000 * k, progress=progress,
+                                 record_every=record_every, **train_kwargs)
+        counts.append(polysemantic_neurons(run.W))
+        win_rates.append(initial_argmax_win_rate(run.W_init, run.W))
+        privileged.append(privileged_basis(run.W))
+        seconds.append(run.seconds)
+    settings = {"instances": instances, "seed": seed, **train_kwargs}
+    return CollisionSweep(n, widths, torch.stack(counts), torch.stack(win_rates), privileged, seconds, settings)
+
+
+# --------------------------------------------------------------------------------------
+# For the widget: one model, its weights sorted to show collisions
+# --------------------------------------------------------------------------------------
+
+
+def sort_for_display(W: Tensor) -> tuple[Tensor, Tensor]:
+    """One instance's W (n, m) with its neurons reordered: the winners of features 0, 1, …
+    first (in feature order, each neuron once), unused neurons last.  A polysemantic neuron
+    shows as a column with two active weights.  Returns (W_sorted, neuron_order)."""
+    if W.dim() != 2:
+        raise ValueError(f"sort_for_display takes one instance's W (n, m), got shape {tuple(W.shape)}")
+    order: list[int] = []
+    for neuron in W.abs().argmax(dim=-1).tolist():
+        if neuron not in order:
+            order.append(neuron)
+    order += [j for j in range(W.shape[1]) if j not in order]
+    index = torch.tensor(order)
+    return W[:, index], index
+
+
+def _check_sizes(n: int, m: int, need_more_neurons: bool = True) -> None:
+    for name, value in (("n", n), ("m", m)):
+        if int(value) != value or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if need_more_neurons and m < n:
+        raise ValueError(f"this chapter's model has at least as many neurons as features; got n={n}, m={m}")
