@@ -315,3 +315,110 @@ def plot_scaling(n_hidden: Sequence[int], loss: Tensor, labels: Sequence[str], w
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7)
     return fig
+
+
+# --------------------------------------------------------------------------------------
+# Chapter 03: incidental polysemanticity
+# --------------------------------------------------------------------------------------
+
+
+def plot_polysemantic_weights(Ws: Sequence[Tensor], titles: Sequence[str] | None = None,
+                              sort: bool = True, size: float = 3.2) -> Figure:
+    """One feature × neuron heatmap per matrix (each W is one instance, (n, m)), on a shared
+    red–blue scale.  With ``sort`` the neurons are reordered by ``sort_for_display`` (each
+    feature's winner in feature order, unused neurons last) and columns of polysemantic
+    neurons, two or more active weights, are marked with a triangle above the matrix."""
+    from .polysemanticity import active_weights, sort_for_display
+
+    Ws = [W.detach().cpu() for W in Ws]
+    titles = _titles(len(Ws), titles)
+    limit = max(float(W.abs().max()) for W in Ws) or 1.0
+    fig, axes = plt.subplots(1, len(Ws), figsize=(size * len(Ws), size * 0.8), squeeze=False)
+    for ax, W, title in zip(axes[0], Ws, titles):
+        if W.dim() != 2:
+            raise ValueError(f"each W must be one instance's (n, m) matrix, got shape {tuple(W.shape)}")
+        shown = sort_for_display(W)[0] if sort else W
+        image = ax.imshow(_np(shown), cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto",
+                          interpolation="nearest")
+        shared = (active_weights(shown[None])[0].sum(0) >= 2).nonzero().flatten()
+        for column in shared.tolist():
+            ax.plot(column, -1.2, marker="v", color="black", markersize=5, clip_on=False)
+        ax.set_ylim(W.shape[0] - 0.5, -1.8)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("neuron" + (" (sorted)" if sort else ""))
+        ax.set_ylabel("feature")
+    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="weight")
+    return fig
+
+
+def plot_collision_sweep(sweeps: dict, title: str = "") -> Figure:
+    """Mean polysemantic neurons (± 2 standard errors) against the number of neurons m, on
+    log-log axes, one series per ``CollisionSweep`` in ``sweeps`` (label -> sweep), with the
+    exact prediction and the paper's n²/(4m) line for the first sweep's n."""
+    fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    first = next(iter(sweeps.values()))
+    from .polysemanticity import predicted_polysemantic
+
+    grid = np.unique(np.geomspace(min(first.widths), max(first.widths), 100).astype(int))
+
+    ax.plot(grid, [predicted_polysemantic(first.n, int(m)) for m in grid], color="black", label="prediction")
+    ax.plot(grid, first.n**2 / (4 * grid), color="gray", ls="--", label="n²/(4m)")
+    for k, (label, sweep) in enumerate(sweeps.items()):
+        mean, err = _np(sweep.mean), 2 * _np(sweep.standard_error)
+        shift = 1 + 0.03 * (k - (len(sweeps) - 1) / 2)  # spread overlapping error bars
+        ax.errorbar(np.array(sweep.widths) * shift, mean, yerr=err, fmt="o", capsize=3, label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    ax.set_xticks(first.widths)
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("neurons m")
+    ax.set_ylabel("polysemantic neurons (mean over seeds)")
+    ax.set_title(title or f"n = {first.n} features", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_sparsification(time: Tensor, surviving: Tensor, l1_norm: Tensor, predicted: Tensor,
+                        title: str = "") -> Figure:
+    """The number of surviving weights per feature m'(t) and the ℓ1 norm of a feature's row
+    against training time t = lr · steps (log-log), with the paper's predictions m'(t) and √m'(t)."""
+    t = _np(time)
+    keep = t > 0
+    fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    ax.plot(t[keep], _np(surviving)[keep], color="tab:blue", label="m′ measured")
+    ax.plot(t[keep], _np(predicted)[keep], color="tab:blue", ls="--", label="m′ predicted")
+    ax.plot(t[keep], _np(l1_norm)[keep], color="tab:red", label="ℓ1 norm measured")
+    ax.plot(t[keep], np.sqrt(_np(predicted)[keep]), color="tab:red", ls="--", label="ℓ1 norm predicted")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("training time t = lr · step")
+    ax.set_ylabel("per feature")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_fourth_norms(steps: Sequence[int], histories: dict, title: str = "") -> Figure:
+    """Mean fourth norm Σ_j w_ij⁴ over training, one line per label (label -> (records,
+    instances) history; the line is the mean over instances, the band its range)."""
+    fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    x = np.asarray(steps)
+    for label, history in histories.items():
+        h = _np(history)
+        line, = ax.plot(x, h.mean(1), label=label)
+        ax.fill_between(x, h.min(1), h.max(1), color=line.get_color(), alpha=0.2)
+    ax.axhline(1.0, color="gray", lw=0.8, ls=":")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("mean fourth norm Σ_j w⁴")
+    ax.set_ylim(0, 1.05)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -11,6 +11,11 @@ built from; ``describe_sweep_point`` does the work.
 ``dynamics_scrubber(steps, W_history, D, loss)`` — a slider (and play button) over training
 snapshots redraws the configuration at that step beside the D_i and loss curves;
 ``dynamics_frame`` does the work.
+
+``polysemanticity_explorer()`` — sliders for the width ratio m/n and the L1 strength λ
+retrain a batch of Lecomte et al.'s autoencoders and show one feature × neuron weight matrix,
+sorted so that collisions stand out, beside the polysemantic-neuron count and its
+prediction; ``retrain_polysemantic`` does the work.
 """
 
 from __future__ import annotations
@@ -210,3 +215,76 @@ def dynamics_scrubber(steps, W_history: Tensor, D: Tensor, loss: Tensor):
     slider.observe(redraw, names="value")
     redraw()
     return widgets.VBox([widgets.HBox([play, slider]), output])
+
+
+# --------------------------------------------------------------------------------------
+# Chapter 03: incidental polysemanticity
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class PolysemanticityResult:
+    """A batch of trained autoencoders: the first instance's W, and counts over all of them."""
+
+    n: int
+    m: int
+    l1: float
+    W: Tensor  # (n, m), instance 0
+    counts: Tensor  # (instances,) polysemantic neurons
+    prediction: float
+    one_active_weight: float
+
+    def summary(self) -> str:
+        mean = float(self.counts.double().mean())
+        return (f"n={self.n}, m={self.m}, λ={self.l1:g}: {mean:.2f} polysemantic neurons on average over "
+                f"{self.counts.numel()} seeds (prediction {self.prediction:.2f}, n²/(4m) = "
+                f"{self.n**2 / (4 * self.m):.2f}); {self.one_active_weight:.0%} of features have exactly "
+                "one active weight")
+
+
+def retrain_polysemantic(ratio: float, l1: float, n: int = 16, instances: int = 32, steps: int = 3_000,
+                         seed: int = 0) -> PolysemanticityResult:
+    """Train ``instances`` autoencoders with m = round(ratio · n) neurons and L1 strength ``l1``
+    by gradient descent (lr 0.05, the fast setting of the chapter) and count polysemantic
+    neurons.  Deterministic for fixed arguments; about a second on a CPU."""
+    from . import polysemanticity as poly
+
+    if not ratio >= 1:
+        raise ValueError(f"m/n must be at least 1 (more neurons than features), got {ratio}")
+    if l1 < 0:
+        raise ValueError(f"λ must be >= 0, got {l1}")
+    m = int(round(ratio * n))
+    run = poly.train_autoencoders(n, m, instances, l1=l1, optimizer="gd", steps=steps, seed=seed,
+                                  device="cpu", progress=False, record_every=steps)
+    return PolysemanticityResult(n, m, float(l1), run.W[0], poly.polysemantic_neurons(run.W),
+                                 poly.predicted_polysemantic(n, m),
+                                 poly.privileged_basis(run.W)["one_active_weight"])
+
+
+def polysemanticity_explorer(n: int = 16, steps: int = 3_000):
+    """Sliders for m/n and λ; each change retrains and redraws.  Make it the last expression of
+    a cell to show it."""
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+
+    from .plots import plot_polysemantic_weights
+
+    ratio = widgets.SelectionSlider(options=[1.5, 2, 3, 4, 6, 8], value=2, description="m / n",
+                                    continuous_update=False)
+    l1 = widgets.SelectionSlider(options=[0.0, 0.003, 0.01, 0.03, 0.1], value=0.03, description="λ",
+                                 continuous_update=False)
+    output = widgets.Output()
+
+    def redraw(_=None):
+        with output:
+            output.clear_output(wait=True)
+            result = retrain_polysemantic(ratio.value, l1.value, n=n, steps=steps)
+            print(result.summary())
+            plot_polysemantic_weights([result.W], titles=[f"seed 0: n={result.n}, m={result.m}, λ={result.l1:g}"],
+                                      size=4.5)
+            plt.show()
+
+    ratio.observe(redraw, names="value")
+    l1.observe(redraw, names="value")
+    redraw()
+    return widgets.VBox([widgets.HBox([ratio, l1]), output])

@@ -9,6 +9,7 @@ answers give, so that a failure can name the mistake.
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import Tensor
@@ -35,7 +36,7 @@ from .toy_models import _generator, _randint
 
 def _loss_case(seed: int) -> Case:
     """seed % 4 picks: general; one instance with l1 = 0; n = m; large weights (diagonal of
-    W Wᵀ above 1).  W always has negative entries in W Wᵀ, so a missing ReLU shows."""
+    W Wᵀ above 1).  Most cases have negative entries in W Wᵀ, so a missing ReLU shows."""
     gen = _generator(seed)
     kind = seed % 4
     instances = 1 if kind == 1 else _randint(gen, 2, 3)
@@ -56,8 +57,10 @@ def _loss_mistakes(W: Tensor, l1: float) -> dict[str, Tensor]:
     sse = (y - eye).square().sum(dim=(-1, -2))
     mistakes = {
         "the output ReLU is missing (y = W Wᵀ x)": (G - eye).square().sum(dim=(-1, -2)) + penalty,
-        "the ReLU is on the hidden layer (ReLU(Wᵀ x) fed to W) instead of the output":
-            (torch.relu(W) @ torch.relu(W).transpose(-1, -2) - eye).square().sum(dim=(-1, -2)) + penalty,
+        "a ReLU on the hidden layer too (y = ReLU(W ReLU(Wᵀ x))); the model has one ReLU, on the output":
+            (torch.relu(torch.relu(W) @ W.transpose(-1, -2)) - eye).square().sum(dim=(-1, -2)) + penalty,
+        "the ReLU is on the hidden layer only (ReLU(Wᵀ x) fed to W, no output ReLU)":
+            (torch.relu(W) @ W.transpose(-1, -2) - eye).square().sum(dim=(-1, -2)) + penalty,
         "the squared errors are averaged instead of summed": (y - eye).square().mean(dim=(-1, -2)) + penalty,
         "the L1 penalty is missing": sse,
         "the penalty squares the weights (L2) instead of taking absolute values":
@@ -121,7 +124,8 @@ def _planted_weights(gen: torch.Generator, instances: int, n: int, m: int) -> Te
 
 def _count_case(seed: int) -> Case:
     """seed % 4 picks: planted weights; one instance; a neuron with three features and a
-    feature with two active weights; an instance with no active weight at all."""
+    feature with three active weights; an instance with no active weight at all.  Every case
+    has weights exactly on the ends of the range (0.8 and −1.2), which count as active."""
     gen = _generator(seed)
     kind = seed % 4
     instances = 1 if kind == 1 else _randint(gen, 2, 4)
@@ -138,6 +142,10 @@ def _count_case(seed: int) -> Case:
         label += ", the last instance has no active weight"
     # a negative pair on one neuron in the first instance, so that |w| matters
     W[0, 0, m - 1], W[0, n - 1, m - 1] = -0.9, -1.05
+    # the ends of the range are active: a pair 0.8, −1.2 on one neuron (not in the instance
+    # that has no active weight)
+    k = 0 if kind == 3 else -1
+    W[k, 1, m - 2], W[k, n - 2, m - 2] = 0.8, -1.2
     return Case(label, W=W)
 
 
@@ -151,6 +159,8 @@ def _count_mistakes(W: Tensor) -> dict[str, Tensor]:
         "the columns of W)": (active.sum(-1) >= 2).sum(-1),
         "every neuron with at least one active weight is counted (polysemantic needs two or more)":
             (active.sum(-2) >= 1).sum(-1),
+        "the ends of the range are excluded (0.8 and 1.2 themselves are active: use >= and <=)":
+            ((((magnitude > 0.8) & (magnitude < 1.2)).sum(-2)) >= 2).sum(-1),
         "weights above 1.2 are counted as active (the range is [0.8, 1.2])":
             ((magnitude >= 0.8).sum(-2) >= 2).sum(-1),
         "the result counts active features on polysemantic neurons instead of neurons":
@@ -217,7 +227,7 @@ def _as_number(out) -> float:
         if out.numel() != 1:
             raise CheckFailed(f"your function returned a tensor of shape {tuple(out.shape)}; expected one number")
         out = out.item()
-    if isinstance(out, bool) or not isinstance(out, (int, float)):
+    if isinstance(out, bool) or not isinstance(out, numbers.Real):
         kind = "None (did you forget to `return`?)" if out is None else type(out).__name__
         raise CheckFailed(f"your function returned {kind}; expected a number")
     if not math.isfinite(out):
