@@ -211,9 +211,9 @@ def train_autoencoders(
             history["surviving"].append((W.abs() > survival_threshold).sum(-1).float().mean(-1).cpu())
             history["fourth"].append(fourth_norm(W).mean(-1).cpu())
 
-    exp_avg = torch.zeros_like(W)
-    exp_avg_sq = torch.zeros_like(W)
-    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    from .toy_models import _Adam
+
+    adam = _Adam([W]) if optimizer != "gd" else None
     decay = weight_decay if optimizer == "adamw" else 0.0
     start = _time.perf_counter()
     bar = tqdm(range(1, steps + 1), desc=description or f"n={n}, m={m}, {optimizer}",
@@ -228,12 +228,9 @@ def train_autoencoders(
             if optimizer == "gd":
                 W.sub_(grad, alpha=lr)
             else:
-                if decay:
+                if decay:  # AdamW: decoupled weight decay before the Adam step, as torch.optim.AdamW
                     W.mul_(1 - lr * decay)
-                exp_avg.lerp_(grad, 1 - beta1)
-                exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-                denom = (exp_avg_sq / (1 - beta2**step)).sqrt_().add_(eps)
-                W.addcdiv_(exp_avg, denom, value=-lr / (1 - beta1**step))
+                adam.step([grad], lr)
             if step % record_every == 0 or step == steps:
                 loss_now = loss_and_grad(W, l1)[0] if noise is None else loss
                 if not torch.isfinite(loss_now).all():
