@@ -342,12 +342,16 @@ def simulate_polysemantic(n: int, m: int, trials: int = 20_000, seed: int = 0) -
     generator = torch.Generator().manual_seed(seed)
     neuron = torch.randint(0, m, (trials, n), generator=generator)
     positive = torch.randint(0, 2, (trials, n), generator=generator).bool()
-    has_positive = torch.zeros(trials, m, dtype=torch.bool)
-    has_negative = torch.zeros(trials, m, dtype=torch.bool)
-    rows = torch.arange(trials)[:, None].expand(trials, n)
-    has_positive[rows[positive], neuron[positive]] = True
-    has_negative[rows[~positive], neuron[~positive]] = True
-    return (has_positive & has_negative).sum(dim=-1)
+    counts = []
+    chunk = max(1, 250_000 // n)  # trials at a time: sorting millions of ids at once costs 100s of MB
+    for start in range(0, trials, chunk):
+        sign = positive[start:start + chunk]
+        key = torch.arange(sign.shape[0])[:, None] * m + neuron[start:start + chunk]  # (trial, neuron) id
+        # a neuron is polysemantic when its id is among both the positive and the negative winners
+        both = torch.cat([torch.unique(key[sign]), torch.unique(key[~sign])]).sort().values
+        shared = both[1:][both[1:] == both[:-1]]
+        counts.append(torch.bincount(shared // m, minlength=sign.shape[0]))
+    return torch.cat(counts)
 
 
 def predicted_surviving(m: int, l1: float, t) -> Tensor:
