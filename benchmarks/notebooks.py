@@ -5,6 +5,7 @@ solutions/NN_*.ipynb (the full chapter) and chapters/NN_*.ipynb (the learner ver
 stubs).  Budgets (issue #2): under 3 minutes and 2 GB on the 2-core course machine.
 
     python benchmarks/notebooks.py [NOTEBOOK ...]   # default: every chapter, both versions
+                                                    # (named notebooks replace only their own rows)
 """
 
 from __future__ import annotations
@@ -34,7 +35,10 @@ def main(argv: list[str]) -> int:
               flush=True)
     out = ROOT / "benchmarks" / "results" / "notebooks.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(rows, indent=2) + "\n")
+    measured = {row["notebook"] for row in rows}
+    kept = [row for row in (json.loads(out.read_text()) if out.exists() else []) if row["notebook"] not in measured]
+    rows = sorted(kept + rows, key=lambda row: (not row["notebook"].startswith("solutions"), row["notebook"]))
+    out.write_text(json.dumps(rows, indent=2) + "\n")  # a partial run keeps the other notebooks' rows
     return 0
 
 
