@@ -1,0 +1,107 @@
+"""Computation in superposition (chapter 04).
+
+So far: the universal-AND (U-AND) construction of Hänni, Mendel, Vaintrob et al. (2024),
+*Mathematical Models of Computation in Superposition* (arXiv 2408.05451).  A layer of d ReLU
+neurons computes the AND of every pair of m boolean features at once, with d far below the
+C(m, 2) pairs, provided the inputs are sparse:
+
+- wiring: each neuron k is connected to each feature i independently with probability p,
+  ``W[k, i] ∈ {0, 1}`` (d, m);
+- neurons: h_k = ReLU(Σ_i W[k, i] x_i − 1), so a neuron fires only when two or more of its
+  features are on;
+- read-off: AND(i, j) ≈ the mean of h_k over the neurons wired to both i and j.
+
+With exactly features i and j on, each neuron wired to both reads 2 − 1 = 1, the others 0: the
+read-off is exact.  With l features on, the other l − 2 leak in through shared wiring, giving
+the first-order error laws the chapter derives (``predicted_u_and_readoffs``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def _check_u_and(m: int, d: int, p: float) -> None:
+    for name, value in (("m", m), ("d", d)):
+        if int(value) != value or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if m < 2:
+        raise ValueError(f"U-AND needs at least two features, got m={m}")
+    if not 0 < p <= 1:
+        raise ValueError(f"the wiring probability p must be in (0, 1], got {p!r}")
+
+
+def u_and_wiring(m: int, d: int, p: float, generator: torch.Generator | None = None) -> Tensor:
+    """The random wiring W: (d, m) float tensor of 0s and 1s, each entry 1 with probability p."""
+    _check_u_and(m, d, p)
+    return (torch.rand(d, m, generator=generator) < p).float()
+
+
+def u_and_hidden(W: Tensor, x: Tensor) -> Tensor:
+    """h = ReLU(x Wᵀ − 1): x is (batch, m) booleans as floats, h is (batch, d)."""
+    return torch.relu(x @ W.T - 1)
+
+
+def pair_coverage(W: Tensor) -> Tensor:
+    """(m, m): how many neurons are wired to both features i and j (the diagonal counts one)."""
+    return W.T @ W
+
+
+def u_and_readoff(W: Tensor, h: Tensor) -> Tensor:
+    """AND(i, j) for every pair: the mean of h_k over the neurons wired to both i and j.
+
+    h: (batch, d) -> (batch, m, m), symmetric; NaN where no neuron covers the pair."""
+    coverage = pair_coverage(W)
+    total = torch.einsum("bk,ki,kj->bij", h, W, W)
+    return torch.where(coverage > 0, total / coverage.clamp(min=1), torch.full_like(total, float("nan")))
+
+
+def sparse_boolean_inputs(m: int, l: int, batch: int, generator: torch.Generator | None = None) -> Tensor:
+    """(batch, m) inputs with exactly l features on (a uniformly random set each)."""
+    if not 0 <= l <= m:
+        raise ValueError(f"l must be between 0 and m={m}, got {l!r}")
+    order = torch.rand(batch, m, generator=generator).argsort(dim=-1)
+    x = torch.zeros(batch, m)
+    x.scatter_(1, order[:, :l], 1.0)
+    return x
+
+
+def predicted_u_and_readoffs(p: float, l: int, exact: bool = False) -> dict[str, float]:
+    """Expected read-off of AND(i, j) with l features on, by how many of i, j are on.
+
+    A neuron wired to both i and j also sees each other active feature with probability p, so
+    with B ~ Binomial(k, p) leaks:
+    - both on: 1 + B over the l − 2 others: 1 + (l − 2) p;
+    - one on: ReLU(1 + B − 1) = B over the l − 1 others: (l − 1) p;
+    - none on: ReLU(B − 1) over all l: C(l, 2) p² to first order (two leaks are needed);
+      exactly l p − 1 + (1 − p)^l, which ``exact=True`` returns (the other two are exact already).
+    """
+    none = l * p - 1 + (1 - p) ** l if exact else math.comb(l, 2) * p * p
+    return {"both": 1 + (l - 2) * p, "one": (l - 1) * p, "none": none}
+
+
+def measure_u_and_readoffs(W: Tensor, l: int, batch: int = 256, generator: torch.Generator | None = None) -> dict[str, float]:
+    """Mean read-off over random inputs with l features on, for covered pairs with both, one and
+    none of their two features on (the averages the first-order laws predict)."""
+    m = W.shape[1]
+    x = sparse_boolean_inputs(m, l, batch, generator)
+    readoff = u_and_readoff(W, u_and_hidden(W, x))
+    on = x[:, :, None] + x[:, None, :]  # 0, 1 or 2 of the pair on
+    off_diagonal = ~torch.eye(m, dtype=torch.bool)
+    covered = (pair_coverage(W) > 0) & off_diagonal
+    result = {}
+    for name, count in (("both", 2), ("one", 1), ("none", 0)):
+        mask = (on == count) & covered
+        result[name] = float(readoff[mask].mean()) if mask.any() else float("nan")
+    return result
+
+
+def uncovered_fraction(W: Tensor) -> float:
+    """The fraction of the C(m, 2) pairs no neuron is wired to; ≈ (1 − p²)^d ≈ exp(−d p²)."""
+    m = W.shape[1]
+    coverage = pair_coverage(W)
+    pairs = torch.triu(torch.ones(m, m, dtype=torch.bool), diagonal=1)
+    return float((coverage[pairs] == 0).float().mean())
