@@ -1,6 +1,7 @@
 """Computation in superposition (chapter 04).
 
-So far: the universal-AND (U-AND) construction of Hänni, Mendel, Vaintrob et al. (2024),
+The privileged-basis model of Elhage et al. (2022), h = ReLU(W x), x' = ReLU(Wᵀ h + b), whose
+hidden neurons can be monosemantic or polysemantic (``NeuronModel``), and the universal-AND (U-AND) construction of Hänni, Mendel, Vaintrob et al. (2024),
 *Mathematical Models of Computation in Superposition* (arXiv 2408.05451).  A layer of d ReLU
 neurons computes the AND of every pair of m boolean features at once, with d far below the
 C(m, 2) pairs, provided the inputs are sparse:
@@ -22,6 +23,31 @@ import math
 
 import torch
 from torch import Tensor
+
+from .toy_models import ToyModel
+
+
+class NeuronModel(ToyModel):
+    """The toy model with a privileged basis: h = ReLU(W x), x' = ReLU(Wᵀ h + b).
+
+    The same parameters, data and importance-weighted loss as ``ToyModel`` (W is
+    (instances, hidden, features)); only the ReLU on the hidden layer is new, which makes the
+    m hidden neurons a basis that can be read one neuron at a time.  ``train`` uses autograd
+    for it (the fused step is ToyModel's own)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = torch.relu(torch.einsum("ihf,ibf->ibh", self.W, x))
+        return torch.relu(torch.einsum("ihf,ibh->ibf", self.W, h) + self.b[:, None, :])
+
+
+def neuron_monosemanticity(W: Tensor, min_norm: float = 0.1) -> Tensor:
+    """(instances, hidden): the share of each neuron's squared input weights that goes to its
+    largest feature, max_i W[k, i]² / Σ_i W[k, i]²; 1 for a monosemantic neuron, NaN for a
+    neuron whose weights are all below ``min_norm`` in norm (a dead neuron)."""
+    squared = W.square()
+    total = squared.sum(dim=-1)
+    share = squared.max(dim=-1).values / total.clamp(min=1e-12)
+    return torch.where(total.sqrt() >= min_norm, share, torch.full_like(share, float("nan")))
 
 
 def _check_u_and(m: int, d: int, p: float) -> None:

@@ -591,8 +591,8 @@ def train(
     if int(steps) != steps or steps < 1 or int(batch_size) != batch_size or batch_size < 1:
         raise ValueError(f"steps and batch_size must be positive integers, got {steps!r}, {batch_size!r}")
     if fused is None:
-        fused = isinstance(model, ToyModel)
-    if fused and not isinstance(model, ToyModel):
+        fused = type(model) is ToyModel  # subclasses (e.g. computation.NeuronModel) change the forward pass
+    if fused and type(model) is not ToyModel:
         raise TypeError("the fused step needs a ToyModel; pass fused=False for other models")
     log_every = log_every or max(1, steps // 100)
     if snapshot_every is not None and (int(snapshot_every) != snapshot_every or snapshot_every < 1):

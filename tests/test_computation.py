@@ -82,3 +82,57 @@ def test_coverage_follows_exp_minus_d_p_squared_and_the_construction_fails_when_
     # too little wiring (d p² = 0.25): most pairs have no neuron, their AND cannot be read
     W = C.u_and_wiring(200, 100, 0.05, generator)
     assert C.uncovered_fraction(W) > 0.7
+
+
+# --------------------------------------------------------------------------------------
+# The privileged-basis model
+# --------------------------------------------------------------------------------------
+
+
+def test_neuron_model_forward_has_a_relu_on_the_hidden_layer():
+    from course_utils.computation import NeuronModel
+
+    model = NeuronModel(4, 3, n_instances=2, device="cpu", generator=torch.Generator().manual_seed(0))
+    x = torch.rand(2, 5, 4)
+    W, b = model.W.detach(), model.b.detach()
+    expected = torch.relu(torch.einsum("ihf,ibh->ibf", W, torch.relu(torch.einsum("ihf,ibf->ibh", W, x))) + b[:, None])
+    torch.testing.assert_close(model(x), expected)
+    assert model.loss(x).shape == (2,)
+
+
+def test_neuron_model_trains_with_autograd_not_the_toy_models_fused_step():
+    from course_utils.computation import NeuronModel
+    from course_utils.toy_models import train
+
+    model = NeuronModel(4, 3, n_instances=1, device="cpu", generator=torch.Generator().manual_seed(0))
+    x = model.generate_batch(64, torch.Generator().manual_seed(1))
+    before = float(model.loss(x).detach())
+    train(model, steps=200, lr=1e-2, progress=False)  # would raise or diverge with the wrong fused gradient
+    assert float(model.loss(x).detach()) < before
+
+
+def test_privileged_basis_dense_features_get_monosemantic_neurons_sparse_ones_polysemantic(one_thread):
+    """Elhage et al. 2022, "privileged basis": n=10, m=5, importance 0.75^i."""
+    from course_utils.computation import NeuronModel, neuron_monosemanticity
+    from course_utils.toy_models import importance_decay, train
+
+    density = torch.tensor([[1.0], [0.01]])
+    model = NeuronModel(10, 5, n_instances=2, feature_probability=density, importance=importance_decay(10, 0.75),
+                        device="cpu", generator=torch.Generator().manual_seed(0))
+    train(model, steps=10_000, progress=False)
+    W = model.W.detach()
+    share = neuron_monosemanticity(W)
+    represented = (W.norm(dim=1) > 0.5).sum(dim=1)
+    # dense: the 5 most important features, one neuron each
+    assert (share[0] > 0.98).all() and int(represented[0]) == 5, (share[0], represented[0])
+    assert set(W[0].abs().argmax(dim=1).tolist()) == {0, 1, 2, 3, 4}
+    # sparse: all 10 features stored, most neurons mix several
+    assert int(represented[1]) == 10 and int((share[1] < 0.6).sum()) >= 3, (share[1], represented[1])
+
+
+def test_neuron_monosemanticity_on_hand_built_weights():
+    from course_utils.computation import neuron_monosemanticity
+
+    W = torch.tensor([[[1.0, 0.0, 0.0], [0.6, 0.8, 0.0], [0.0, 0.0, 0.01]]])
+    share = neuron_monosemanticity(W)
+    assert share[0, 0] == 1.0 and abs(float(share[0, 1]) - 0.64) < 1e-6 and math.isnan(float(share[0, 2]))
