@@ -40,6 +40,55 @@ class NeuronModel(ToyModel):
         return torch.relu(torch.einsum("ihf,ibh->ibf", self.W, h) + self.b[:, None, :])
 
 
+class AbsModel(torch.nn.Module):
+    """The toy model that computes abs(x) (Elhage et al. 2022, "computation in superposition"):
+    h = ReLU(W1 x), y = ReLU(W2 h + b), untied, batched over instances.
+
+    W1: (instances, hidden, features), W2: (instances, features, hidden), b: (instances, features).
+    Data: each feature is 0 with probability 1 − p, else U[−1, 1]; the target is |x|, and the
+    loss is the importance-weighted squared error (mean over batch and features)."""
+
+    def __init__(self, n_features: int, n_hidden: int, n_instances: int = 1, feature_probability=1.0,
+                 importance=1.0, device=None, generator: torch.Generator | None = None):
+        super().__init__()
+        from .device import get_device
+        from .toy_models import _per_instance
+
+        for name, v in (("n_features", n_features), ("n_hidden", n_hidden), ("n_instances", n_instances)):
+            if int(v) != v or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        device = get_device() if device is None else torch.device(device)
+        self.n_features, self.n_hidden, self.n_instances = n_features, n_hidden, n_instances
+        p = _per_instance(feature_probability, n_instances, n_features, "feature_probability")
+        if (p < 0).any() or (p > 1).any():
+            raise ValueError("feature_probability must lie in [0, 1]")
+        std = math.sqrt(2.0 / (n_hidden + n_features))  # Xavier-normal, as ToyModel
+        self.W1 = torch.nn.Parameter((torch.randn(n_instances, n_hidden, n_features, generator=generator) * std).to(device))
+        self.W2 = torch.nn.Parameter((torch.randn(n_instances, n_features, n_hidden, generator=generator) * std).to(device))
+        self.b = torch.nn.Parameter(torch.zeros(n_instances, n_features, device=device))
+        self.register_buffer("feature_probability", p.to(device))
+        self.register_buffer("importance", _per_instance(importance, n_instances, n_features, "importance").to(device))
+
+    def hidden(self, x: Tensor) -> Tensor:
+        """(instances, batch, features) -> (instances, batch, hidden)."""
+        return torch.relu(torch.einsum("ihf,ibf->ibh", self.W1, x))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.relu(torch.einsum("ifh,ibh->ibf", self.W2, self.hidden(x)) + self.b[:, None, :])
+
+    def loss(self, x: Tensor) -> Tensor:
+        """(instances,): mean over batch and features of importance · (y − |x|)²."""
+        return (self.importance[:, None, :] * (self(x) - x.abs()) ** 2).mean(dim=(1, 2))
+
+    def generate_batch(self, batch_size: int, generator: torch.Generator | None = None) -> Tensor:
+        """(instances, batch, features): 0 with probability 1 − p, else U[−1, 1]."""
+        p = self.feature_probability
+        shape = (p.shape[0], batch_size, p.shape[1])
+        values = torch.rand(shape, device=p.device, generator=generator) * 2 - 1
+        active = torch.rand(shape, device=p.device, generator=generator) < p[:, None, :]
+        return torch.where(active, values, torch.zeros_like(values))
+
+
 def neuron_monosemanticity(W: Tensor, min_norm: float = 0.1) -> Tensor:
     """(instances, hidden): the share of each neuron's squared input weights that goes to its
     largest feature, max_i W[k, i]² / Σ_i W[k, i]²; 1 for a monosemantic neuron, NaN for a

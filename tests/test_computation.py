@@ -136,3 +136,39 @@ def test_neuron_monosemanticity_on_hand_built_weights():
     W = torch.tensor([[[1.0, 0.0, 0.0], [0.6, 0.8, 0.0], [0.0, 0.0, 0.01]]])
     share = neuron_monosemanticity(W)
     assert share[0, 0] == 1.0 and abs(float(share[0, 1]) - 0.64) < 1e-6 and math.isnan(float(share[0, 2]))
+
+
+# --------------------------------------------------------------------------------------
+# abs(x)
+# --------------------------------------------------------------------------------------
+
+
+def test_abs_model_data_and_loss():
+    from course_utils.computation import AbsModel
+
+    model = AbsModel(5, 4, n_instances=2, feature_probability=torch.tensor([[1.0], [0.2]]), device="cpu",
+                     generator=torch.Generator().manual_seed(0))
+    x = model.generate_batch(20_000, torch.Generator().manual_seed(1))
+    assert x.shape == (2, 20_000, 5) and float(x.min()) < -0.99 and float(x.max()) > 0.99
+    assert abs(float((x[0] != 0).float().mean()) - 1.0) < 1e-3 and abs(float((x[1] != 0).float().mean()) - 0.2) < 0.01
+    y = model(x)
+    torch.testing.assert_close(model.loss(x), ((y - x.abs()) ** 2).mean(dim=(1, 2)))
+    with pytest.raises(ValueError, match="n_hidden"):
+        AbsModel(3, 0)
+
+
+def test_abs_with_two_neurons_per_feature_is_solved_exactly(one_thread):
+    """n=3, m=6, dense: the exact solution |x| = ReLU(x) + ReLU(−x), one neuron for each sign."""
+    from course_utils.computation import AbsModel
+    from course_utils.toy_models import train
+
+    model = AbsModel(3, 6, n_instances=4, device="cpu", generator=torch.Generator().manual_seed(0))
+    train(model, steps=10_000, progress=False)
+    losses = model.loss(model.generate_batch(10_000, torch.Generator().manual_seed(5))).detach()
+    best = int(losses.argmin())
+    assert float(losses[best]) < 1e-6 and int((losses < 1e-6).sum()) >= 3, losses
+    W1 = model.W1.detach()[best]  # (hidden, features)
+    for feature in range(3):
+        on = W1[:, feature][W1[:, feature].abs() > 0.5]
+        assert on.numel() == 2 and float(on[0] * on[1]) < 0, W1  # one ReLU(x_i) and one ReLU(-x_i) neuron
+    assert int((W1.abs() > 0.5).sum(dim=1).max()) == 1  # each neuron reads one feature
