@@ -29,6 +29,14 @@ from torch import Tensor
 from .toy_models import ToyModel
 
 
+def signed_sparse_features(shape, p: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Each entry 0 with probability 1 − p, else U[−1, 1]; ``p`` broadcasts against ``shape``
+    and sets the device."""
+    values = torch.rand(shape, device=p.device, generator=generator) * 2 - 1
+    active = torch.rand(shape, device=p.device, generator=generator) < p
+    return torch.where(active, values, torch.zeros_like(values))
+
+
 class NeuronModel(ToyModel):
     """The toy model with a privileged basis: h = ReLU(W x), x' = ReLU(Wᵀ h + b).
 
@@ -85,10 +93,7 @@ class AbsModel(torch.nn.Module):
     def generate_batch(self, batch_size: int, generator: torch.Generator | None = None) -> Tensor:
         """(instances, batch, features): 0 with probability 1 − p, else U[−1, 1]."""
         p = self.feature_probability
-        shape = (p.shape[0], batch_size, p.shape[1])
-        values = torch.rand(shape, device=p.device, generator=generator) * 2 - 1
-        active = torch.rand(shape, device=p.device, generator=generator) < p[:, None, :]
-        return torch.where(active, values, torch.zeros_like(values))
+        return signed_sparse_features((p.shape[0], batch_size, p.shape[1]), p[:, None, :], generator)
 
 
 def neuron_monosemanticity(W: Tensor, min_norm: float = 0.1) -> Tensor:
@@ -263,11 +268,8 @@ class ResidualMLP(torch.nn.Module):
 
     def generate_batch(self, batch_size: int, generator: torch.Generator | None = None) -> Tensor:
         """(instances, batch, n): each feature 0 with probability 1 − p, else U[−1, 1]."""
-        shape = (self.n_instances, batch_size, self.n_features)
-        device = self.W_E.device
-        values = torch.rand(shape, device=device, generator=generator) * 2 - 1
-        active = torch.rand(shape, device=device, generator=generator) < self.feature_probability
-        return torch.where(active, values, torch.zeros_like(values))
+        p = torch.tensor(self.feature_probability, device=self.W_E.device)
+        return signed_sparse_features((self.n_instances, batch_size, self.n_features), p, generator)
 
     def naive_baseline(self) -> "ResidualMLP":
         """A copy whose MLP gives each of the first d_mlp features one neuron: neuron k reads
