@@ -274,11 +274,11 @@ class ResidualMLP(torch.nn.Module):
     def naive_baseline(self) -> "ResidualMLP":
         """A copy whose MLP gives each of the first d_mlp features one neuron: neuron k reads
         W_E[:, k] and writes W_E[:, k] back, computing ReLU(x_k) (plus the mixing's leak)."""
-        naive = ResidualMLP(self.n_features, self.d_embed, self.d_mlp, self.n_instances, self.feature_probability,
-                            self.embedding, device=self.W_E.device, generator=torch.Generator().manual_seed(0))
+        import copy
+
+        naive = copy.deepcopy(self)  # same embedding; the MLP is overwritten below
         k = min(self.d_mlp, self.n_features)
         with torch.no_grad():
-            naive.W_E.copy_(self.W_E)
             naive.W_in.zero_()
             naive.W_out.zero_()
             naive.b_in.zero_()

@@ -24,10 +24,14 @@ dataset is the Gram matrix G = W Wᵀ, and the training step uses its closed-for
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
+
+from .device import get_device
+from .toy_models import _Adam
 
 ACTIVE_RANGE = (0.8, 1.2)  # |w| in this range counts as an active weight (the authors' code)
 OPTIMIZERS = ("adamw", "adam", "gd")
@@ -113,7 +117,8 @@ class IncidentalRun:
     """What ``train_autoencoders`` returns.  ``W_init`` and ``W``: (instances, n, m), on the CPU.
 
     The histories are recorded at ``record_steps`` (step 0 = initialisation) and have shape
-    (records, instances): the loss, the mean per-feature ℓ1 norm Σ_j |w_ij|, the mean number of
+    (records, instances): the loss (with hidden noise: the noisy training loss computed in that
+    step, before its update, which costs no extra pass), the mean per-feature ℓ1 norm Σ_j |w_ij|, the mean number of
     surviving weights per feature (|w| > ``survival_threshold``) and the mean fourth norm
     Σ_j w_ij⁴."""
 
@@ -172,8 +177,6 @@ def train_autoencoders(
     ``"gaussian"`` adds hidden-layer noise of standard deviation ``sigma``, a fresh draw each
     step (the noise-driven variant is run with ``l1=0``).
     """
-    import time as _time
-
     from tqdm.auto import tqdm
 
     _check_sizes(n, m)
@@ -192,8 +195,6 @@ def train_autoencoders(
     if not lr > 0:
         raise ValueError(f"lr must be positive, got {lr!r}")
     record_every = record_every or max(1, steps // 100)
-    from .device import get_device
-
     device = torch.device(device) if device is not None else get_device()
     generator = torch.Generator().manual_seed(seed)
     W = init_weights(instances, n, m, generator).to(device)
@@ -211,11 +212,9 @@ def train_autoencoders(
             history["surviving"].append((W.abs() > survival_threshold).sum(-1).float().mean(-1).cpu())
             history["fourth"].append(fourth_norm(W).mean(-1).cpu())
 
-    from .toy_models import _Adam
-
     adam = _Adam([W]) if optimizer != "gd" else None
     decay = weight_decay if optimizer == "adamw" else 0.0
-    start = _time.perf_counter()
+    start = time.perf_counter()
     bar = tqdm(range(1, steps + 1), desc=description or f"n={n}, m={m}, {optimizer}",
                disable=not progress, leave=False, mininterval=0.5)
     with torch.no_grad():
@@ -239,7 +238,7 @@ def train_autoencoders(
                 record(step, loss_now)
                 if progress:
                     bar.set_postfix(loss=f"{float(loss_now.mean()):.4f}", refresh=False)
-    seconds = _time.perf_counter() - start
+    seconds = time.perf_counter() - start
     return IncidentalRun(
         n=n, m=m, l1=float(l1), optimizer=optimizer, lr=lr, steps=int(steps), noise=noise,
         sigma=float(sigma), W_init=W_init, W=W.detach().cpu(), record_steps=records,
