@@ -22,6 +22,7 @@ the first-order error laws the chapter derives (``predicted_u_and_readoffs``).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -37,6 +38,28 @@ def signed_sparse_features(shape, p: Tensor, generator: torch.Generator | None =
     return torch.where(active, values, torch.zeros_like(values))
 
 
+def neuron_forward(W: Tensor, b: Tensor, x: Tensor) -> Tensor:
+    """The privileged-basis model x' = ReLU(Wᵀ ReLU(W x) + b), batched over instances.
+
+    W: (instances, hidden, features), b: (instances, features), x: (instances, batch, features)
+    -> (instances, batch, features)."""
+    h = torch.relu(torch.einsum("ihf,ibf->ibh", W, x))
+    return torch.relu(torch.einsum("ihf,ibh->ibf", W, h) + b[:, None, :])
+
+
+def abs_batch(feature_probability: Tensor, batch_size: int, generator: torch.Generator | None = None) -> Tensor:
+    """The abs(x) model's data: (instances, batch, features), each entry 0 with probability
+    1 − p, else U[−1, 1]; ``feature_probability`` is (instances, features)."""
+    p = feature_probability
+    return signed_sparse_features((p.shape[0], batch_size, p.shape[1]), p[:, None, :], generator)
+
+
+def abs_loss(y: Tensor, x: Tensor, importance: Tensor) -> Tensor:
+    """(instances,): the importance-weighted squared error of y against the target |x|, the mean
+    over batch and features.  y, x: (instances, batch, features); importance: (instances, features)."""
+    return (importance[:, None, :] * (y - x.abs()) ** 2).mean(dim=(1, 2))
+
+
 class NeuronModel(ToyModel):
     """The toy model with a privileged basis: h = ReLU(W x), x' = ReLU(Wᵀ h + b).
 
@@ -46,8 +69,7 @@ class NeuronModel(ToyModel):
     for it (the fused step is ToyModel's own)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        h = torch.relu(torch.einsum("ihf,ibf->ibh", self.W, x))
-        return torch.relu(torch.einsum("ihf,ibh->ibf", self.W, h) + self.b[:, None, :])
+        return neuron_forward(self.W, self.b, x)
 
 
 class AbsModel(torch.nn.Module):
@@ -88,12 +110,71 @@ class AbsModel(torch.nn.Module):
 
     def loss(self, x: Tensor) -> Tensor:
         """(instances,): mean over batch and features of importance · (y − |x|)²."""
-        return (self.importance[:, None, :] * (self(x) - x.abs()) ** 2).mean(dim=(1, 2))
+        return abs_loss(self(x), x, self.importance)
 
     def generate_batch(self, batch_size: int, generator: torch.Generator | None = None) -> Tensor:
         """(instances, batch, features): 0 with probability 1 − p, else U[−1, 1]."""
-        p = self.feature_probability
-        return signed_sparse_features((p.shape[0], batch_size, p.shape[1]), p[:, None, :], generator)
+        return abs_batch(self.feature_probability, batch_size, generator)
+
+
+@dataclass
+class AsymmetricMotif:
+    """One neuron of an abs(x) model in asymmetric superposition (Elhage et al. 2022).
+
+    Neuron ``neuron`` reads a ``strong`` feature with a large input weight and a ``weak`` one
+    with a small weight, and writes them back with the reciprocal output weights, so each
+    feature comes out at about the right size.  Its interference is lopsided: the weak
+    feature barely moves the strong one's output, while the strong feature writes a large
+    positive ``interference`` into the weak one's output, which other neurons (``inhibitors``)
+    and the bias cancel: the weak output's pre-activation ``total`` stays at or below zero, so
+    the output ReLU shows nothing."""
+
+    neuron: int
+    strong: int
+    weak: int
+    input_ratio: float  # |W1[k, strong]| / |W1[k, weak]|
+    output_ratio: float  # W2[weak, k] / W2[strong, k]
+    interference: float  # what neuron k writes into the weak output when the strong feature is ±1
+    total: float  # the weak output's pre-activation then: all neurons plus the bias
+    reverse_interference: float  # what neuron k writes into the strong output when the weak feature is ±1
+    inhibitors: list[int] = field(default_factory=list)  # neurons writing < −0.05 into the weak output then
+    contributions: Tensor | None = None  # (hidden,) every neuron's write into the weak output then
+
+
+def asymmetric_motifs(W1: Tensor, W2: Tensor, b: Tensor, ratio: float = 1.5, min_interference: float = 0.25,
+                      min_share: float = 0.15) -> list[AsymmetricMotif]:
+    """The neurons of one abs(x) model (W1: (hidden, features), W2: (features, hidden),
+    b: (features,)) that show the asymmetric superposition motif.
+
+    For each neuron k, its two largest input weights name the strong and the weak feature (the
+    weak one at least ``min_share`` of the strong one); it is a motif when both output weights
+    are positive (the neuron serves |x| of both), the input weights differ by ``ratio`` or more
+    and the output weights by ``ratio`` or more the other way, the strong feature (at ±1, the
+    sign that fires k) makes k write at least ``min_interference`` into the weak output, and
+    the weak output's total pre-activation is then still ≤ 0 (inhibited)."""
+    W1, W2, b = (t.detach().float().cpu() for t in (W1, W2, b))
+    if W1.dim() != 2 or W2.shape != W1.T.shape or b.shape != (W1.shape[1],):
+        raise ValueError("pass one instance: W1 (hidden, features), W2 (features, hidden), b (features,)")
+    motifs = []
+    for k in range(W1.shape[0]):
+        w = W1[k]
+        strong, weak = (int(i) for i in w.abs().argsort(descending=True)[:2])
+        if w[weak].abs() < min_share * w[strong].abs() or w[weak].abs() == 0:
+            continue
+        if W2[strong, k] <= 0 or W2[weak, k] <= 0:
+            continue
+        input_ratio = float(w[strong].abs() / w[weak].abs())
+        output_ratio = float(W2[weak, k] / W2[strong, k])
+        h_strong = torch.relu(W1[:, strong] * torch.sign(w[strong]))  # hidden layer with x_strong = ±1
+        contributions = W2[weak] * h_strong
+        interference = float(contributions[k])
+        total = float(contributions.sum() + b[weak])
+        reverse = float(W2[strong, k] * torch.relu(w[weak] * torch.sign(w[weak])))
+        if input_ratio >= ratio and output_ratio >= ratio and interference >= min_interference and total <= 0:
+            inhibitors = [int(j) for j in torch.nonzero(contributions < -0.05).flatten()]
+            motifs.append(AsymmetricMotif(k, strong, weak, input_ratio, output_ratio, interference, total,
+                                          reverse, inhibitors, contributions))
+    return motifs
 
 
 def neuron_monosemanticity(W: Tensor, min_norm: float = 0.1) -> Tensor:
@@ -181,6 +262,21 @@ def measure_u_and_readoffs(W: Tensor, l: int, batch: int = 256, generator: torch
     return result
 
 
+def u_and_accuracy(W: Tensor, l: int, batch: int = 256, threshold: float = 0.5,
+                   generator: torch.Generator | None = None) -> float:
+    """The fraction of all C(m, 2) pairwise ANDs that the read-off gets right on random inputs
+    with l features on: read-off above ``threshold`` exactly when both features are on.  An
+    uncovered pair (NaN read-off) counts as wrong."""
+    m = W.shape[1]
+    x = sparse_boolean_inputs(m, l, batch, generator)
+    readoff = u_and_readoff(W, u_and_hidden(W, x))
+    truth = (x[:, :, None] * x[:, None, :]) > 0
+    correct = (readoff > threshold) == truth  # NaN compares False: wrong when the AND is true
+    correct &= ~readoff.isnan()
+    pairs = torch.triu(torch.ones(m, m, dtype=torch.bool), diagonal=1)
+    return float(correct[:, pairs].float().mean())
+
+
 def uncovered_fraction(W: Tensor) -> float:
     """The fraction of the C(m, 2) pairs no neuron is wired to; ≈ (1 − p²)^d ≈ exp(−d p²)."""
     m = W.shape[1]
@@ -217,6 +313,7 @@ class ResidualMLP(torch.nn.Module):
     ReLU neurons adds W_out ReLU(W_in r + b_in), and the output is read with W_U = W_Eᵀ:
     y = W_Eᵀ (r + W_out ReLU(W_in r + b_in)).  W_E is fixed; the labels are x + ReLU(x), so
     the residual carries x and the MLP must compute ReLU(x) of 100 features with 50 neurons.
+    As in the paper the MLP has no bias unless ``bias=True`` (b_in stays a frozen zero).
 
     The forward pass computes the same function (and autograd the same gradients) through
     W_in W_E (d_mlp × n) and W_Eᵀ W_out (n × d_mlp), so that no (batch, d_embed) tensor is
@@ -224,8 +321,8 @@ class ResidualMLP(torch.nn.Module):
     """
 
     def __init__(self, n_features: int = 100, d_embed: int = 1000, d_mlp: int = 50, n_instances: int = 1,
-                 feature_probability: float = 0.01, embedding: str = "random", device=None,
-                 generator: torch.Generator | None = None):
+                 feature_probability: float = 0.01, embedding: str = "random", bias: bool = False,
+                 device=None, generator: torch.Generator | None = None):
         super().__init__()
         from .device import get_device
 
@@ -242,7 +339,8 @@ class ResidualMLP(torch.nn.Module):
         std = math.sqrt(2.0 / (d_embed + d_mlp))
         self.register_buffer("W_E", W_E.to(device))  # (instances, d_embed, n)
         self.W_in = torch.nn.Parameter((torch.randn(n_instances, d_mlp, d_embed, generator=generator) * std).to(device))
-        self.b_in = torch.nn.Parameter(torch.zeros(n_instances, d_mlp, device=device))
+        # Braun et al. train without biases (in_bias=False); bias=True adds a trainable b_in.
+        self.b_in = torch.nn.Parameter(torch.zeros(n_instances, d_mlp, device=device), requires_grad=bias)
         self.W_out = torch.nn.Parameter((torch.randn(n_instances, d_embed, d_mlp, generator=generator) * std).to(device))
 
     def mixing(self) -> Tensor:

@@ -572,6 +572,7 @@ def train(
     fused: bool | None = None,
     description: str = "training",
     snapshot_every: int | None = None,
+    weight_decay: float = 0.0,
 ) -> TrainResult:
     """Train every instance of ``model`` with Adam on fresh batches; returns the loss history.
 
@@ -583,6 +584,8 @@ def train(
     ``snapshot_every=k`` also keeps CPU copies of W and b before step 0, every k steps and
     after the last step (``result.snapshot_steps``, ``result.W_history()``,
     ``result.b_history()``), for learning dynamics.
+    ``weight_decay > 0`` trains with AdamW (decoupled weight decay) instead of Adam; it needs
+    the autograd step.
     """
     import time
 
@@ -594,6 +597,10 @@ def train(
         fused = type(model) is ToyModel  # subclasses (e.g. computation.NeuronModel) change the forward pass
     if fused and type(model) is not ToyModel:
         raise TypeError("the fused step needs a ToyModel; pass fused=False for other models")
+    if weight_decay < 0:
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+    if fused and weight_decay:
+        raise ValueError("the fused step is plain Adam; pass fused=False to train with weight decay")
     log_every = log_every or max(1, steps // 100)
     if snapshot_every is not None and (int(snapshot_every) != snapshot_every or snapshot_every < 1):
         raise ValueError(f"snapshot_every must be a positive integer or None, got {snapshot_every!r}")
@@ -611,7 +618,8 @@ def train(
         x_buffer = torch.empty(chunk, batch_size, model.n_features) if sampler else None
         workspace: dict = {}
     else:
-        optimizer = torch.optim.Adam(params, lr=lr)
+        optimizer = (torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay) if weight_decay
+                     else torch.optim.Adam(params, lr=lr))
     result = TrainResult()
     bar = tqdm(total=steps, desc=description, disable=not progress, mininterval=0.5)
     start = time.perf_counter()

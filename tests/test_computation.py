@@ -111,25 +111,6 @@ def test_neuron_model_trains_with_autograd_not_the_toy_models_fused_step():
     assert float(model.loss(x).detach()) < before
 
 
-def test_privileged_basis_dense_features_get_monosemantic_neurons_sparse_ones_polysemantic(one_thread):
-    """Elhage et al. 2022, "privileged basis": n=10, m=5, importance 0.75^i."""
-    from course_utils.computation import NeuronModel, neuron_monosemanticity
-    from course_utils.toy_models import importance_decay, train
-
-    density = torch.tensor([[1.0], [0.01]])
-    model = NeuronModel(10, 5, n_instances=2, feature_probability=density, importance=importance_decay(10, 0.75),
-                        device="cpu", generator=torch.Generator().manual_seed(0))
-    train(model, steps=10_000, progress=False)
-    W = model.W.detach()
-    share = neuron_monosemanticity(W)
-    represented = (W.norm(dim=1) > 0.5).sum(dim=1)
-    # dense: the 5 most important features, one neuron each
-    assert (share[0] > 0.98).all() and int(represented[0]) == 5, (share[0], represented[0])
-    assert set(W[0].abs().argmax(dim=1).tolist()) == {0, 1, 2, 3, 4}
-    # sparse: all 10 features stored, most neurons mix several
-    assert int(represented[1]) == 10 and int((share[1] < 0.6).sum()) >= 3, (share[1], represented[1])
-
-
 def test_neuron_monosemanticity_on_hand_built_weights():
     from course_utils.computation import neuron_monosemanticity
 
@@ -155,23 +136,6 @@ def test_abs_model_data_and_loss():
     torch.testing.assert_close(model.loss(x), ((y - x.abs()) ** 2).mean(dim=(1, 2)))
     with pytest.raises(ValueError, match="n_hidden"):
         AbsModel(3, 0)
-
-
-def test_abs_with_two_neurons_per_feature_is_solved_exactly(one_thread):
-    """n=3, m=6, dense: the exact solution |x| = ReLU(x) + ReLU(−x), one neuron for each sign."""
-    from course_utils.computation import AbsModel
-    from course_utils.toy_models import train
-
-    model = AbsModel(3, 6, n_instances=4, device="cpu", generator=torch.Generator().manual_seed(0))
-    train(model, steps=10_000, progress=False)
-    losses = model.loss(model.generate_batch(10_000, torch.Generator().manual_seed(5))).detach()
-    best = int(losses.argmin())
-    assert float(losses[best]) < 1e-6 and int((losses < 1e-6).sum()) >= 3, losses
-    W1 = model.W1.detach()[best]  # (hidden, features)
-    for feature in range(3):
-        on = W1[:, feature][W1[:, feature].abs() > 0.5]
-        assert on.numel() == 2 and float(on[0] * on[1]) < 0, W1  # one ReLU(x_i) and one ReLU(-x_i) neuron
-    assert int((W1.abs() > 0.5).sum(dim=1).max()) == 1  # each neuron reads one feature
 
 
 # --------------------------------------------------------------------------------------
@@ -222,21 +186,62 @@ def test_naive_baseline_without_mixing_has_the_closed_form_loss():
     assert abs(measured - 1 / 12) < 0.004, measured
 
 
-def test_trained_model_beats_the_naive_baseline_only_through_the_mixing_matrix(one_thread):
-    """Braun et al. 2025's setup (100 features, 1000-d residual, 50 neurons, p = 0.01, U[-1, 1],
-    batch 2048, lr 3e-3 cosine), 2,000 steps.  Measured: L/p 0.066 with a random embedding
-    (1/12 = 0.083 for the naive baseline without mixing), 0.084 with an orthonormal one."""
+def test_weight_decay_trains_with_adamw_and_the_fused_step_refuses_it():
     from course_utils.computation import ResidualMLP
-    from course_utils.toy_models import train
+    from course_utils.toy_models import ToyModel, train
 
-    results = {}
-    for embedding in ("random", "orthonormal"):
-        model = ResidualMLP(embedding=embedding, device="cpu", generator=torch.Generator().manual_seed(0))
-        train(model, steps=2_000, batch_size=2048, lr=3e-3, schedule="cosine", progress=False)
-        x = model.generate_batch(100_000, torch.Generator().manual_seed(2))
-        with torch.no_grad():
-            results[embedding] = (float(model.loss(x)) / 0.01, float(model.naive_baseline().loss(x)) / 0.01)
-    trained, naive = results["random"]
-    assert trained < 0.075 and trained < 0.5 * naive, results  # beats 1/12 and its own naive baseline
-    trained, naive = results["orthonormal"]
-    assert abs(trained - 1 / 12) < 0.006 and abs(naive - 1 / 12) < 0.004, results  # no advantage left
+    norms = {}
+    for wd in (0.0, 1.0):
+        model = ResidualMLP(20, 64, 8, feature_probability=0.2, device="cpu", generator=torch.Generator().manual_seed(0))
+        train(model, steps=200, batch_size=64, lr=1e-2, weight_decay=wd, progress=False)
+        norms[wd] = float(model.W_in.detach().norm())
+    assert norms[1.0] < 0.9 * norms[0.0], norms  # the decay shrinks the weights
+    assert not ResidualMLP(device="cpu").b_in.requires_grad  # no bias, as in Braun et al.
+    with pytest.raises(ValueError, match="weight decay"):
+        train(ToyModel(5, 2, device="cpu"), steps=1, weight_decay=0.01, progress=False)
+    with pytest.raises(ValueError, match="weight_decay"):
+        train(ResidualMLP(20, 64, 8, device="cpu"), steps=1, weight_decay=-1.0, progress=False)
+
+
+# --------------------------------------------------------------------------------------
+# The asymmetric superposition motif
+# --------------------------------------------------------------------------------------
+
+
+def _motif_weights(inhibit: bool = True, symmetric: bool = False):
+    """Two features, three neurons: neuron 0 reads feature 0 with weight 2 and feature 1 with
+    −0.5 (or −2 if symmetric) and writes 0.5 / 2 back; neuron 1 is a ReLU(x_0) neuron that
+    writes −4 into output 1 (the inhibition) when ``inhibit``; neuron 2 is idle."""
+    weak = -2.0 if symmetric else -0.5
+    W1 = torch.tensor([[2.0, weak], [1.0, 0.0], [0.0, 0.0]])
+    W2 = torch.tensor([[0.5, 0.5, 0.0], [2.0, -4.0 if inhibit else 0.0, 0.0]])
+    b = torch.tensor([-0.1, -0.1])
+    return W1, W2, b
+
+
+def test_asymmetric_motif_is_found_in_hand_built_weights_and_only_there():
+    from course_utils.computation import asymmetric_motifs
+
+    (motif,) = asymmetric_motifs(*_motif_weights())
+    assert (motif.neuron, motif.strong, motif.weak) == (0, 0, 1)
+    assert motif.input_ratio == pytest.approx(4.0) and motif.output_ratio == pytest.approx(4.0)
+    assert motif.interference == pytest.approx(4.0)  # 2 (output weight) × 2 (activation)
+    assert motif.total == pytest.approx(4.0 - 4.0 - 0.1) and motif.inhibitors == [1]
+    assert motif.reverse_interference == pytest.approx(0.25)  # 0.5 × 0.5
+    assert asymmetric_motifs(*_motif_weights(inhibit=False)) == []  # interference not cancelled
+    assert asymmetric_motifs(*_motif_weights(symmetric=True)) == []  # equal input weights
+    with pytest.raises(ValueError, match="one instance"):
+        asymmetric_motifs(torch.zeros(2, 3, 2), torch.zeros(2, 2, 3), torch.zeros(2, 2))
+
+
+def test_u_and_accuracy_counts_uncovered_pairs_as_wrong():
+    from course_utils.computation import u_and_accuracy, u_and_wiring
+
+    dense = u_and_wiring(30, 2_000, 0.3, torch.Generator().manual_seed(0))
+    assert u_and_accuracy(dense, 2, batch=64, generator=torch.Generator().manual_seed(1)) == 1.0  # exact with l = 2
+    empty = torch.zeros(10, 30)  # no neuron covers any pair: no AND can be read
+    assert u_and_accuracy(empty, 2, batch=64, generator=torch.Generator().manual_seed(1)) == 0.0
+    half = dense.clone()
+    half[:, 15:] = 0  # pairs among features 15-29 (and across) uncovered: only C(15, 2) of C(30, 2) readable
+    accuracy = u_and_accuracy(half, 2, batch=64, generator=torch.Generator().manual_seed(1))
+    assert accuracy == pytest.approx(105 / 435)
