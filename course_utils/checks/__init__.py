@@ -25,6 +25,15 @@ from ._framework import (
     hint,
     results,
 )
+from .computation import (
+    check_abs_batch,
+    check_abs_loss,
+    check_naive_loss,
+    check_neuron_forward,
+    check_predicted_u_and_readoffs,
+    check_u_and_layer,
+    check_u_and_readoff,
+)
 from .geometry import (
     check_dimensions_per_feature,
     check_feature_dimensionality,
@@ -52,4 +61,6 @@ __all__ = [
     "check_feature_dimensionality", "check_dimensions_per_feature", "check_recognise_polytope",
     "check_autoencoder_loss", "check_count_polysemantic_neurons", "check_predicted_polysemantic",
     "check_initial_argmax_win_rate",
+    "check_neuron_forward", "check_abs_batch", "check_abs_loss", "check_u_and_layer",
+    "check_u_and_readoff", "check_predicted_u_and_readoffs", "check_naive_loss",
 ]

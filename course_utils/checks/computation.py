@@ -1,0 +1,635 @@
+"""Checks for chapter 04: the privileged-basis model, the abs(x) model's data and loss, the
+U-AND layer and its read-off, the read-off's error laws, and the naive baseline's loss.
+
+Each check runs the learner's function on seeded cases and compares it with the library's
+reference in ``course_utils.computation``; ``_*_mistakes`` compute what common wrong answers
+give, so that a failure can name the mistake.  The abs(x) data, being random, is checked by
+statistical tests (those of chapter 01's ``generate_batch``, plus the sign of the values).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+
+from .. import computation as comp
+from ._framework import (
+    Case,
+    CheckFailed,
+    accepts_argument,
+    call_pure,
+    exercise,
+    expect_close,
+    expect_device,
+    expect_dtype,
+    expect_finite,
+    expect_output,
+    expect_shape,
+    expect_tensor,
+)
+from .polysemanticity import _as_number
+from .toy_models import (
+    Z,
+    _batch_case,
+    _expect_frequencies,
+    _expect_independent,
+    _expect_rows_differ,
+    _generator,
+    _model_shape,
+    _randint,
+)
+
+
+def _relu(t: Tensor) -> Tensor:
+    return torch.relu(t)
+
+
+# --------------------------------------------------------------------------------------
+# neuron_forward
+# --------------------------------------------------------------------------------------
+
+
+def _forward_case(seed: int) -> Case:
+    """W, b, x with weights of both signs; seed % 4 picks the shape (general, one instance,
+    hidden = 1, square W) and seed % 8 < 4 nonnegative inputs (U[0, 1], the model's data),
+    else signed ones (U[−1, 1])."""
+    gen = _generator(seed)
+    instances, hidden, features = _model_shape(gen, seed)
+    batch = _randint(gen, 3, 8)
+    W = torch.randn(instances, hidden, features, generator=gen) / math.sqrt(hidden)
+    b = 0.5 * torch.randn(instances, features, generator=gen)
+    signed = seed % 8 >= 4
+    values = torch.rand(instances, batch, features, generator=gen)
+    values = 2 * values - 1 if signed else values
+    active = torch.rand(instances, batch, features, generator=gen) < 0.7
+    x = torch.where(active, values, torch.zeros(()))
+    label = (f"instances={instances}, hidden={hidden}, features={features}, batch={batch}, "
+             f"{'signed' if signed else 'nonnegative'} inputs")
+    return Case(label, W=W, b=b, x=x)
+
+
+def _forward_mistakes(case: Case) -> dict[str, Tensor]:
+    """What common wrong forward passes output on this case."""
+    W, b, x = case.W, case.b[:, None, :], case.x
+
+    def down(v):  # W v: features -> hidden
+        return torch.einsum("ihf,ibf->ibh", W, v)
+
+    def up(h):  # Wᵀ h: hidden -> features
+        return torch.einsum("ihf,ibh->ibf", W, h)
+
+    h = _relu(down(x))
+    mistakes = {
+        "the hidden ReLU is missing (ReLU(Wᵀ W x + b) is chapter 01's model; this one has "
+        "h = ReLU(W x))": _relu(up(down(x)) + b),
+        "the output ReLU is missing (x' = Wᵀ ReLU(W x) + b)": up(h) + b,
+        "both ReLUs are missing": up(down(x)) + b,
+        "the bias b is missing": _relu(up(h)),
+        "the bias is added after the output ReLU instead of before it": _relu(up(h)) + b,
+        "the bias is added to the input (h = ReLU(W (x + b))) instead of to Wᵀ h":
+            _relu(up(_relu(down(x + b)))),
+        "the bias is added inside both layers": _relu(up(_relu(down(x + b))) + b),
+    }
+    if W.shape[1] == W.shape[2]:  # the transposes can only be swapped without an error when square
+        swapped_h = _relu(torch.einsum("ihf,ibh->ibf", W, x))
+        mistakes["W and Wᵀ are swapped (h = ReLU(Wᵀ x), x' = ReLU(W h + b))"] = _relu(
+            torch.einsum("ihf,ibf->ibh", W, swapped_h) + b)
+    return mistakes
+
+
+@exercise(
+    "neuron_forward",
+    cases=_forward_case,
+    seeds=range(8),
+    hints=[
+        "Two ReLUs now: the hidden layer is h = ReLU(W x), and the output is x' = ReLU(Wᵀ h + b). "
+        "The bias belongs to the output layer only.",
+        "Keep the instance axis i in every step. With torch.einsum, name the axes i (instance), "
+        "h (hidden), f (feature), b (batch): W is 'ihf', x is 'ibf' and h is 'ibh'.",
+        "h = relu(einsum('ihf,ibf->ibh', W, x)); the output sums over h with 'ihf,ibh->ibf' and "
+        "adds b[:, None, :] (to broadcast over the batch) before the second ReLU.",
+    ],
+)
+def check_neuron_forward(learner, case: Case) -> None:
+    """Check your ``neuron_forward(W, b, x)``: the privileged-basis model
+    x' = ReLU(Wᵀ ReLU(W x) + b).  W is (instances, hidden, features), b (instances, features),
+    x (instances, batch, features); return (instances, batch, features)."""
+    out = call_pure(learner, {"W": case.W, "b": case.b, "x": case.x})
+    expected = comp.neuron_forward(case.W, case.b, case.x)
+    out = expect_output(out, expected, "(instances, batch, features)")
+    expect_close(out, expected, suspects=_forward_mistakes(case))
+
+
+# --------------------------------------------------------------------------------------
+# abs_batch (statistical)
+# --------------------------------------------------------------------------------------
+
+
+def _expect_in_signed_interval(x: Tensor) -> None:
+    outside = (x < -1) | (x > 1)
+    if outside.any():
+        raise CheckFailed(
+            f"{int(outside.sum())} of {x.numel()} entries lie outside [−1, 1] (min {float(x.min()):.3g}, "
+            f"max {float(x.max()):.3g}); active features are uniform on [−1, 1] "
+            "(2 · torch.rand(...) − 1, not torch.randn)")
+
+
+def _expect_both_signs(x: Tensor) -> None:
+    """Half of the active entries are negative: a binomial z-test."""
+    active = x[x != 0]
+    n = active.numel()
+    if n < 100:
+        return
+    negative = float((active < 0).double().mean())
+    if negative == 0:
+        raise CheckFailed("no active entry is negative: the values should be uniform on [−1, 1], "
+                          "not on [0, 1] (stretch torch.rand to 2 · torch.rand(...) − 1)")
+    if negative == 1:
+        raise CheckFailed("every active entry is negative: the values should be uniform on [−1, 1]")
+    if abs(negative - 0.5) > Z * math.sqrt(0.25 / n):
+        advice = ("; draw the values and the active/inactive decision with separate random numbers"
+                  if negative > 0.5 else "")
+        raise CheckFailed(f"{negative:.1%} of the active entries are negative; uniform values on "
+                          f"[−1, 1] are negative half of the time{advice}")
+
+
+def _expect_signed_uniform_values(x: Tensor) -> None:
+    """The nonzero entries are U[−1, 1]: mean, variance and the largest CDF deviation (KS)."""
+    values = x[x != 0].sort().values
+    n = values.numel()
+    if n < 100:
+        return
+    mean, var = float(values.mean()), float(values.var())
+    ranks = torch.arange(1, n + 1, dtype=torch.float64) / n
+    cdf = (values + 1) / 2
+    ks = float(torch.maximum(ranks - cdf, cdf - (ranks - 1 / n)).max())
+    # U[−1, 1]: variance 1/3, fourth central moment 1/5, so Var(sample variance) ≈ (1/5 − 1/9)/n
+    if (abs(mean) > Z * math.sqrt(1 / 3 / n) or abs(var - 1 / 3) > Z * math.sqrt(4 / 45 / n)
+            or ks > 2.5 / math.sqrt(n)):
+        distinct = values.abs().unique().numel()
+        advice = ("; are the active values all the same size (±1)? Draw them uniformly"
+                  if distinct <= 2 else
+                  "; draw the values and the active/inactive decision with separate random numbers"
+                  if ks > 2.5 / math.sqrt(n) and var < 1 / 3 else "")
+        raise CheckFailed(
+            f"the nonzero entries should be uniform on [−1, 1], but theirs have mean {mean:.3f}, "
+            f"variance {var:.3f} (uniform: 0 and 1/3) and differ from the uniform CDF by up to "
+            f"{ks:.3f}{advice}")
+
+
+@exercise(
+    "abs_batch",
+    cases=_batch_case,
+    seeds=range(8),
+    passed="{n}/{n} cases have the right distribution.",
+    hints=[
+        "Each entry is independent: active with probability feature_probability[i, f], and then "
+        "uniform on [−1, 1]; inactive entries are exactly 0.  It is chapter 01's generate_batch "
+        "with signed values.",
+        "Draw two random tensors of shape (instances, batch_size, features): one for the values, "
+        "stretched from [0, 1] to [−1, 1] by 2 · u − 1, and one to compare with the probability. "
+        "Pass generator= and device= to torch.rand.",
+        "feature_probability is (instances, features); index it as feature_probability[:, None, :] "
+        "to broadcast over the batch, and keep an entry where the random number is < p.",
+    ],
+)
+def check_abs_batch(learner, case: Case) -> None:
+    """Check your ``abs_batch(feature_probability, batch_size, generator=None)`` by statistics:
+    shape (instances, batch_size, features), dtype, range [−1, 1], how often each feature is
+    active (probability feature_probability[i, f]), signed uniform values, independence.
+    Deterministic: each case seeds torch (and passes ``generator`` if your function takes one)."""
+    p = case.feature_probability
+    kwargs = {"generator": _generator(case.seed)} if accepts_argument(learner, "generator") else {}
+    out = expect_tensor(call_pure(learner, {"feature_probability": p, "batch_size": case.batch_size},
+                                  **kwargs))
+    expect_shape(out, (p.shape[0], case.batch_size, p.shape[1]), "(instances, batch_size, features)")
+    expect_dtype(out, torch.float32, why="like torch.rand")
+    expect_device(out, p.device)
+    expect_finite(out)
+    x = out.detach().to("cpu", torch.float64)
+    _expect_in_signed_interval(x)
+    _expect_rows_differ(x)
+    _expect_frequencies(x, p.detach().to("cpu", torch.float64))
+    _expect_both_signs(x)
+    _expect_signed_uniform_values(x)
+    _expect_independent(x.abs())  # whether features are active together
+    _expect_independent(x)  # and whether their values are shared
+
+
+# --------------------------------------------------------------------------------------
+# abs_loss
+# --------------------------------------------------------------------------------------
+
+
+def _loss_case(seed: int) -> Case:
+    """Signed sparse x (the abs model's data) with a negative entry in every instance, y ≥ 0
+    near |x|; seed % 3 picks: general, one instance, batch of one."""
+    gen = _generator(seed)
+    kind = seed % 3
+    instances = 1 if kind == 1 else _randint(gen, 2, 4)
+    batch = 1 if kind == 2 else _randint(gen, 3, 8)
+    features = _randint(gen, 2, 6)
+    p = torch.full((instances, 1, features), 0.7)
+    x = comp.signed_sparse_features((instances, batch, features), p, gen)
+    x[:, 0, 0] = -0.6  # so that the target x and the target |x| differ in every instance
+    y = _relu(x.abs() + 0.3 * torch.randn(instances, batch, features, generator=gen))
+    importance = 0.1 + 0.9 * torch.rand(instances, features, generator=gen)
+    label = f"instances={instances}, batch={batch}, features={features}"
+    return Case(label, y=y, x=x, importance=importance)
+
+
+def _abs_loss_mistakes(case: Case) -> dict[str, Tensor]:
+    y, x, importance = case.y, case.x, case.importance[:, None, :]
+    error = y - x.abs()
+    weighted = importance * error**2
+    right = weighted.mean(dim=(1, 2))
+    return {
+        "the target is x instead of |x|": (importance * (y - x) ** 2).mean(dim=(1, 2)),
+        "the target is ReLU(x) instead of |x|": (importance * (y - _relu(x)) ** 2).mean(dim=(1, 2)),
+        "the importance is not applied": (error**2).mean(dim=(1, 2)),
+        "the importance is squared (it is inside the square: (I·(y − |x|))² instead of I·(y − |x|)²)":
+            ((importance * error) ** 2).mean(dim=(1, 2)),
+        "the absolute error instead of the squared error": (importance * error.abs()).mean(dim=(1, 2)),
+        "a sum over batch and features instead of a mean": weighted.sum(dim=(1, 2)),
+        "a mean over the batch but a sum over features": weighted.mean(dim=1).sum(dim=-1),
+        "a sum over the batch but a mean over features": weighted.sum(dim=1).mean(dim=-1),
+        "the mean is taken over the instances too (one loss per instance is needed)":
+            weighted.mean().expand(right.shape),
+        "the square root of the loss": right.sqrt(),
+    }
+
+
+@exercise(
+    "abs_loss",
+    cases=_loss_case,
+    seeds=range(8),
+    hints=[
+        "The model should output |x|, so the error is y − |x| (x.abs()), not y − x.  Weight each "
+        "squared error by its feature's importance and average over the batch and the features.",
+        "importance is (instances, features) while the errors are (instances, batch, features): "
+        "broadcast it with importance[:, None, :].",
+        "Return one loss per instance, shape (instances,): reduce with .mean(dim=(1, 2)), not "
+        ".mean() (which also averages over instances).",
+    ],
+)
+def check_abs_loss(learner, case: Case) -> None:
+    """Check your ``abs_loss(y, x, importance)``: the mean over batch and features of
+    importance · (y − |x|)², one loss per instance.  y, x are (instances, batch, features),
+    importance (instances, features); return (instances,)."""
+    out = call_pure(learner, {"y": case.y, "x": case.x, "importance": case.importance})
+    expected = comp.abs_loss(case.y, case.x, case.importance)
+    if isinstance(out, Tensor):
+        expect_shape(out, expected.shape, "(instances,)",
+                     note="; keep one loss per instance: average over batch and features only")
+    out = expect_output(out, expected, "(instances,)")
+    expect_close(out, expected, suspects=_abs_loss_mistakes(case))
+
+
+# --------------------------------------------------------------------------------------
+# u_and_layer
+# --------------------------------------------------------------------------------------
+
+
+def _wiring(gen: torch.Generator, d: int, m: int, p: float) -> Tensor:
+    return (torch.rand(d, m, generator=gen) < p).float()
+
+
+def _layer_case(seed: int) -> Case:
+    """A random 0/1 wiring W (d, m) and boolean inputs x (batch, m) with 0 to all m features on
+    (an empty row and a full row in every case).  seed % 4 == 3 has d == m, where x W and
+    x Wᵀ have the same shape."""
+    gen = _generator(seed)
+    m = _randint(gen, 3, 8)
+    d = m if seed % 4 == 3 else _randint(gen, 2, 12)
+    d = d + 1 if d == m and seed % 4 != 3 else d
+    W = _wiring(gen, d, m, 0.5)
+    batch = _randint(gen, 4, 10)
+    on = torch.randint(0, m + 1, (batch,), generator=gen)
+    on[0], on[1] = 0, m
+    order = torch.rand(batch, m, generator=gen).argsort(dim=-1)
+    x = (order < on[:, None]).float()
+    return Case(f"d={d} neurons, m={m} features, batch={batch}", W=W, x=x)
+
+
+def _layer_mistakes(W: Tensor, x: Tensor) -> dict[str, Tensor]:
+    pre = x @ W.T
+    mistakes = {
+        "the bias −1 is missing (h = ReLU(x Wᵀ)): a neuron should fire only when two or more of "
+        "its features are on": _relu(pre),
+        "the bias is +1 instead of −1": _relu(pre + 1),
+        "the bias is −2 instead of −1 (a neuron with exactly two features on should output 1)":
+            _relu(pre - 2),
+        "the ReLU is missing, or applied before subtracting 1": pre - 1,
+        "the neuron outputs a hard 0/1 (x Wᵀ ≥ 2) instead of ReLU(x Wᵀ − 1), which grows with "
+        "every extra feature on": (pre >= 2).to(pre.dtype),
+    }
+    if W.shape[0] == W.shape[1]:
+        mistakes["x W instead of x Wᵀ (W is (d neurons, m features): neuron k's wiring is the row W[k])"] = \
+            _relu(x @ W - 1)
+    return mistakes
+
+
+@exercise(
+    "u_and_layer",
+    cases=_layer_case,
+    seeds=range(8),
+    hints=[
+        "Neuron k adds up the features it is wired to, Σ_i W[k, i] x_i, subtracts 1 and applies a "
+        "ReLU: it outputs 0 with one feature on, 1 with two, 2 with three.",
+        "W is (d, m) and x is (batch, m): all the sums at once are x @ W.T, shape (batch, d).",
+    ],
+)
+def check_u_and_layer(learner, case: Case) -> None:
+    """Check your ``u_and_layer(W, x)``: the U-AND neurons h = ReLU(x Wᵀ − 1).  W is the (d, m)
+    wiring of 0s and 1s, x (batch, m) booleans as floats; return (batch, d)."""
+    out = call_pure(learner, {"W": case.W, "x": case.x})
+    expected = comp.u_and_hidden(case.W, case.x)
+    out = expect_output(out, expected, "(batch, d)")
+    expect_close(out, expected, suspects=_layer_mistakes(case.W, case.x))
+
+
+# --------------------------------------------------------------------------------------
+# u_and_readoff
+# --------------------------------------------------------------------------------------
+
+
+def _readoff_case(seed: int) -> Case:
+    """A random wiring W (d, m) in which features 0 and 1 share no neuron (an uncovered pair),
+    and nonnegative activations h (batch, d).  seed % 4 picks: random h; h from the U-AND layer
+    on sparse inputs; a batch of one; a feature wired to no neuron at all."""
+    gen = _generator(seed)
+    kind = seed % 4
+    m = _randint(gen, 4, 7)
+    d = _randint(gen, 2 * m, 3 * m)
+    W = _wiring(gen, d, m, 0.5)
+    W[W[:, 0] == 1, 1] = 0.0  # features 0 and 1: no neuron wired to both
+    label = f"d={d} neurons, m={m} features"
+    if kind == 3:
+        W[:, -1] = 0.0
+        label += f", feature {m - 1} wired to no neuron"
+    batch = 1 if kind == 2 else _randint(gen, 3, 6)
+    if kind == 1:
+        x = comp.sparse_boolean_inputs(m, 3, batch, gen)
+        h = comp.u_and_hidden(W, x)
+        label += ", h from the U-AND layer with 3 features on"
+    else:
+        h = 2 * torch.rand(batch, d, generator=gen) * (torch.rand(batch, d, generator=gen) < 0.7)
+    return Case(f"{label}, batch={batch}", W=W, h=h)
+
+
+def _readoff_mistakes(W: Tensor, h: Tensor) -> dict[str, Tensor]:
+    """Wrong read-offs on the covered off-diagonal pairs (the others are not compared)."""
+    d = W.shape[0]
+    both = W.T @ W  # (m, m) neurons wired to both i and j
+    wired = W.sum(dim=0)  # (m,) neurons wired to i
+    either = wired[:, None] + wired[None, :] - both
+    total = torch.einsum("bk,ki,kj->bij", h, W, W)
+    any_wired = torch.einsum("bk,kij->bij", h, ((W[:, :, None] + W[:, None, :]) > 0).to(h.dtype))
+    pair_mask = (W[:, :, None] * W[:, None, :]).bool()  # (d, m, m)
+    masked = torch.where(pair_mask[None], h[:, :, None, None], torch.full((), -math.inf))
+    by_i = (h @ W) / wired.clamp(min=1)
+    return {
+        "the sum over the neurons wired to both features instead of the mean": total,
+        "divided by d (all neurons) instead of by the number of neurons wired to both features":
+            total / d,
+        "divided by the number of neurons wired to either feature instead of to both":
+            total / either.clamp(min=1),
+        "averaged over the neurons wired to either feature; a neuron must be wired to both":
+            any_wired / either.clamp(min=1),
+        "the maximum over the neurons wired to both features instead of the mean":
+            masked.amax(dim=1),
+        "the mean over the neurons wired to feature i only; a neuron must be wired to both i and j":
+            by_i[:, :, None].expand(total.shape),
+        "the mean over the neurons wired to feature j only; a neuron must be wired to both i and j":
+            by_i[:, None, :].expand(total.shape),
+    }
+
+
+@exercise(
+    "u_and_readoff",
+    cases=_readoff_case,
+    seeds=range(8),
+    hints=[
+        "AND(i, j) is the average of h_k over the neurons k wired to both i and j, i.e. with "
+        "W[k, i] = W[k, j] = 1.  Count those neurons for every pair: W.T @ W is (m, m).",
+        "The sum of h_k over those neurons, for every pair and batch element at once: "
+        "torch.einsum('bk,ki,kj->bij', h, W, W).  Divide it by the count.",
+        "Where no neuron is wired to both features the average is undefined: return NaN there "
+        "(torch.where(count > 0, ..., float('nan'))), not 0.  The diagonal i = j is not checked.",
+    ],
+)
+def check_u_and_readoff(learner, case: Case) -> None:
+    """Check your ``u_and_readoff(W, h)``: AND(i, j) for every pair of features, the mean of
+    h_k over the neurons wired to both i and j.  W is the (d, m) wiring, h (batch, d); return
+    (batch, m, m), NaN where no neuron is wired to both features.  The diagonal is not checked."""
+    out = call_pure(learner, {"W": case.W, "h": case.h})
+    expected = comp.u_and_readoff(case.W, case.h)
+    out = expect_tensor(out)
+    expect_shape(out, expected.shape, "(batch, m, m)")
+    expect_dtype(out, expected.dtype)
+    expect_device(out, expected.device)
+    m = case.W.shape[1]
+    off_diagonal = ~torch.eye(m, dtype=torch.bool).expand(expected.shape)
+    covered = ~expected.isnan() & off_diagonal
+    uncovered = expected.isnan() & off_diagonal
+    if out.isinf().any():
+        raise CheckFailed(f"output contains inf at {int(out.isinf().sum())} of {out.numel()} entries")
+    nan_at_covered = out.isnan() & covered
+    if nan_at_covered.any():
+        raise CheckFailed(
+            f"output is NaN at {int(nan_at_covered.sum())} of {int(covered.sum())} entries whose pair "
+            "some neuron is wired to; only pairs that no neuron covers should be NaN")
+    expect_close(out[covered], expected[covered],
+                 suspects={k: v[covered] for k, v in _readoff_mistakes(case.W, case.h).items()})
+    not_nan = ~out.isnan() & uncovered
+    if not_nan.any():
+        zeros = (out[not_nan] == 0).all()
+        what = "0" if zeros else "a number"
+        raise CheckFailed(
+            f"at {int(not_nan.sum())} of {int(uncovered.sum())} entries whose pair no neuron is wired "
+            f"to, your output is {what}; the mean over no neurons is undefined, so return NaN there "
+            "(e.g. torch.where(count > 0, mean, float('nan')))")
+
+
+# --------------------------------------------------------------------------------------
+# predicted_u_and_readoffs
+# --------------------------------------------------------------------------------------
+
+READOFF_KEYS = ("both", "one", "none")
+_PREDICTION_CASES = [(0.1, 5), (0.05, 2), (0.2, 3), (0.01, 10), (0.3, 4), (0.02, 8), (0.5, 2), (0.15, 6)]
+
+
+def _prediction_case(seed: int) -> Case:
+    """(p, l) from a fixed table for seeds 0-7 (l = 2 and small p included), random otherwise."""
+    if 0 <= seed < len(_PREDICTION_CASES):
+        p, l = _PREDICTION_CASES[seed]
+    else:
+        gen = _generator(seed)
+        p = round(0.01 + 0.49 * float(torch.rand(1, generator=gen)), 3)
+        l = _randint(gen, 2, 12)
+    return Case(f"p={p:g}, l={l}", p=p, l=l)
+
+
+def _prediction_mistakes(p: float, l: int) -> dict[str, dict[str, float]]:
+    """Per entry, what common wrong laws give."""
+    return {
+        "both": {
+            "1 + l p: only the l − 2 features other than i and j leak in": 1 + l * p,
+            "1 + (l − 1) p: only the l − 2 features other than i and j leak in": 1 + (l - 1) * p,
+            "(l − 2) p: the leak is missing the 1 that the two features on give": (l - 2) * p,
+            "1: the leak of the other l − 2 features (each wired with probability p) is missing": 1.0,
+        },
+        "one": {
+            "l p: only the l − 1 features other than the one on can leak in": l * p,
+            "(l − 2) p: the one feature on does not leak into itself, but the other l − 1 do":
+                (l - 2) * p,
+            "1 + (l − 1) p: the one feature on only cancels the −1, ReLU(1 + B − 1) = B": 1 + (l - 1) * p,
+            "0: a neuron with one feature on still fires when other features leak in": 0.0,
+        },
+        "none": {
+            "l² p²: the number of pairs of leaking features is C(l, 2) = l (l − 1)/2": l * l * p * p,
+            "l² p²/2: the number of pairs of leaking features is C(l, 2) = l (l − 1)/2, not l²/2":
+                l * l * p * p / 2,
+            "l p²: the number of pairs of leaking features is C(l, 2)": l * p * p,
+            "C(l, 2) p: a neuron needs two leaks, each with probability p, so p²": math.comb(l, 2) * p,
+            "l p: with no feature of the pair on, one leak only cancels the −1; two are needed": l * p,
+            "0: two leaking features make the neuron fire even with neither feature on": 0.0,
+        },
+    }
+
+
+def _readoff_value(out: Mapping, key: str) -> float:
+    value = out[key]
+    if isinstance(value, Tensor) and value.numel() == 1:
+        value = value.item()
+    if hasattr(value, "item") and not isinstance(value, Tensor) and getattr(value, "size", 1) == 1:
+        value = value.item()  # a NumPy scalar
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise CheckFailed(f"the entry {key!r} of your dict is {type(value).__name__}; expected a number")
+    if not math.isfinite(value):
+        raise CheckFailed(f"the entry {key!r} of your dict is {value}, not a finite number")
+    return float(value)
+
+
+def _close_number(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-6 + 1e-4 * abs(b)
+
+
+@exercise(
+    "predicted_u_and_readoffs",
+    cases=_prediction_case,
+    seeds=range(8),
+    hints=[
+        "Take a neuron wired to both i and j.  Every other active feature is wired to it too with "
+        "probability p, so it receives B ~ Binomial(k, p) extra inputs ('leaks'), where k counts "
+        "the active features other than i and j.",
+        "Both on: the neuron reads ReLU(2 + B − 1) = 1 + B.  One on: ReLU(1 + B − 1) = B.  None on: "
+        "ReLU(B − 1), which needs two leaks.  Count how many features can leak in each case.",
+        "To first order in p: E[B] = k p, and P(B ≥ 2) ≈ C(k, 2) p².  Return "
+        "{'both': ..., 'one': ..., 'none': ...} as floats.",
+    ],
+)
+def check_predicted_u_and_readoffs(learner, case: Case) -> None:
+    """Check your ``predicted_u_and_readoffs(p, l)``: a dict with float entries "both", "one"
+    and "none", the expected read-off of AND(i, j) with l features on when both, one or none of
+    i, j are on, to first order in the wiring probability p (the exact "none",
+    l p − 1 + (1 − p)^l, is accepted too)."""
+    out = learner(case.p, case.l)
+    if not isinstance(out, Mapping):
+        kind = "None (did you forget to `return`?)" if out is None else type(out).__name__
+        raise CheckFailed(f"your function returned {kind}; expected a dict with the keys "
+                          "'both', 'one' and 'none'")
+    missing = [key for key in READOFF_KEYS if key not in out]
+    if missing:
+        keys = ", ".join(repr(k) for k in out) or "none"
+        raise CheckFailed(f"your dict lacks the key(s) {', '.join(map(repr, missing))} (its keys: "
+                          f"{keys}); expected the keys 'both', 'one' and 'none'")
+    first_order = comp.predicted_u_and_readoffs(case.p, case.l)
+    exact = comp.predicted_u_and_readoffs(case.p, case.l, exact=True)
+    mistakes = _prediction_mistakes(case.p, case.l)
+    for key in READOFF_KEYS:
+        value = _readoff_value(out, key)
+        if _close_number(value, first_order[key]) or _close_number(value, exact[key]):
+            continue
+        for description, wrong in mistakes[key].items():
+            if _close_number(value, wrong):
+                raise CheckFailed(f"the entry {key!r} is wrong and matches a known mistake: {description}")
+        direction = "too high" if value > first_order[key] else "too low"
+        raise CheckFailed(f"the entry {key!r} is {direction}")
+
+
+# --------------------------------------------------------------------------------------
+# naive_loss
+# --------------------------------------------------------------------------------------
+
+_NAIVE_CASES = [(100, 30, 0.05), (100, 50, 0.01), (20, 20, 0.1), (10, 3, 0.5), (1000, 50, 0.001),
+                (30, 40, 0.2), (7, 1, 1.0), (50, 49, 0.3)]
+
+
+def _naive_case(seed: int) -> Case:
+    """(n_features, d_mlp, feature_probability) from a fixed table for seeds 0-7 (d ≥ n
+    included, where the loss is 0), random otherwise."""
+    if 0 <= seed < len(_NAIVE_CASES):
+        n, d, p = _NAIVE_CASES[seed]
+    else:
+        gen = _generator(seed)
+        n = _randint(gen, 2, 200)
+        d = _randint(gen, 1, n + 20)
+        p = round(0.001 + 0.999 * float(torch.rand(1, generator=gen)), 3)
+    return Case(f"n_features={n}, d_mlp={d}, feature_probability={p:g}", n=n, d=d, p=p)
+
+
+def _naive_mistakes(n: int, d: int, p: float) -> dict[str, float]:
+    unserved = max(n - d, 0)
+    return {
+        "1/3 is E[x²]; the unserved features miss ReLU(x), and E[ReLU(x)²] = 1/6 for x ~ U[−1, 1]":
+            p * unserved / (3 * n),
+        "the loss is not averaged over the n features (p (n − d)/6 is the sum)": p * unserved / 6,
+        "d features miss ReLU(x) instead of n − d (the d_mlp served features are computed exactly)":
+            p * min(d, n) / (6 * n),
+        "p² instead of p: each feature is active with probability p, and E[ReLU(x)²] is then 1/6":
+            p * p * unserved / (6 * n),
+        "p/12 is the loss for n = 100 features and d = 50 neurons only": p / 12,
+        "1/12 is L/p for n = 100 features and d = 50 neurons only, not the loss": 1 / 12,
+        "averaged over the d_mlp neurons instead of the n features": p * unserved / (6 * d),
+        "with d_mlp ≥ n_features every feature is served: n − d must not go below 0":
+            p * (n - d) / (6 * n),
+    }
+
+
+@exercise(
+    "naive_loss",
+    cases=_naive_case,
+    seeds=range(8),
+    hints=[
+        "The naive MLP gives each of the first d_mlp features its own neuron, which computes ReLU(x) "
+        "exactly (there is no mixing).  The other n − d_mlp features get nothing, so their error is "
+        "ReLU(x) itself.",
+        "For one unserved feature: E[ReLU(x)²] where x is 0 with probability 1 − p and U[−1, 1] "
+        "otherwise.  For x ~ U[−1, 1], E[ReLU(x)²] = ½ · ∫₀¹ x² dx.",
+        "The loss is the mean over all n features; the number of unserved features is "
+        "max(n − d_mlp, 0).",
+    ],
+)
+def check_naive_loss(learner, case: Case) -> None:
+    """Check your ``naive_loss(n_features, d_mlp, feature_probability)`` (a number): the naive
+    baseline's loss (mean squared error over the n features) in the compressed-computation
+    model with no mixing (W_Eᵀ W_E = I)."""
+    out = _as_number(learner(case.n, case.d, case.p))
+    expected = comp.naive_loss_without_mixing(case.n, case.d, case.p)
+    if abs(out - expected) <= 1e-12 + 1e-6 * abs(expected):
+        return
+    for description, wrong in _naive_mistakes(case.n, case.d, case.p).items():
+        if math.isclose(out, wrong, rel_tol=1e-6, abs_tol=1e-12):
+            raise CheckFailed(f"your loss is wrong and matches a known mistake: {description}")
+    if expected == 0:
+        raise CheckFailed("your loss should be 0 here: with d_mlp ≥ n_features every feature has "
+                          "its own neuron")
+    if out == 0:
+        raise CheckFailed("your loss is 0, but n_features − d_mlp features have no neuron")
+    direction = "too high" if out > expected else "too low"
+    raise CheckFailed(f"your loss is {direction} by a factor of {out / expected:.3g}")
