@@ -422,3 +422,214 @@ def plot_fourth_norms(steps: Sequence[int], histories: dict, title: str = "") ->
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+# --------------------------------------------------------------------------------------
+# Chapter 04: computation in superposition
+# --------------------------------------------------------------------------------------
+
+
+def _axes_for(ax, panels: int, figsize) -> tuple[Figure, list]:
+    """A row of ``panels`` new axes, or the caller's: one Axes (``panels`` = 1) or a sequence."""
+    if ax is None:
+        fig, axes = plt.subplots(1, panels, figsize=figsize, squeeze=False)
+        return fig, list(axes[0])
+    axes = list(ax) if isinstance(ax, (list, tuple, np.ndarray)) else [ax]
+    if len(axes) != panels:
+        raise ValueError(f"got {len(axes)} axes for {panels} panels")
+    return axes[0].figure, axes
+
+
+def neuron_display_order(W: Tensor, min_norm: float = 0.1, monosemantic: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+    """The order ``plot_neuron_features`` draws one instance's neurons in, and their groups.
+
+    W: (hidden, features).  Monosemantic neurons (a share ≥ ``monosemantic`` of their squared
+    input weight on one feature) come first, by that feature; then polysemantic ones, most
+    monosemantic first; then dead ones (‖W_k‖ < ``min_norm``).  Returns (order, group) with
+    group 0 / 1 / 2 for monosemantic / polysemantic / dead, both in display order."""
+    from .computation import neuron_monosemanticity
+
+    W = torch.as_tensor(W).detach().float().cpu()
+    share = _np(neuron_monosemanticity(W[None], min_norm)[0])
+    main = _np(W.square().argmax(dim=-1))
+    dead = np.isnan(share)
+    group = np.where(dead, 2, np.where(share >= monosemantic, 0, 1))
+    secondary = np.where(group == 0, main, np.where(group == 1, -np.nan_to_num(share), 0))
+    order = np.lexsort((np.arange(len(share)), secondary, group))
+    return order, group[order]
+
+
+def plot_neuron_features(Ws, titles: Sequence[str] | None = None, importance: Tensor | None = None,
+                         ax=None, min_norm: float = 0.1, size: float = 3.2) -> Figure:
+    """The privileged-basis picture of Elhage et al. (2022): per neuron, a stacked bar of its
+    input weights W[k, i], positive weights stacked up and negative ones down, each feature
+    coloured by its index (yellow = feature 0, the most important) or, if ``importance`` is
+    given, by its importance.  Neurons are ordered by ``neuron_display_order``: monosemantic
+    first (by their feature), then polysemantic, then dead ones (marked with a grey ×).
+
+    Ws: one (hidden, features) matrix, a list of them (one panel each, ``titles`` written under
+    the panels, e.g. "1 − S = 0.1"), or an (instances, hidden, features) tensor.  Works for
+    the abs(x) model's W1 as well (e.g. 40 neurons × 100 features: thin bars, a colourbar)."""
+    if isinstance(Ws, (Tensor, np.ndarray)) and np.ndim(Ws) == 2:
+        Ws = [Ws]
+    Ws = [torch.as_tensor(W).detach().float().cpu() for W in Ws]
+    for W in Ws:
+        if W.dim() != 2:
+            raise ValueError(f"each W must be one instance's (hidden, features) matrix, got shape {tuple(W.shape)}")
+    n_feat = Ws[0].shape[1]
+    if any(W.shape[1] != n_feat for W in Ws):
+        raise ValueError("every W needs the same number of features")
+    labels = [None] * len(Ws) if titles is None else _titles(len(Ws), titles)
+    width = max(size, 0.14 * max(W.shape[0] for W in Ws) + 1.0)
+    fig, axes = _axes_for(ax, len(Ws), (width * len(Ws), size))
+    imp = None if importance is None else _np(importance).reshape(-1)
+    if imp is not None and len(imp) != n_feat:
+        raise ValueError(f"importance has {len(imp)} entries for {n_feat} features")
+    if imp is not None and imp.max() > imp.min():
+        norm, cmap, bar_label = plt.Normalize(float(imp.min()), float(imp.max())), plt.get_cmap("viridis"), "importance"
+        colours = cmap(norm(imp))
+    else:  # by index, feature 0 (the most important) yellow
+        norm, cmap, bar_label = plt.Normalize(0, max(n_feat - 1, 1)), plt.get_cmap("viridis_r"), "feature index"
+        colours = cmap(norm(np.arange(n_feat)))
+    from matplotlib.collections import PolyCollection
+
+    for axis, W, label in zip(axes, Ws, labels):
+        order, group = neuron_display_order(W, min_norm)
+        w = _np(W)[order]  # (hidden, features) in display order
+        hidden = w.shape[0]
+        # stack each neuron's positive weights upward and its negative ones downward, feature 0
+        # nearest the axis; all rectangles in one collection (thousands for the abs(x) model)
+        pos, neg = np.clip(w, 0, None), np.clip(w, None, 0)
+        top, bottom = np.cumsum(pos, axis=1), np.cumsum(neg, axis=1)
+        lo = np.concatenate([top - pos, bottom - neg])  # (2 hidden, features) start of each segment
+        hi = np.concatenate([top, bottom])
+        k = np.tile(np.arange(hidden), 2)[:, None].repeat(n_feat, 1)
+        f = np.arange(n_feat)[None, :].repeat(2 * hidden, 0)
+        keep = hi != lo
+        x0, x1 = k[keep] - 0.4, k[keep] + 0.4
+        y0, y1 = lo[keep], hi[keep]
+        vertices = np.stack([np.stack([x0, y0], -1), np.stack([x1, y0], -1), np.stack([x1, y1], -1),
+                             np.stack([x0, y1], -1)], axis=1)
+        bars = PolyCollection(vertices, facecolors=colours[f[keep]], edgecolors="white",
+                              linewidths=0.3 if n_feat <= 20 else 0.0)
+        axis.add_collection(bars)
+        extent = max(float(top[:, -1].max(initial=0)), float(-bottom[:, -1].min(initial=0)), 1e-3)
+        axis.set_ylim(min(float(bottom[:, -1].min(initial=0)), -0.05 * extent) * 1.05,
+                      max(float(top[:, -1].max(initial=0)), 0.05 * extent) * 1.05)
+        if (group == 2).any():
+            dead = np.arange(hidden)[group == 2]
+            axis.plot(dead, np.zeros(len(dead)), "x", color="0.6", ms=4, label="dead")
+        axis.axhline(0, color="0.3", lw=0.6)
+        axis.set_xlim(-0.7, hidden - 0.3)
+        axis.set_xticks([])
+        mono = int((group == 0).sum())
+        axis.set_xlabel(f"neurons ({mono}/{hidden} monosemantic)" + (f"\n{label}" if label else ""), fontsize=8)
+    axes[0].set_ylabel("input weight W[k, i]")
+    fig.colorbar(plt.cm.ScalarMappable(cmap=cmap, norm=norm), ax=axes, shrink=0.8, label=bar_label)
+    return fig
+
+
+U_AND_CASES = (("both", "both on", "tab:blue"), ("one", "one on", "tab:orange"), ("none", "none on", "tab:green"))
+
+
+def plot_u_and_errors(l_values: Sequence[int], measured: dict, predicted: dict, ax=None) -> Figure:
+    """The U-AND error laws: the mean read-off of AND(i, j) against l, the number of features
+    on, for pairs with both / one / none of i, j on.  ``measured`` and ``predicted`` map
+    "both" / "one" / "none" to one value per entry of ``l_values``; measured as points,
+    predicted as lines, one colour per case.  The ideal read-offs are 1, 0 and 0."""
+    l_values = np.asarray(l_values)
+    for name, values in (*measured.items(), *predicted.items()):
+        if len(values) != len(l_values):
+            raise ValueError(f"{name!r} has {len(values)} values for {len(l_values)} values of l")
+    fig, (axis,) = _axes_for(ax, 1, (5.2, 3.6))
+    for key, label, colour in U_AND_CASES:
+        if key in predicted:
+            axis.plot(l_values, _np(predicted[key]), "-", color=colour, lw=1.3, label=f"{label}: predicted")
+        if key in measured:
+            axis.plot(l_values, _np(measured[key]), "o", color=colour, ms=5, label=f"{label}: measured")
+    for level in (0.0, 1.0):
+        axis.axhline(level, color="0.6", lw=0.6, ls=":", zorder=0)
+    axis.set_xlabel("l (features on)")
+    axis.set_ylabel("mean AND read-off")
+    axis.legend(fontsize=7, ncol=3, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
+    if ax is None:
+        fig.tight_layout()
+    return fig
+
+
+def plot_u_and_readoffs(measured: dict, predicted: dict, predicted_exact: dict | None = None, title: str = "",
+                        ax=None) -> Figure:
+    """One U-AND setting as a grouped bar chart: measured vs predicted mean read-off for pairs
+    with both / one / none of their features on (dicts "both" / "one" / "none" -> float), the
+    exact prediction, if given, as black ticks, and the ideal AND (1, 0, 0) as grey lines."""
+    fig, (axis,) = _axes_for(ax, 1, (4.6, 3.0))
+    x = np.arange(len(U_AND_CASES))
+    keys = [key for key, _, _ in U_AND_CASES]
+    axis.bar(x - 0.2, [measured[k] for k in keys], width=0.4, color="tab:blue", label="measured")
+    axis.bar(x + 0.2, [predicted[k] for k in keys], width=0.4, color="tab:orange", label="predicted (first order)")
+    if predicted_exact is not None:
+        axis.plot(x + 0.2, [predicted_exact[k] for k in keys], "_", color="k", ms=14, mew=2, label="predicted (exact)")
+    for k, ideal in enumerate((1.0, 0.0, 0.0)):
+        axis.plot([k - 0.45, k + 0.45], [ideal, ideal], color="0.5", lw=1, ls="--",
+                  label="ideal AND" if k == 0 else None)
+    axis.set_xticks(x, [label for _, label, _ in U_AND_CASES])
+    axis.set_ylabel("mean read-off")
+    axis.set_title(title, fontsize=9)
+    axis.legend(fontsize=7)
+    if ax is None:
+        fig.tight_layout()
+    return fig
+
+
+def plot_compressed_computation(per_feature: dict, reference: float | None = None,
+                                reference_label: str | None = None, sort: bool = True, ax=None) -> Figure:
+    """Per-feature loss (divided by the feature probability p) of the compressed-computation
+    model, one panel per title of ``per_feature`` (title -> {curve label -> (n_features,)}).
+    With ``sort`` the features are ordered by the panel's first curve (the trained model);
+    ``reference`` (e.g. 1/12, the naive loss without mixing) is drawn as a dashed line."""
+    if not per_feature:
+        raise ValueError("per_feature needs at least one panel")
+    fig, axes = _axes_for(ax, len(per_feature), (4.2 * len(per_feature), 3.4))
+    for axis, (title, curves) in zip(axes, per_feature.items()):
+        values = {label: _np(v).reshape(-1) for label, v in curves.items()}
+        first = next(iter(values.values()))
+        order = np.argsort(first, kind="stable") if sort else np.arange(len(first))
+        for label, v in values.items():
+            if len(v) != len(first):
+                raise ValueError(f"{title!r}: {label!r} has {len(v)} features, the first curve {len(first)}")
+            axis.plot(np.arange(len(v)), v[order], lw=1.3, label=f"{label} (mean {v.mean():.3f})")
+        if reference is not None:
+            axis.axhline(reference, color="k", ls="--", lw=1,
+                         label=reference_label or f"reference {reference:.3g}")
+        axis.set_xlabel("feature" + (" (sorted by " + next(iter(values)) + " loss)" if sort else ""))
+        axis.set_title(title, fontsize=10)
+        axis.set_ylim(bottom=0)
+        axis.legend(fontsize=7)
+    axes[0].set_ylabel("loss / p per feature")
+    if ax is None:
+        fig.tight_layout()
+    return fig
+
+
+def plot_abs_sweep(density, monosemantic_fraction, ax=None) -> Figure:
+    """The fraction of live neurons that are monosemantic against feature density 1 − S (log x):
+    dense features get neurons of their own, sparse ones share them.  ``monosemantic_fraction``
+    is (densities,) or (seeds, densities); with seeds, the mean is drawn with the range as a band."""
+    x = _np(density).reshape(-1)
+    y = _np(monosemantic_fraction)
+    y = y[None] if y.ndim == 1 else y
+    if y.shape[-1] != len(x):
+        raise ValueError(f"monosemantic_fraction has {y.shape[-1]} densities, density has {len(x)}")
+    fig, (axis,) = _axes_for(ax, 1, (4.8, 3.4))
+    axis.plot(x, np.nanmean(y, axis=0), "o-", color="k", ms=4, lw=1.2, label="mean" if len(y) > 1 else None)
+    if len(y) > 1:
+        axis.fill_between(x, np.nanmin(y, axis=0), np.nanmax(y, axis=0), color="0.7", alpha=0.5,
+                          label="range over seeds")
+        axis.legend(fontsize=7)
+    axis.set_xscale("log")
+    axis.set_ylim(-0.02, 1.05)
+    axis.set_xlabel("feature density 1 − S")
+    axis.set_ylabel("monosemantic fraction of live neurons")
+    if ax is None:
+        fig.tight_layout()
+    return fig

@@ -181,3 +181,142 @@ def test_chapter03_plots():
     fig = plots.plot_fourth_norms([0, 1, 2], {"a": torch.rand(3, 4), "b": torch.rand(3, 4)})
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["a", "b"]
     plt.close("all")
+
+
+# --------------------------------------------------------------------------------------
+# Chapter 04: computation in superposition
+# --------------------------------------------------------------------------------------
+
+
+def test_neuron_features_plot_stacks_weights_and_orders_monosemantic_neurons_first():
+    # 4 neurons x 3 features: neuron 0 polysemantic, 1 dead, 2 monosemantic on feature 2,
+    # 3 monosemantic on feature 0 (with a small negative weight on feature 1)
+    W = torch.tensor([[0.7, -0.6, 0.5], [0.0, 0.0, 0.0], [0.0, 0.0, 1.2], [1.0, -0.1, 0.0]])
+    order, group = plots.neuron_display_order(W)
+    assert order.tolist() == [3, 2, 0, 1] and group.tolist() == [0, 0, 1, 2]
+    fig = plots.plot_neuron_features([W, 2 * W], titles=["1 − S = 1.0", "1 − S = 0.1"])
+    assert len(fig.axes) == 3  # two panels and the colourbar
+    ax = fig.axes[0]
+    (bars,) = ax.collections
+    assert len(bars.get_paths()) == 6  # one rectangle per non-zero weight
+    tops = sorted(float(path.vertices[:, 1].max()) for path in bars.get_paths())
+    bottoms = sorted(float(path.vertices[:, 1].min()) for path in bars.get_paths())
+    assert tops[-1] == pytest.approx(1.2) and bottoms[0] == pytest.approx(-0.6)
+    # neuron 0's positive weights stack: 0.7 then 0.5 on top, ending at 1.2, in column 2
+    column2 = [p.vertices for p in bars.get_paths() if p.vertices[:, 0].min() < 2 < p.vertices[:, 0].max()]
+    assert sorted(float(v[:, 1].max()) for v in column2) == pytest.approx([0.0, 0.7, 1.2])
+    dead = [line for line in ax.lines if line.get_label() == "dead"]
+    assert len(dead) == 1 and dead[0].get_xdata().tolist() == [3]
+    assert "1 − S = 1.0" in ax.get_xlabel() and "2/4 monosemantic" in ax.get_xlabel()
+    assert fig.axes[-1].get_ylabel() == "feature index"
+    with pytest.raises(ValueError, match="one instance"):
+        plots.plot_neuron_features([W[None]])
+    plt.close("all")
+
+
+def test_neuron_features_plot_handles_a_dead_model_and_an_abs_model_sized_matrix():
+    fig = plots.plot_neuron_features(torch.zeros(3, 5))  # a single 2-D tensor, every neuron dead
+    assert len(fig.axes) == 2 and len(fig.axes[0].collections[0].get_paths()) == 0
+    W1 = torch.randn(40, 100, generator=torch.Generator().manual_seed(0))  # abs(x): m=40, n=100
+    fig = plots.plot_neuron_features(W1, importance=0.99 ** torch.arange(100.0))
+    assert len(fig.axes[0].collections[0].get_paths()) == 4000
+    assert fig.axes[0].get_legend() is None and fig.axes[-1].get_ylabel() == "importance"
+    _, ax = plt.subplots()
+    assert plots.plot_neuron_features(W1, ax=ax) is ax.figure
+    plt.close("all")
+
+
+def test_u_and_plots():
+    from course_utils import computation as C
+
+    ls = [2, 4, 6]
+    predicted = {key: [C.predicted_u_and_readoffs(0.1, l)[key] for l in ls] for key in ("both", "one", "none")}
+    measured = {key: [v + 0.01 for v in values] for key, values in predicted.items()}
+    fig = plots.plot_u_and_errors(ls, measured, predicted)
+    ax = fig.axes[0]
+    points = [line for line in ax.lines if line.get_marker() == "o"]
+    solid = [line for line in ax.lines if line.get_linestyle() == "-" and line.get_marker() in ("None", "", None)]
+    assert len(points) == 3 and len(solid) == 3
+    assert points[0].get_color() == solid[0].get_color() != points[1].get_color()
+    assert solid[0].get_ydata().tolist() == pytest.approx([1.0, 1.2, 1.4])
+    with pytest.raises(ValueError, match="values of l"):
+        plots.plot_u_and_errors([2, 3], measured, predicted)
+    fig = plots.plot_u_and_readoffs(C.predicted_u_and_readoffs(0.1, 3), C.predicted_u_and_readoffs(0.1, 3),
+                                    C.predicted_u_and_readoffs(0.1, 3, exact=True))
+    assert len(fig.axes[0].patches) == 6  # measured and predicted bars for both / one / none
+    plt.close("all")
+
+
+def test_compressed_computation_and_abs_sweep_plots():
+    trained, naive = torch.linspace(0.1, 0.0, 10), torch.cat([torch.zeros(5), torch.full((5,), 1 / 6)])
+    per_feature = {"random embedding": {"trained": trained, "naive baseline": naive},
+                   "orthonormal embedding": {"trained": trained.flip(0), "naive baseline": naive}}
+    fig = plots.plot_compressed_computation(per_feature, reference=1 / 12, reference_label="naive, no mixing (1/12)")
+    assert len(fig.axes) == 2 and [ax.get_title() for ax in fig.axes] == list(per_feature)
+    ax = fig.axes[0]
+    assert ax.lines[0].get_ydata().tolist() == pytest.approx(sorted(trained.tolist()))  # sorted by trained loss
+    reference = [line for line in ax.lines if line.get_label() == "naive, no mixing (1/12)"]
+    assert len(reference) == 1 and reference[0].get_linestyle() == "--"
+    assert reference[0].get_ydata()[0] == pytest.approx(1 / 12)
+    fig = plots.plot_compressed_computation({"one": {"trained": trained}}, sort=False)
+    assert len(fig.axes[0].lines) == 1 and fig.axes[0].lines[0].get_ydata()[0] == pytest.approx(0.1)
+    density = torch.logspace(-2, 0, 5)
+    fig = plots.plot_abs_sweep(density, torch.linspace(0.2, 1.0, 5))
+    assert fig.axes[0].get_xscale() == "log" and len(fig.axes[0].lines) == 1
+    fig = plots.plot_abs_sweep(density, torch.rand(3, 5))  # seeds: mean line and a band
+    assert len(fig.axes[0].lines) == 1 and len(fig.axes[0].collections) == 1
+    with pytest.raises(ValueError, match="densities"):
+        plots.plot_abs_sweep(density, torch.rand(4))
+    plt.close("all")
+
+
+def test_u_and_summary_agrees_with_the_library_and_the_error_laws():
+    import math
+
+    from course_utils import computation as C
+    from course_utils.widgets import describe_u_and, u_and_summary
+
+    summary = u_and_summary(60, 400, 0.1, 3)
+    assert summary["n_ands"] == 1770 and summary["neurons"] == 400 and summary["d_p2"] == pytest.approx(4.0)
+    assert summary["predicted"] == C.predicted_u_and_readoffs(0.1, 3)
+    assert summary["predicted_exact"] == C.predicted_u_and_readoffs(0.1, 3, exact=True)
+    for key in ("both", "one"):
+        assert abs(summary["measured"][key] - summary["predicted"][key]) < 0.03, summary["measured"]
+    assert abs(summary["measured"]["none"] - summary["predicted_exact"]["none"]) < 0.01, summary["measured"]
+    # the same numbers as calling the library directly with the same generator
+    generator = torch.Generator().manual_seed(0)
+    W = C.u_and_wiring(60, 400, 0.1, generator)
+    assert summary["measured"] == C.measure_u_and_readoffs(W, 3, 256, generator)
+    assert summary["uncovered"] == C.uncovered_fraction(W)
+    assert u_and_summary(60, 400, 0.1, 3) == summary, "deterministic for fixed arguments"
+    # with d p² small most pairs have no neuron: the uncovered fraction is about e^(-d p²)
+    sparse = u_and_summary(100, 400, 0.05, 3)  # d p² = 1; over seeds the fraction is 0.367 ± 0.015
+    assert sparse["d_p2"] == pytest.approx(1.0)
+    assert abs(sparse["uncovered"] - math.exp(-1)) < 0.05 and sparse["predicted_uncovered"] == math.exp(-1)
+    text = describe_u_and(sparse)
+    assert text.startswith("d = 400 neurons compute C(100,2) = 4950 ANDs; d·p² = 1.00, uncovered pairs")
+    assert "cannot be computed" in text and "cannot be computed" not in describe_u_and(summary)
+    with pytest.raises(ValueError, match="from 2 to m = 5"):
+        u_and_summary(5, 100, 0.1, 8)
+    with pytest.raises(ValueError, match="p must be in"):
+        u_and_summary(10, 100, 0.0, 3)
+
+
+def test_u_and_explorer_redraws_and_reports_impossible_settings(capsys):
+    from course_utils.widgets import u_and_explorer
+
+    box = u_and_explorer(m=30, d=200, p=0.1, l=3)
+    d, p, l = box.children[0].children
+    assert [s.description for s in (d, p, l)] == ["d (neurons)", "p (wiring)", "l (features on)"]
+    assert "d = 200 neurons compute C(30,2) = 435 ANDs" in capsys.readouterr().out
+    d.value = 400  # outside a kernel the Output widget lets the print through to stdout
+    assert "d = 400 neurons" in capsys.readouterr().out
+    p.value = 0.02
+    assert "cannot be computed" in capsys.readouterr().out
+    small = u_and_explorer(m=5, d=100, p=0.2, l=8)  # l > m: a message, not a traceback
+    assert "Cannot build this setting" in capsys.readouterr().out
+    small.children[0].children[2].value = 4
+    assert "d = 100 neurons compute C(5,2) = 10 ANDs" in capsys.readouterr().out
+    small.children[0].children[2].value = 9
+    assert "Cannot build this setting" in capsys.readouterr().out
+    plt.close("all")
