@@ -25,12 +25,12 @@ import argparse
 import json
 import math
 import os
-import platform
 import resource
 import time
 from pathlib import Path
 
 import torch
+from _results import kept_rows, write_rows
 
 from course_utils import polysemanticity as poly
 
@@ -117,9 +117,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     threads = args.threads or ([1] if args.quick else [1, 2])
     workloads = args.workload or ["adamw_sweep", "gd_sweep", "noise", "autograd"]
-    previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    rows = [r for r in previous.get("rows", [])
-            if not (r["workload"] in workloads and r["threads"] in threads)]  # a partial run keeps the rest
+    rows = kept_rows(RESULTS, workloads, threads)  # a partial run keeps the rest
     for name in workloads:
         for t in threads:
             if name in SWEEPS:
@@ -130,15 +128,7 @@ def main(argv=None) -> None:
                 row = autograd_row(t)
             print(json.dumps(row))
             rows.append(row)
-    order = ["adamw_sweep", "gd_sweep", "noise", "autograd", "larger"]
-    rows.sort(key=lambda r: (order.index(r["workload"]), r["threads"]))
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps({
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpus": os.cpu_count(), "torch": torch.__version__},
-        "note": NOTE, "rows": rows,
-    }, indent=1) + "\n")
-    print(f"wrote {RESULTS}")
+    write_rows(RESULTS, rows, ["adamw_sweep", "gd_sweep", "noise", "autograd", "larger"], NOTE)
     assert all(math.isfinite(r.get("seconds", r.get("fused_seconds", 0))) for r in rows)
 
 

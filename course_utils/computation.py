@@ -78,10 +78,14 @@ class AbsModel(torch.nn.Module):
 
     W1: (instances, hidden, features), W2: (instances, features, hidden), b: (instances, features).
     Data: each feature is 0 with probability 1 − p, else U[−1, 1]; the target is |x|, and the
-    loss is the importance-weighted squared error (mean over batch and features)."""
+    loss is the importance-weighted squared error (mean over batch and features).
+
+    ``init_scale`` multiplies the Xavier-normal initial weights.  With sparse features the
+    full-scale start often ends on a plateau where important features' output ReLUs are dead
+    (their output never turns on, so they never get a gradient); a small start (0.1) avoids it."""
 
     def __init__(self, n_features: int, n_hidden: int, n_instances: int = 1, feature_probability=1.0,
-                 importance=1.0, device=None, generator: torch.Generator | None = None):
+                 importance=1.0, init_scale: float = 1.0, device=None, generator: torch.Generator | None = None):
         super().__init__()
         from .device import get_device
         from .toy_models import _per_instance
@@ -94,7 +98,9 @@ class AbsModel(torch.nn.Module):
         p = _per_instance(feature_probability, n_instances, n_features, "feature_probability")
         if (p < 0).any() or (p > 1).any():
             raise ValueError("feature_probability must lie in [0, 1]")
-        std = math.sqrt(2.0 / (n_hidden + n_features))  # Xavier-normal, as ToyModel
+        if not init_scale > 0:
+            raise ValueError(f"init_scale must be positive, got {init_scale!r}")
+        std = init_scale * math.sqrt(2.0 / (n_hidden + n_features))  # Xavier-normal, as ToyModel
         self.W1 = torch.nn.Parameter((torch.randn(n_instances, n_hidden, n_features, generator=generator) * std).to(device))
         self.W2 = torch.nn.Parameter((torch.randn(n_instances, n_features, n_hidden, generator=generator) * std).to(device))
         self.b = torch.nn.Parameter(torch.zeros(n_instances, n_features, device=device))
@@ -177,6 +183,20 @@ def asymmetric_motifs(W1: Tensor, W2: Tensor, b: Tensor, ratio: float = 1.5, min
     return motifs
 
 
+def abs_monosemantic_loss(importance: Tensor, feature_probability: Tensor, n_hidden: int) -> Tensor:
+    """The abs(x) loss of the best solution without superposition: the n_hidden // 2 most
+    important features get a ReLU(x) and a ReLU(−x) neuron each (exact), the rest output 0
+    and miss E[x²] = p/3.  importance, feature_probability: (instances, features) or
+    broadcastable; -> (instances,) (features sorted by importance within each instance)."""
+    importance, p = torch.broadcast_tensors(torch.as_tensor(importance, dtype=torch.float32),
+                                            torch.as_tensor(feature_probability, dtype=torch.float32))
+    importance, p = importance.reshape(-1, importance.shape[-1]), p.reshape(-1, p.shape[-1])
+    order = importance.argsort(dim=-1, descending=True)
+    missed = torch.ones_like(importance)
+    missed.scatter_(-1, order[:, : n_hidden // 2], 0.0)
+    return (missed * importance * p / 3).mean(dim=-1)
+
+
 def neuron_monosemanticity(W: Tensor, min_norm: float = 0.1) -> Tensor:
     """(instances, hidden): the share of each neuron's squared input weights that goes to its
     largest feature, max_i W[k, i]² / Σ_i W[k, i]²; 1 for a monosemantic neuron, NaN for a
@@ -218,7 +238,10 @@ def u_and_readoff(W: Tensor, h: Tensor) -> Tensor:
 
     h: (batch, d) -> (batch, m, m), symmetric; NaN where no neuron covers the pair."""
     coverage = pair_coverage(W)
-    total = torch.einsum("bk,ki,kj->bij", h, W, W)
+    d, m = W.shape
+    chunk = max(1, 2**22 // (d * m))  # inputs per chunk: the (chunk, d, m) product stays ≤ 16 MB
+    total = torch.cat([(h[start:start + chunk, :, None] * W).transpose(1, 2) @ W
+                       for start in range(0, h.shape[0], chunk)]) if h.shape[0] else h.new_zeros(0, m, m)
     return torch.where(coverage > 0, total / coverage.clamp(min=1), torch.full_like(total, float("nan")))
 
 

@@ -245,3 +245,26 @@ def test_u_and_accuracy_counts_uncovered_pairs_as_wrong():
     half[:, 15:] = 0  # pairs among features 15-29 (and across) uncovered: only C(15, 2) of C(30, 2) readable
     accuracy = u_and_accuracy(half, 2, batch=64, generator=torch.Generator().manual_seed(1))
     assert accuracy == pytest.approx(105 / 435)
+
+
+def test_abs_monosemantic_loss_and_init_scale():
+    from course_utils.computation import AbsModel, abs_monosemantic_loss
+
+    importance = torch.tensor([[1.0, 0.5, 0.25, 0.125]])
+    # 4 neurons serve the two most important features; the other two miss p/3 each
+    expected = (0.25 + 0.125) * 0.3 / 3 / 4
+    assert float(abs_monosemantic_loss(importance, torch.tensor([[0.3]]), 4)[0]) == pytest.approx(expected)
+    assert float(abs_monosemantic_loss(importance.flip(-1), 0.3, 5)[0]) == pytest.approx(expected)  # by importance, not index
+    model = AbsModel(4, 4, feature_probability=0.3, importance=importance, device="cpu",
+                     generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # the monosemantic solution, built by hand, has exactly that loss
+        model.W1.zero_(); model.W2.zero_()
+        for k, (feature, sign) in enumerate([(0, 1), (0, -1), (1, 1), (1, -1)]):
+            model.W1[0, k, feature], model.W2[0, feature, k] = sign, 1.0
+        loss = float(model.loss(model.generate_batch(400_000, torch.Generator().manual_seed(1))))
+    assert loss == pytest.approx(expected, rel=0.02)
+    small = AbsModel(100, 40, init_scale=0.1, device="cpu", generator=torch.Generator().manual_seed(0))
+    full = AbsModel(100, 40, device="cpu", generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(small.W1, 0.1 * full.W1)
+    with pytest.raises(ValueError, match="init_scale"):
+        AbsModel(3, 2, init_scale=0.0)
