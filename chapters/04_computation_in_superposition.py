@@ -236,7 +236,7 @@ plt.show()
 # more features than it could give two neurons each, **in superposition**, and still removes
 # 97 % of the loss of a model that outputs nothing.
 #
-# Our models are not at the optimum, though: their loss is 1.6–3 times that of the best
+# Our models are not at the optimum, though: their loss is 1.6–2.8 times that of the best
 # model without superposition, and at `S = 0.99` (where each feature is on in one input of a
 # hundred) 5,000 steps are far too few (30 % of the zero-output loss left). The paper's
 # figures show the same move from monosemantic to superposed neurons; we do not reproduce a
@@ -537,5 +537,5 @@ plt.show()
 # **Differences from the papers.** We train the residual MLP for 2,000 steps (Braun et al.
 # 10,000) and the abs(x) sweep for 5,000 steps from a small initialisation, to fit the time
 # budget. Our sparse abs(x) models are superposed and compute `|x|` well, but their loss stays
-# 1.6–3× above the best solution without superposition, and the `S = 0.99` model is
+# 1.6–2.8× above the best solution without superposition, and the `S = 0.99` model is
 # undertrained (section 2).

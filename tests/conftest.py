@@ -67,12 +67,22 @@ def fresh_demo(tmp_path) -> tuple[Path, Path, Path]:
     return make_course_tree(tmp_path / "course")
 
 
-@pytest.fixture
-def one_thread():
-    """Train on one CPU thread, as the chapters do (their printed numbers assume it)."""
+def _on_one_thread():
     import torch
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def one_thread():
+    """Train on one CPU thread, as the chapters do (their printed numbers assume it)."""
+    yield from _on_one_thread()
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """``one_thread`` for a whole module, for module-scoped fixtures that train."""
+    yield from _on_one_thread()

@@ -13,14 +13,6 @@ WIDTHS = [64, 128, 256, 512]
 
 
 @pytest.fixture(scope="module")
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
 def adamw_sweep(single_thread):
     """The paper's setup: AdamW lr 1e-3 (weight decay 0.01), λ = 1e-3, 7,500 steps."""
     return poly.collision_sweep(32, WIDTHS, 32, device="cpu", progress=False)

@@ -20,13 +20,11 @@ from .. import computation as comp
 from ._framework import (
     Case,
     CheckFailed,
-    accepts_argument,
     call_pure,
     exercise,
     expect_close,
     expect_device,
     expect_dtype,
-    expect_finite,
     expect_output,
     expect_shape,
     expect_tensor,
@@ -41,6 +39,7 @@ from .toy_models import (
     _generator,
     _model_shape,
     _randint,
+    _sampled_batch,
 )
 
 
@@ -203,14 +202,7 @@ def check_abs_batch(learner, case: Case) -> None:
     active (probability feature_probability[i, f]), signed uniform values, independence.
     Deterministic: each case seeds torch (and passes ``generator`` if your function takes one)."""
     p = case.feature_probability
-    kwargs = {"generator": _generator(case.seed)} if accepts_argument(learner, "generator") else {}
-    out = expect_tensor(call_pure(learner, {"feature_probability": p, "batch_size": case.batch_size},
-                                  **kwargs))
-    expect_shape(out, (p.shape[0], case.batch_size, p.shape[1]), "(instances, batch_size, features)")
-    expect_dtype(out, torch.float32, why="like torch.rand")
-    expect_device(out, p.device)
-    expect_finite(out)
-    x = out.detach().to("cpu", torch.float64)
+    x = _sampled_batch(learner, case)
     _expect_in_signed_interval(x)
     _expect_rows_differ(x)
     _expect_frequencies(x, p.detach().to("cpu", torch.float64))

@@ -226,6 +226,20 @@ def _expect_independent(x: Tensor) -> None:
                 f"{float(r[i, f]):.2f}); draw fresh random numbers for every feature")
 
 
+def _sampled_batch(learner, case: Case) -> Tensor:
+    """Call a batch generator ``learner(feature_probability, batch_size[, generator])`` on a
+    batch case and check its shape, dtype, device and finiteness; the batch in float64 on the CPU."""
+    p = case.feature_probability
+    kwargs = {"generator": _generator(case.seed)} if accepts_argument(learner, "generator") else {}
+    out = expect_tensor(call_pure(learner, {"feature_probability": p, "batch_size": case.batch_size},
+                                  **kwargs))
+    expect_shape(out, (p.shape[0], case.batch_size, p.shape[1]), "(instances, batch_size, features)")
+    expect_dtype(out, torch.float32, why="like torch.rand")
+    expect_device(out, p.device)
+    expect_finite(out)
+    return out.detach().to("cpu", torch.float64)
+
+
 @exercise(
     "generate_batch",
     cases=_batch_case,
@@ -246,14 +260,7 @@ def check_generate_batch(learner, case: Case) -> None:
     independence.  Deterministic: each case seeds torch (and passes ``generator`` if your
     function takes one)."""
     p = case.feature_probability
-    kwargs = {"generator": _generator(case.seed)} if accepts_argument(learner, "generator") else {}
-    out = expect_tensor(call_pure(learner, {"feature_probability": p, "batch_size": case.batch_size},
-                                  **kwargs))
-    expect_shape(out, (p.shape[0], case.batch_size, p.shape[1]), "(instances, batch_size, features)")
-    expect_dtype(out, torch.float32, why="like torch.rand")
-    expect_device(out, p.device)
-    expect_finite(out)
-    x = out.detach().to("cpu", torch.float64)
+    x = _sampled_batch(learner, case)
     _expect_in_unit_interval(x)
     _expect_rows_differ(x)
     _expect_frequencies(x, p.detach().to("cpu", torch.float64))
