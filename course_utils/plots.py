@@ -585,23 +585,23 @@ def plot_compressed_computation(per_feature: dict, reference: float | None = Non
                                 reference_label: str | None = None, sort: bool = True, ax=None) -> Figure:
     """Per-feature loss (divided by the feature probability p) of the compressed-computation
     model, one panel per title of ``per_feature`` (title -> {curve label -> (n_features,)}).
-    With ``sort`` the features are ordered by the panel's first curve (the trained model);
-    ``reference`` (e.g. 1/12, the naive loss without mixing) is drawn as a dashed line."""
+    With ``sort`` each curve is sorted by its own loss (a profile: how the loss is spread over
+    the features), so the x position is a rank, not a feature; ``reference`` (e.g. 1/12, the
+    naive loss without mixing) is drawn as a dashed line."""
     if not per_feature:
         raise ValueError("per_feature needs at least one panel")
     fig, axes = _axes_for(ax, len(per_feature), (4.2 * len(per_feature), 3.4))
     for axis, (title, curves) in zip(axes, per_feature.items()):
         values = {label: _np(v).reshape(-1) for label, v in curves.items()}
         first = next(iter(values.values()))
-        order = np.argsort(first, kind="stable") if sort else np.arange(len(first))
         for label, v in values.items():
             if len(v) != len(first):
                 raise ValueError(f"{title!r}: {label!r} has {len(v)} features, the first curve {len(first)}")
-            axis.plot(np.arange(len(v)), v[order], lw=1.3, label=f"{label} (mean {v.mean():.3f})")
+            axis.plot(np.arange(len(v)), np.sort(v) if sort else v, lw=1.3, label=f"{label} (mean {v.mean():.3f})")
         if reference is not None:
             axis.axhline(reference, color="k", ls="--", lw=1,
                          label=reference_label or f"reference {reference:.3g}")
-        axis.set_xlabel("feature" + (" (sorted by " + next(iter(values)) + " loss)" if sort else ""))
+        axis.set_xlabel("features, each curve sorted by its loss" if sort else "feature")
         axis.set_title(title, fontsize=10)
         axis.set_ylim(bottom=0)
         axis.legend(fontsize=7)

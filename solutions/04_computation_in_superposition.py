@@ -517,14 +517,16 @@ for embedding, model in residual_models.items():
     summary[embedding] = (float(trained_err.mean()), float(naive_err.mean()))
     print(f"{embedding:11s} embedding: L/p trained {summary[embedding][0]:.4f}, naive baseline on the same "
           f"embedding {summary[embedding][1]:.4f}, naive without mixing 1/12 = {1 / 12:.4f}")
-plots.plot_compressed_computation(per_feature, reference=1 / 12)
+plots.plot_compressed_computation(per_feature, reference=1 / 12, reference_label="naive, no mixing (1/12)")
 plt.show()
 
 # %% [markdown]
 # With the **random** embedding the trained model reaches `L/p ≈ 0.067`, well below 1/12: 50
-# neurons do better than serving 50 features. That looked like computation in superposition.
-# With the **orthonormal** embedding the same training lands at 1/12, no better than the naive
-# baseline: the advantage is gone.
+# neurons do better than serving 50 features, and the per-feature profile shows how: the loss
+# is spread evenly over all 100 features instead of 0 for half and 1/6 for the rest. That
+# looked like computation in superposition. With the **orthonormal** embedding the same
+# training lands at 1/12, no better than the naive baseline, and its profile is close to the
+# naive one: about half the features served almost exactly, the rest not at all.
 #
 # The difference is the **mixing matrix** `W_Eᵀ W_E − I`. With random unit vectors in 1,000
 # dimensions, feature overlaps are about `±1/√1000 ≈ ±0.03`, so the residual stream hands the

@@ -248,13 +248,14 @@ def test_u_and_plots():
 
 
 def test_compressed_computation_and_abs_sweep_plots():
-    trained, naive = torch.linspace(0.1, 0.0, 10), torch.cat([torch.zeros(5), torch.full((5,), 1 / 6)])
+    trained, naive = torch.linspace(0.1, 0.0, 10), torch.tensor([1 / 6, 0.0] * 5)
     per_feature = {"random embedding": {"trained": trained, "naive baseline": naive},
                    "orthonormal embedding": {"trained": trained.flip(0), "naive baseline": naive}}
     fig = plots.plot_compressed_computation(per_feature, reference=1 / 12, reference_label="naive, no mixing (1/12)")
     assert len(fig.axes) == 2 and [ax.get_title() for ax in fig.axes] == list(per_feature)
     ax = fig.axes[0]
-    assert ax.lines[0].get_ydata().tolist() == pytest.approx(sorted(trained.tolist()))  # sorted by trained loss
+    assert ax.lines[0].get_ydata().tolist() == pytest.approx(sorted(trained.tolist()))  # each curve sorted
+    assert ax.lines[1].get_ydata().tolist() == pytest.approx(sorted(naive.tolist()))  # by its own loss
     reference = [line for line in ax.lines if line.get_label() == "naive, no mixing (1/12)"]
     assert len(reference) == 1 and reference[0].get_linestyle() == "--"
     assert reference[0].get_ydata()[0] == pytest.approx(1 / 12)
