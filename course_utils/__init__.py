@@ -1,8 +1,9 @@
 """course_utils: the library behind the Superposition course.
 
 One module per idea (see DESIGN.md): ``device``, ``toy_models``, ``geometry``,
-``plots``, ``widgets``, ``checks``, ``build``, ``doctor``.  Chapters import the
-library; the library never imports a chapter.
+``dynamics``, ``scaling``, ``polysemanticity``, ``computation``, ``sae``, ``plots``,
+``widgets``, ``checks``, ``grade``, ``build``, ``doctor``, ``colab``, ``workspace``.
+Chapters import the library; the library never imports a chapter.
 """
 
 __version__ = "0.1.0"
