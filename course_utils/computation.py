@@ -30,6 +30,12 @@ from torch import Tensor
 from .toy_models import ToyModel
 
 
+def _check_positive_ints(**sizes) -> None:
+    for name, value in sizes.items():
+        if int(value) != value or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
 def signed_sparse_features(shape, p: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """Each entry 0 with probability 1 − p, else U[−1, 1]; ``p`` broadcasts against ``shape``
     and sets the device."""
@@ -90,9 +96,7 @@ class AbsModel(torch.nn.Module):
         from .device import get_device
         from .toy_models import _per_instance
 
-        for name, v in (("n_features", n_features), ("n_hidden", n_hidden), ("n_instances", n_instances)):
-            if int(v) != v or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        _check_positive_ints(n_features=n_features, n_hidden=n_hidden, n_instances=n_instances)
         device = get_device() if device is None else torch.device(device)
         self.n_features, self.n_hidden, self.n_instances = n_features, n_hidden, n_instances
         p = _per_instance(feature_probability, n_instances, n_features, "feature_probability")
@@ -208,9 +212,7 @@ def neuron_monosemanticity(W: Tensor, min_norm: float = 0.1) -> Tensor:
 
 
 def _check_u_and(m: int, d: int, p: float) -> None:
-    for name, value in (("m", m), ("d", d)):
-        if int(value) != value or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    _check_positive_ints(m=m, d=d)
     if m < 2:
         raise ValueError(f"U-AND needs at least two features, got m={m}")
     if not 0 < p <= 1:
@@ -349,10 +351,7 @@ class ResidualMLP(torch.nn.Module):
         super().__init__()
         from .device import get_device
 
-        for name, v in (("n_features", n_features), ("d_embed", d_embed), ("d_mlp", d_mlp),
-                        ("n_instances", n_instances)):
-            if int(v) != v or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        _check_positive_ints(n_features=n_features, d_embed=d_embed, d_mlp=d_mlp, n_instances=n_instances)
         if not 0 < feature_probability <= 1:
             raise ValueError(f"feature_probability must be in (0, 1], got {feature_probability!r}")
         device = get_device() if device is None else torch.device(device)

@@ -40,6 +40,7 @@ from .toy_models import (
     _model_shape,
     _randint,
     _sampled_batch,
+    _uniform_test,
 )
 
 
@@ -158,18 +159,9 @@ def _expect_both_signs(x: Tensor) -> None:
 
 def _expect_signed_uniform_values(x: Tensor) -> None:
     """The nonzero entries are U[−1, 1]: mean, variance and the largest CDF deviation (KS)."""
-    values = x[x != 0].sort().values
-    n = values.numel()
-    if n < 100:
-        return
-    mean, var = float(values.mean()), float(values.var())
-    ranks = torch.arange(1, n + 1, dtype=torch.float64) / n
-    cdf = (values + 1) / 2
-    ks = float(torch.maximum(ranks - cdf, cdf - (ranks - 1 / n)).max())
-    # U[−1, 1]: variance 1/3, fourth central moment 1/5, so Var(sample variance) ≈ (1/5 − 1/9)/n
-    if (abs(mean) > Z * math.sqrt(1 / 3 / n) or abs(var - 1 / 3) > Z * math.sqrt(4 / 45 / n)
-            or ks > 2.5 / math.sqrt(n)):
-        distinct = values.abs().unique().numel()
+    failed, mean, var, ks, n = _uniform_test(x, -1.0, 1.0)
+    if failed:
+        distinct = x[x != 0].abs().unique().numel()
         advice = ("; are the active values all the same size (±1)? Draw them uniformly"
                   if distinct <= 2 else
                   "; draw the values and the active/inactive decision with separate random numbers"

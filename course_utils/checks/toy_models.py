@@ -187,17 +187,29 @@ def _expect_frequencies(x: Tensor, p: Tensor) -> None:
         "probability)")
 
 
-def _expect_uniform_values(x: Tensor) -> None:
-    """The nonzero entries are U[0, 1]: mean, variance and the largest CDF deviation (KS)."""
+def _uniform_test(x: Tensor, low: float, high: float) -> tuple[bool, float, float, float, int]:
+    """Whether the nonzero entries of x fail to look U[low, high] (mean, variance or the largest
+    CDF deviation, KS, beyond chance), with their mean, variance, KS statistic and count; too few
+    entries (< 100) never fail."""
     values = x[x != 0].sort().values
     n = values.numel()
     if n < 100:
-        return
+        return False, 0.0, 0.0, 0.0, n
+    width = high - low
     mean, var = float(values.mean()), float(values.var())
     ranks = torch.arange(1, n + 1, dtype=torch.float64) / n
-    ks = float(torch.maximum(ranks - values, values - (ranks - 1 / n)).max())
-    if (abs(mean - 0.5) > Z * math.sqrt(1 / 12 / n) or abs(var - 1 / 12) > Z * math.sqrt(1 / 180 / n)
-            or ks > 2.5 / math.sqrt(n)):
+    cdf = (values - low) / width
+    ks = float(torch.maximum(ranks - cdf, cdf - (ranks - 1 / n)).max())
+    # uniform: variance w²/12, fourth central moment w⁴/80, so Var(sample variance) ≈ w⁴/180/n
+    failed = (abs(mean - (low + high) / 2) > Z * math.sqrt(width ** 2 / 12 / n)
+              or abs(var - width ** 2 / 12) > Z * math.sqrt(width ** 4 / 180 / n) or ks > 2.5 / math.sqrt(n))
+    return failed, mean, var, ks, n
+
+
+def _expect_uniform_values(x: Tensor) -> None:
+    """The nonzero entries are U[0, 1]: mean, variance and the largest CDF deviation (KS)."""
+    failed, mean, var, ks, _ = _uniform_test(x, 0.0, 1.0)
+    if failed:
         advice = ("; are the active values all the same?" if var < 1e-6 else
                   "; draw the values and the active/inactive decision with separate random numbers"
                   if mean < 0.5 else "")
