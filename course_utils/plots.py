@@ -633,3 +633,137 @@ def plot_abs_sweep(density, monosemantic_fraction, ax=None) -> Figure:
     if ax is None:
         fig.tight_layout()
     return fig
+
+
+# --------------------------------------------------------------------------------------
+# Chapter 05: sparse autoencoders
+# --------------------------------------------------------------------------------------
+
+
+def plot_sae_sweep(x, panels: dict, xlabel: str, logx: bool = True, mark: float | None = None,
+                   mark_label: str = "", ax=None) -> Figure:
+    """One small panel per metric against a swept setting (an L1 coefficient, a dictionary size):
+    ``panels`` maps a metric's name to its values, one per x.  ``mark`` draws a dashed vertical
+    line (e.g. the true number of features) labelled ``mark_label``."""
+    x = np.asarray(_np(torch.as_tensor(x, dtype=torch.float64))).reshape(-1)
+    if not panels:
+        raise ValueError("panels is empty: give at least one metric")
+    for name, values in panels.items():
+        if len(values) != len(x):
+            raise ValueError(f"panel {name!r} has {len(values)} values for {len(x)} settings")
+    fig, axes = _axes_for(ax, len(panels), (2.5 * len(panels), 2.6))
+    for axis, (name, values) in zip(axes, panels.items()):
+        axis.plot(x, np.asarray(values, dtype=float), "o-", color="k", ms=4, lw=1.2)
+        if mark is not None:
+            axis.axvline(mark, color="tab:red", ls="--", lw=1, label=mark_label or None)
+            if mark_label and axis is axes[0]:
+                axis.legend(fontsize=7)
+        if logx:
+            axis.set_xscale("log")
+        axis.set_title(name, fontsize=9)
+        axis.set_xlabel(xlabel, fontsize=8)
+        axis.tick_params(labelsize=7)
+    if ax is None:
+        fig.tight_layout()
+    return fig
+
+
+def plot_max_cosines(max_cosine: Tensor, probability: Tensor, threshold: float = 0.9, ax=None) -> Figure:
+    """Each ground-truth feature's best cosine similarity with an SAE decoder direction against
+    how often the feature fires (log x); the dashed line is the "recovered" threshold."""
+    cos, p = _np(max_cosine).reshape(-1), _np(probability).reshape(-1)
+    if len(cos) != len(p):
+        raise ValueError(f"max_cosine has {len(cos)} features, probability has {len(p)}")
+    fig, (axis,) = _axes_for(ax, 1, (4.6, 3.0))
+    axis.scatter(p, cos, s=14, c=np.where(cos > threshold, "tab:blue", "tab:red"))
+    axis.axhline(threshold, color="0.5", ls="--", lw=1)
+    axis.set_xscale("log")
+    axis.set_ylim(min(0.0, float(cos.min()) - 0.05), 1.02)
+    axis.set_xlabel("feature firing probability")
+    axis.set_ylabel("max cosine with a latent")
+    if ax is None:
+        fig.tight_layout()
+    return fig
+
+
+def plot_architectures(rows: dict, metrics: Sequence[str] = ("l0", "fve", "shrinkage", "mmcs"), ax=None) -> Figure:
+    """Bars per SAE architecture, one panel per metric; ``rows`` maps an architecture's name to
+    its ``sae.evaluate`` dict.  Panels of metrics whose ideal is 1 (fve, shrinkage, mmcs) get a
+    dashed line at 1."""
+    if not rows:
+        raise ValueError("rows is empty: give at least one architecture")
+    names = list(rows)
+    for name in names:
+        missing = [m for m in metrics if m not in rows[name]]
+        if missing:
+            raise ValueError(f"architecture {name!r} has no {', '.join(missing)}")
+    fig, axes = _axes_for(ax, len(metrics), (2.4 * len(metrics), 2.8))
+    colours = plt.get_cmap("tab10")(np.arange(len(names)) % 10)
+    for axis, metric in zip(axes, metrics):
+        values = [float(rows[name][metric]) for name in names]
+        axis.bar(range(len(names)), values, color=colours)
+        if metric in ("fve", "shrinkage", "mmcs", "recovered"):
+            axis.axhline(1.0, color="0.4", ls="--", lw=1)
+            axis.set_ylim(min(0.5, min(values) - 0.05), 1.08)
+        axis.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
+        axis.set_title(metric, fontsize=9)
+        axis.tick_params(axis="y", labelsize=7)
+    if ax is None:
+        fig.tight_layout()
+    return fig
+
+
+def plot_sae_directions(true_directions: Tensor, learned_directions: Tensor, titles: Sequence[str] | None = None,
+                        size: float = 2.8) -> Figure:
+    """2-D feature directions (rows of (n_true, 2)) as grey lines with the SAE's decoder
+    directions (rows of (n_learned, 2), one panel per entry when a list is given) as coloured
+    arrows on top: the chapter 01 pentagon and what an SAE finds in it."""
+    true = _np(true_directions)
+    learned = [_np(d) for d in learned_directions] if isinstance(learned_directions, (list, tuple)) \
+        else [_np(learned_directions)]
+    if true.ndim != 2 or true.shape[1] != 2 or any(d.ndim != 2 or d.shape[1] != 2 for d in learned):
+        raise ValueError("directions must be (n, 2) matrices")
+    titles = _titles(len(learned), titles)
+    fig, axes = plt.subplots(1, len(learned), figsize=(size * len(learned), size), squeeze=False)
+    true_unit = true / np.linalg.norm(true, axis=1, keepdims=True)
+    for axis, d, title in zip(axes[0], learned, titles):
+        for v in true_unit:
+            axis.plot([0, v[0]], [0, v[1]], color="0.75", lw=5, solid_capstyle="round", zorder=1)
+        d = d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)
+        colours = plt.get_cmap("tab10")(np.arange(len(d)) % 10)
+        for v, colour in zip(d, colours):
+            axis.annotate("", xy=(v[0], v[1]), xytext=(0, 0),
+                          arrowprops=dict(arrowstyle="-|>", color=colour, lw=1.5), zorder=2)
+        axis.set_xlim(-1.2, 1.2)
+        axis.set_ylim(-1.2, 1.2)
+        axis.set_aspect("equal")
+        axis.set_xticks([])
+        axis.set_yticks([])
+        axis.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_latent_histogram(summary: dict, log: bool = False, ax=None) -> Figure:
+    """The distribution of one SAE latent's activations where it fires (> 0), from a
+    ``widgets.latent_summary`` result: one bar per histogram bin, the firing rate in the title;
+    a dead latent gets an empty panel that says so.  ``log`` puts the counts on a log scale."""
+    fig, (axis,) = _axes_for(ax, 1, (4.6, 2.4))
+    counts, edges = summary["histogram"]["counts"], summary["histogram"]["edges"]
+    if counts:
+        edges = np.asarray(edges)
+        axis.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color="tab:orange", edgecolor="white",
+                 linewidth=0.5)
+        axis.set_title(f"latent {summary['latent']}: fires on {summary['firing_rate']:.2%} of tokens", fontsize=9)
+        if log:
+            axis.set_yscale("log")
+        else:
+            axis.yaxis.set_major_locator(plt.MaxNLocator(integer=True))
+    else:
+        axis.text(0.5, 0.5, "never fires (dead latent)", ha="center", va="center", transform=axis.transAxes)
+        axis.set_title(f"latent {summary['latent']}: dead", fontsize=9)
+    axis.set_xlabel("activation (where > 0)")
+    axis.set_ylabel("tokens")
+    if ax is None:
+        fig.tight_layout()
+    return fig

@@ -20,6 +20,11 @@ prediction; ``retrain_polysemantic`` does the work.
 ``u_and_explorer()`` — sliders for the neurons d, the wiring probability p and the features
 on l of the universal-AND construction redraw its measured and predicted read-offs and say
 how many of the C(m, 2) pairs no neuron covers; ``u_and_summary`` does the work.
+
+``latent_browser(activations, token_strings, logit_weights, vocab)`` — pick an SAE latent and
+see its top-activating contexts (every token shaded by its activation), a histogram of its
+activations and the tokens it promotes and suppresses; ``latent_summary`` does the work and
+``latent_html`` renders it.
 """
 
 from __future__ import annotations
@@ -383,3 +388,238 @@ def u_and_explorer(m: int = 100, d: int = 400, p: float = 0.1, l: int = 3, seed:
         slider.observe(redraw, names="value")
     redraw()
     return widgets.VBox([widgets.HBox([neurons, wiring, on]), output])
+
+
+# --------------------------------------------------------------------------------------
+# Chapter 05: the latent browser
+# --------------------------------------------------------------------------------------
+
+
+def _latent_count(activations, n_latents: int | None) -> int:
+    """How many latents ``activations`` holds: its last axis, or ``n_latents`` for a callable."""
+    if callable(activations):
+        if n_latents is None:
+            raise ValueError("with a callable for activations, pass n_latents (or logit_weights) too")
+        return int(n_latents)
+    if len(activations.shape) != 3:
+        raise ValueError("activations must be (n_seq, ctx, n_latents) or a callable latent -> (n_seq, ctx), "
+                         f"got shape {tuple(activations.shape)}")
+    if n_latents is not None and n_latents != activations.shape[-1]:
+        raise ValueError(f"activations has {activations.shape[-1]} latents but n_latents = {n_latents}")
+    return int(activations.shape[-1])
+
+
+def _whole(value, name: str) -> int:
+    """``value`` as an int (Python or NumPy integers; not bools or floats), else a ValueError."""
+    import operator
+
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        return operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be a whole number, got {value!r}") from None
+
+
+def _as_numpy(values):
+    import numpy as np
+
+    if isinstance(values, Tensor):
+        return values.detach().float().cpu().numpy()
+    return np.asarray(values, dtype=np.float32)
+
+
+def latent_summary(latent: int, activations, token_strings, logit_weights=None, vocab=None, k: int = 8,
+                   window: tuple[int, int] = (8, 3), bins: int = 30, n_logits: int = 10,
+                   n_latents: int | None = None) -> dict:
+    """Everything the latent browser shows about one SAE latent, as plain Python data.
+
+    activations: (n_seq, ctx, n_latents) tensor or ndarray of the SAE's latent activations on
+        every token of ``n_seq`` sequences (≥ 0, mostly 0); or a callable ``latent -> (n_seq,
+        ctx)`` that computes one latent's activations on demand (then pass ``n_latents``, or
+        ``logit_weights`` whose first axis gives it).
+    token_strings: n_seq lists of ctx strings, the decoded tokens.
+    logit_weights: optional (n_latents, d_vocab) direct effect of each latent on the logits,
+        W_dec @ W_U; ``vocab`` (d_vocab strings) names its columns.
+
+    Returns a dict with ``latent``, ``n_tokens``, ``n_firing``, ``firing_rate`` (fraction of
+    tokens with activation > 0), ``max``, ``dead`` (True when the latent never fires) and
+    ``message`` (a one-line description); ``top``: up to ``k`` contexts, highest activation
+    first (ties in (seq, pos) order), each a dict with ``seq``, ``pos``, ``activation``,
+    ``tokens`` — [(token, activation of this latent on it)] from ``window[0]`` tokens before to
+    ``window[1]`` after, clipped at the sequence's edges — and ``center``, the index of (seq,
+    pos) in ``tokens``; ``histogram``: {"counts", "edges"} of the activations > 0 over
+    ``bins`` equal bins from 0 to the max (both empty for a dead latent); and, with
+    ``logit_weights``, ``promoted`` / ``suppressed``: the ``n_logits`` tokens with the largest
+    / most negative weight, [(token, weight)] in that order.  Raises ``ValueError`` with a
+    plain message for a latent out of range, mismatched shapes or k < 1.
+    """
+    import numpy as np
+
+    if logit_weights is not None and n_latents is None and callable(activations):
+        n_latents = int(logit_weights.shape[0])
+    total = _latent_count(activations, n_latents)
+    latent = _whole(latent, "latent")
+    if not 0 <= latent < total:
+        raise ValueError(f"latent must be in [0, {total}), got {latent}")
+    if _whole(k, "k (contexts to show)") < 1:
+        raise ValueError(f"k (contexts to show) must be >= 1, got {k}")
+    if len(window) != 2 or min(_whole(w, "window") for w in window) < 0:
+        raise ValueError(f"window must be two whole numbers >= 0 (tokens before, after), got {window!r}")
+    if _whole(bins, "bins") < 1 or _whole(n_logits, "n_logits") < 1:
+        raise ValueError(f"bins and n_logits must be >= 1, got {bins} and {n_logits}")
+    acts = _as_numpy(activations(latent) if callable(activations) else activations[..., latent])
+    if acts.ndim != 2:
+        raise ValueError(f"one latent's activations must be (n_seq, ctx), got shape {acts.shape}")
+    n_seq, ctx = acts.shape
+    if len(token_strings) != n_seq:
+        raise ValueError(f"token_strings has {len(token_strings)} sequences but activations has {n_seq}")
+    for s, row in enumerate(token_strings):
+        if len(row) != ctx:
+            raise ValueError(f"token_strings[{s}] has {len(row)} tokens but activations has {ctx} per sequence")
+    if logit_weights is not None:
+        if vocab is None:
+            raise ValueError("pass vocab (the token strings) with logit_weights")
+        if tuple(logit_weights.shape) != (total, len(vocab)):
+            raise ValueError(f"logit_weights must be (n_latents, d_vocab) = ({total}, {len(vocab)}), "
+                             f"got {tuple(logit_weights.shape)}")
+
+    flat = acts.reshape(-1)
+    firing = flat > 0
+    n_firing = int(firing.sum())
+    peak = float(flat[firing].max()) if n_firing else 0.0
+    summary = {"latent": latent, "n_tokens": int(flat.size), "n_firing": n_firing,
+               "firing_rate": n_firing / flat.size if flat.size else 0.0, "max": peak, "dead": n_firing == 0}
+    if n_firing:
+        summary["message"] = (f"latent {latent} fires on {summary['firing_rate']:.2%} of {flat.size:,} tokens "
+                              f"({n_firing:,}); max activation {peak:.3g}")
+    else:
+        summary["message"] = f"latent {latent} never fires on these {flat.size:,} tokens: a dead latent"
+
+    order = np.argsort(-flat, kind="stable")[: min(int(k), n_firing)]
+    before, after = int(window[0]), int(window[1])
+    top = []
+    for index in order.tolist():
+        s, p = divmod(index, ctx)
+        start, stop = max(0, p - before), min(ctx, p + after + 1)
+        tokens = [(str(token_strings[s][q]), float(acts[s, q])) for q in range(start, stop)]
+        top.append({"seq": s, "pos": p, "activation": float(acts[s, p]), "tokens": tokens, "center": p - start})
+    summary["top"] = top
+    if n_firing:
+        counts, edges = np.histogram(flat[firing], bins=int(bins), range=(0.0, peak))
+        summary["histogram"] = {"counts": counts.tolist(), "edges": edges.tolist()}
+    else:
+        summary["histogram"] = {"counts": [], "edges": []}
+    if logit_weights is not None:
+        weights = _as_numpy(logit_weights[latent]).reshape(-1)
+        n = min(int(n_logits), weights.size)
+        up = np.argsort(-weights, kind="stable")[:n]
+        down = np.argsort(weights, kind="stable")[:n]
+        summary["promoted"] = [(str(vocab[i]), float(weights[i])) for i in up.tolist()]
+        summary["suppressed"] = [(str(vocab[i]), float(weights[i])) for i in down.tolist()]
+    return summary
+
+
+def _token_text(token: str) -> str:
+    """A token as HTML text: escaped, with newlines and tabs made visible."""
+    import html
+
+    return html.escape(token.replace("\n", "↵").replace("\t", "⇥"), quote=True)
+
+
+def latent_html(summary: dict) -> str:
+    """The latent browser's pane for a ``latent_summary`` result, as an HTML string.
+
+    A header line (the summary's message); each top context as a row of tokens, every token a
+    <span> whose orange background has opacity activation / max (its activation in the
+    tooltip), the context's own token bold and underlined; then the promoted and suppressed
+    tokens with their direct-logit weights, when the summary has them.  Token text is escaped
+    with ``html.escape``.  Deterministic: the same summary gives the same string.
+    """
+    import html
+
+    peak = summary["max"] if summary["max"] > 0 else 1.0
+    parts = ['<div class="latent-browser" style="font-family: monospace; line-height: 1.9">',
+             f'<div class="latent-header"><b>{html.escape(summary["message"])}</b></div>']
+    if summary["dead"]:
+        parts.append('<div class="latent-dead">No contexts to show: this latent is zero on every token.</div>')
+    for rank, context in enumerate(summary["top"]):
+        spans = []
+        for q, (token, value) in enumerate(context["tokens"]):
+            opacity = min(max(value / peak, 0.0), 1.0)
+            style = f"background-color: rgba(255, 140, 0, {opacity:.2f}); padding: 1px 2px; white-space: pre"
+            if q == context["center"]:
+                style += "; font-weight: bold; text-decoration: underline"
+            spans.append(f'<span style="{style}" title="{value:.3f}">{_token_text(token)}</span>')
+        parts.append(f'<div class="latent-context">{rank + 1}. <span style="color: #666">'
+                     f'[{context["activation"]:.2f} · seq {context["seq"]}, pos {context["pos"]}]</span> '
+                     + " ".join(spans) + "</div>")
+    for key, word in (("promoted", "promotes"), ("suppressed", "suppresses")):
+        if key in summary:
+            items = ", ".join(f"<code>{_token_text(token)}</code> ({weight:+.2f})" for token, weight in summary[key])
+            parts.append(f'<div class="latent-{key}"><b>{word}</b>: {items}</div>')
+    parts.append("</div>")
+    return "\n".join(parts)
+
+
+def latent_browser(activations, token_strings, logit_weights=None, vocab=None, latents=None, labels=None,
+                   k: int = 8, window: tuple[int, int] = (8, 3), bins: int = 30, n_latents: int | None = None):
+    """Browse an SAE's latents: pick one and see its top contexts, a histogram of its
+    activations and the tokens it promotes and suppresses (see ``latent_summary`` for the
+    arguments).
+
+    Without ``latents`` the picker is a number box over every latent; with ``latents`` (a list
+    of interesting ones) it is a dropdown, each entry named by ``labels`` (e.g. "latent 37:
+    inside quotes") or "latent i".  Returns a VBox whose children are the picker, the HTML pane
+    (``latent_html``) and the histogram's Output.  A bad latent shows a message in the pane,
+    never a traceback.  Make it the last expression of a cell to show it.
+    """
+    import html
+
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+
+    from .plots import plot_latent_histogram
+
+    if isinstance(activations, Tensor):
+        activations = activations.detach().float().cpu()
+    elif not callable(activations):
+        activations = torch.as_tensor(_as_numpy(activations))
+    if logit_weights is not None and n_latents is None and callable(activations):
+        n_latents = int(logit_weights.shape[0])
+    _latent_count(activations, n_latents)  # checks the convention before building anything
+    if latents is None:
+        if labels is not None:
+            raise ValueError("labels name the entries of latents: pass latents too")
+        picker = widgets.IntText(value=0, description="latent")
+    else:
+        latents = [int(i) for i in latents]
+        if not latents:
+            raise ValueError("latents must name at least one latent")
+        labels = [f"latent {i}" for i in latents] if labels is None else [str(label) for label in labels]
+        if len(labels) != len(latents):
+            raise ValueError(f"got {len(labels)} labels for {len(latents)} latents")
+        picker = widgets.Dropdown(options=list(zip(labels, latents)), value=latents[0], description="latent",
+                                  layout=widgets.Layout(width="max-content"))
+    pane = widgets.HTML()
+    histogram = widgets.Output()
+
+    def redraw(_=None):
+        try:
+            summary = latent_summary(picker.value, activations, token_strings, logit_weights, vocab, k=k,
+                                     window=window, bins=bins, n_latents=n_latents)
+        except ValueError as error:
+            pane.value = (f'<div class="latent-error">Cannot show latent {html.escape(str(picker.value))}: '
+                          f"{html.escape(str(error))}</div>")
+            histogram.clear_output()
+            return
+        pane.value = latent_html(summary)
+        with histogram:
+            histogram.clear_output(wait=True)
+            fig = plot_latent_histogram(summary)
+            plt.show()
+            plt.close(fig)
+
+    picker.observe(redraw, names="value")
+    redraw()
+    return widgets.VBox([picker, pane, histogram])

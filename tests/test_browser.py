@@ -352,3 +352,107 @@ def _drive(page, context) -> tuple[str, list[str], str, list[str]]:
     assert not any("Traceback" in text or "Error" in text for text in stderr), stderr
     assert "Traceback" not in page.locator(".jp-Notebook").inner_text()
     return before_summary, before_images, after_summary, after_images
+
+
+# ---------------------------------------------------------------------------------------
+# Chapter 05's latent browser: a small hand-made cache, the picker driven from the keyboard
+
+LATENT_NOTEBOOK_NAME = "05_latent_browser.ipynb"
+LATENT_BROWSER_CELL = '''\
+import torch
+from course_utils.widgets import latent_browser
+
+tokens = [["the", "cat", "sat", "on", "the", "mat"], ["a", "dog", "and", "a", "cat", "ran"],
+          ["<b>", "bold", "&", "cat", '"', "x"], ["cat", "is", "here", "ok", "so", "fine"],
+          ["no", "pets", "here", "at", "all", "cat"]]
+acts = torch.zeros(5, 6, 3)  # latent 0 fires on "cat", latent 1 on "<b>" and a few more, latent 2 is dead
+for (s, p), value in {(3, 0): 4.0, (2, 3): 3.0, (0, 1): 2.0, (1, 4): 1.0, (4, 5): 0.5}.items():
+    acts[s, p, 0] = value
+acts[2, 0, 1], acts[2, 1, 1], acts[0, 0, 1] = 1.5, 0.75, 0.75
+vocab = ["cat", "dog", "mat", "<b>", "the"]
+logit_weights = torch.tensor([[3.0, -1.0, 0.5, 0.0, -2.0], [0.0, 0.1, 0.2, 0.3, 0.4], [0.0] * 5])
+latent_browser(acts, tokens, logit_weights, vocab)'''
+
+
+def test_latent_browser_widget_in_chromium(tmp_path):
+    """The latent browser renders its shaded contexts and histogram, and follows its picker:
+    latent 0 ("cat"), then 2 (dead: a message and a "never fires" panel), 7 (out of range: a
+    message, no histogram, no traceback) and 1 (whose top token is the literal text "<b>", escaped, not markup)."""
+    chromium = find_chromium()
+    if chromium is None:
+        pytest.skip("chromium is not installed (Debian/Ubuntu: `apt-get install chromium`); the real-browser "
+                    "test needs it")
+    from playwright.sync_api import sync_playwright
+
+    root = tmp_path / "lab"
+    root.mkdir()
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(LATENT_BROWSER_CELL)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, root / LATENT_NOTEBOOK_NAME)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page_errors: list[str] = []
+    pane = ".jp-CodeCell .widget-html .latent-browser, .jp-CodeCell .widget-html .latent-error"
+
+    def pane_text(page) -> str:
+        return page.locator(".jp-CodeCell .widget-html").first.inner_text()
+
+    def pick(page, latent: int, expected: str) -> None:
+        box = page.locator(".jp-CodeCell .widget-text input").first
+        box.fill(str(latent))
+        box.press("Enter")
+        page.wait_for_function("([selector, text]) => [...document.querySelectorAll(selector)]"
+                               ".some(el => el.innerText.includes(text))", arg=[".jp-CodeCell .widget-html", expected],
+                               timeout=30_000)
+
+    with jupyterlab(root, tmp_path / "state") as lab:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                page.on("pageerror", lambda error: page_errors.append(str(error)))
+                page.goto(f"{lab.url}/lab/tree/{LATENT_NOTEBOOK_NAME}?token={lab.token}",
+                          wait_until="domcontentloaded")
+                page.wait_for_function(
+                    """() => {
+                        const panel = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+                        const kernel = panel && panel.sessionContext && panel.sessionContext.session
+                                       && panel.sessionContext.session.kernel;
+                        return kernel && kernel.status === "idle";
+                    }""", timeout=90_000)
+                page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+                page.locator(pane).first.wait_for(timeout=90_000)
+                images = page.locator(".jp-CodeCell .jp-OutputArea img")
+                images.first.wait_for(timeout=30_000)
+                first_image = images.first.get_attribute("src")
+                text = pane_text(page)
+                marked = page.locator(".jp-CodeCell .widget-html span[title='4.000']").first
+                style = marked.evaluate("el => { const s = getComputedStyle(el); "
+                                        "return [s.fontWeight, s.textDecorationLine, s.backgroundColor]; }")
+                page.screenshot(path=str(SCREENSHOTS / "chapter05_latent_browser.png"))
+
+                new_image = ("(before) => { const img = document.querySelector('.jp-CodeCell .jp-OutputArea img');"
+                             " return img && img.src !== before; }")
+                pick(page, 2, "a dead latent")  # the histogram becomes the "never fires" panel
+                page.wait_for_function(new_image, arg=first_image, timeout=30_000)
+                pick(page, 7, "Cannot show latent 7")  # no histogram at all
+                page.wait_for_function("() => document.querySelectorAll('.jp-CodeCell .jp-OutputArea img')"
+                                       ".length === 0", timeout=30_000)
+                out_of_range = pane_text(page)
+                pick(page, 1, "latent 1 fires")
+                page.wait_for_function(new_image, arg=first_image, timeout=30_000)
+                latent1 = pane_text(page)
+                page.screenshot(path=str(SCREENSHOTS / "chapter05_latent_browser_latent1.png"))
+                errors = page.get_by_text("Error displaying widget").count()
+                stderr = page.locator(STDERR_OUTPUT).all_inner_texts()
+                notebook = page.locator(".jp-Notebook").inner_text()
+            finally:
+                browser.close()
+
+    assert "latent 0 fires on 16.67% of 30 tokens (5); max activation 4" in text
+    assert "promotes: cat (+3.00), mat (+0.50)" in text and "suppresses: the (-2.00)" in text
+    assert style == ["700", "underline", "rgb(255, 140, 0)"], style  # the top token: bold, underlined, opaque
+    assert out_of_range.strip() == "Cannot show latent 7: latent must be in [0, 3), got 7"
+    assert "<b>" in latent1 and "latent 1 fires on 10.00% of 30 tokens" in latent1  # the token, shown as text
+    assert errors == 0 and not page_errors, page_errors
+    assert not any("Traceback" in t or "Error" in t for t in stderr), stderr
+    assert "Traceback" not in notebook
