@@ -45,6 +45,19 @@ from .polysemanticity import (
     check_initial_argmax_win_rate,
     check_predicted_polysemantic,
 )
+from .sae import (
+    check_batch_topk_activation,
+    check_jumprelu_grads,
+    check_l1_sae_loss,
+    check_mmcs,
+    check_normalise_decoder,
+    check_project_decoder_grad,
+    check_resample_dead,
+    check_sae_decode,
+    check_sae_encode,
+    check_sae_metrics,
+    check_topk_activation,
+)
 from .toy_models import (
     check_feature_norms,
     check_generate_batch,
@@ -63,4 +76,7 @@ __all__ = [
     "check_initial_argmax_win_rate",
     "check_neuron_forward", "check_abs_batch", "check_abs_loss", "check_u_and_layer",
     "check_u_and_readoff", "check_predicted_u_and_readoffs", "check_naive_loss",
+    "check_sae_encode", "check_sae_decode", "check_l1_sae_loss", "check_project_decoder_grad",
+    "check_normalise_decoder", "check_topk_activation", "check_batch_topk_activation",
+    "check_jumprelu_grads", "check_resample_dead", "check_mmcs", "check_sae_metrics",
 ]
