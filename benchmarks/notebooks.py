@@ -14,6 +14,7 @@ import json
 import sys
 from pathlib import Path
 
+from course_utils import CHAPTER_GLOB
 from course_utils.build import measure_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,8 +22,8 @@ BUDGET_S, BUDGET_MB = 180, 2048
 
 
 def main(argv: list[str]) -> int:
-    paths = [Path(p) for p in argv] or sorted(ROOT.glob("solutions/[0-9][0-9]_*.ipynb")) + sorted(
-        ROOT.glob("chapters/[0-9][0-9]_*.ipynb"))
+    paths = [Path(p) for p in argv] or sorted(ROOT.glob(f"solutions/{CHAPTER_GLOB}.ipynb")) + sorted(
+        ROOT.glob(f"chapters/{CHAPTER_GLOB}.ipynb"))
     rows = []
     print("| notebook | seconds | peak memory (MB) | within budget |\n|---|---|---|---|")
     for path in paths:

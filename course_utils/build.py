@@ -42,12 +42,13 @@ from pathlib import Path
 import jupytext
 import nbformat
 
+from . import CHAPTER_GLOB
 from .colab import COLAB_FIRST_CELL
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS_DIR = REPO_ROOT / "solutions"
 CHAPTERS_DIR = REPO_ROOT / "chapters"
-SOURCE_GLOB = "[0-9][0-9]_*.py"
+SOURCE_GLOB = CHAPTER_GLOB + ".py"
 
 BEGIN_SOLUTION = "### BEGIN SOLUTION"
 END_SOLUTION = "### END SOLUTION"
@@ -662,9 +663,9 @@ def check(
     if all_sources:
         stems = {source.stem for source in sources}
         generated = [
-            *solutions_dir.glob("[0-9][0-9]_*.ipynb"),
-            *chapters_dir.glob("[0-9][0-9]_*.ipynb"),
-            *chapters_dir.glob("[0-9][0-9]_*.py"),
+            *solutions_dir.glob(CHAPTER_GLOB + ".ipynb"),
+            *chapters_dir.glob(CHAPTER_GLOB + ".ipynb"),
+            *chapters_dir.glob(CHAPTER_GLOB + ".py"),
         ]
         for path in sorted(generated):
             if path.stem not in stems:

@@ -30,6 +30,8 @@ import os
 import sys
 from pathlib import Path
 
+from . import CHAPTER_GLOB
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS_DIR = REPO_ROOT / "chapters"
 WORK_DIR = REPO_ROOT / "my_work"
@@ -91,7 +93,7 @@ def update(chapters_dir: Path = CHAPTERS_DIR, work_dir: Path = WORK_DIR) -> list
     copies = state.setdefault("copies", {})
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     report = []
-    for chapter in sorted(chapters_dir.glob("[0-9][0-9]_*.ipynb")):
+    for chapter in sorted(chapters_dir.glob(CHAPTER_GLOB + ".ipynb")):
         mine = work_dir / chapter.name
         upstream = fingerprint(chapter)
         record = copies.get(chapter.name)
@@ -144,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-dir", type=Path, default=WORK_DIR,
                         help="your working directory (default: my_work/ in the course)")
     args = parser.parse_args(argv)
-    if not list(Path(args.chapters_dir).glob("[0-9][0-9]_*.ipynb")):
+    if not list(Path(args.chapters_dir).glob(CHAPTER_GLOB + ".ipynb")):
         print(f"no chapters (NN_*.ipynb) in {_show(args.chapters_dir)}", file=sys.stderr)
         return 1
     for action, path, detail in update(args.chapters_dir, args.work_dir):

@@ -23,6 +23,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from course_utils import CHAPTER_GLOB
+
 ROOT = Path(__file__).resolve().parents[1]
 BINDER = ROOT / "binder"
 REQUIREMENTS = BINDER / "requirements.txt"
@@ -85,7 +87,7 @@ def test_binder_opens_jupyterlab_on_the_chapters():
     badge = re.search(r"https://mybinder\.org/v2/gh/[^)\s]+", readme)
     assert badge, "README has no Binder badge"
     assert badge.group(0).endswith("?urlpath=lab/tree/chapters")
-    assert sorted((ROOT / "chapters").glob("[0-9][0-9]_*.ipynb")), "the badge opens chapters/"
+    assert sorted((ROOT / "chapters").glob(CHAPTER_GLOB + ".ipynb")), "the badge opens chapters/"
 
 
 def test_binder_start_sets_the_thread_variables_and_runs_the_command():

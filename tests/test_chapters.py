@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from course_utils import CHAPTER_GLOB
 from course_utils.build import measure_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
-CHAPTERS = sorted((ROOT / "chapters").glob("[0-9][0-9]_*.ipynb"))
+CHAPTERS = sorted((ROOT / "chapters").glob(CHAPTER_GLOB + ".ipynb"))
 MEMORY_LIMIT_MB = 2048
 
 

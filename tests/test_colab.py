@@ -19,11 +19,13 @@ import nbformat
 import pytest
 import torch
 
+from course_utils import CHAPTER_GLOB
+
 from course_utils import colab
 from course_utils.colab import COLAB_FIRST_CELL, REPO_URL, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
-CHAPTERS = sorted((ROOT / "chapters").glob("[0-9][0-9]_*.ipynb"))
+CHAPTERS = sorted((ROOT / "chapters").glob(CHAPTER_GLOB + ".ipynb"))
 # What Colab has preinstalled and the chapters use at run time.  Everything else in the
 # package's dependencies (jupyterlab, jupyterlab_widgets, jupytext) must not be needed by a
 # running chapter, because the Colab cell installs the course with --no-deps.
@@ -186,5 +188,5 @@ def test_widgets_use_only_what_ipywidgets_7_has():
     # widget_link.py of ipywidgets 7.7.1.
     in_ipywidgets_7 = {"FloatLogSlider", "FloatSlider", "IntSlider", "Output", "HBox", "VBox", "Dropdown",
                        "Checkbox", "Button", "Label", "HTML", "Layout", "interactive", "interact",
-                       "Play", "SelectionSlider", "jslink"}
+                       "Play", "SelectionSlider", "jslink", "IntText"}  # IntText: widget_int.py
     assert used <= in_ipywidgets_7, used - in_ipywidgets_7

@@ -42,9 +42,12 @@ MEMORY_MB = 1000
     ("subs/carol/01_toy_models-Copy1.ipynb", "carol", CHAPTER),
     ("subs/dan__01.ipynb", "dan", CHAPTER),
     ("subs/erin/homework.ipynb", "erin", None),
+    ("subs/fay__05a_sparse_autoencoders.ipynb", "fay", "05a_sparse_autoencoders"),
+    ("subs/gil/05b-Copy1.ipynb", "gil", "05b_sae_language_model"),
+    ("subs/hal__05.ipynb", "hal", None),  # 05 alone is ambiguous between 05a and 05b
 ])
 def test_student_and_chapter_come_from_the_file_name(path, student, chapter):
-    found = submissions.identify(Path(path), [CHAPTER, "02_geometry"])
+    found = submissions.identify(Path(path), [CHAPTER, "02_geometry", "05a_sparse_autoencoders", "05b_sae_language_model"])
     assert (found.student, found.chapter) == (student, chapter)
     if chapter is None:
         assert "cannot tell the chapter" in found.problem and "--chapter" in found.problem

@@ -19,8 +19,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import CHAPTER_GLOB
+
 SEPARATOR = "__"
-_NUMBER = re.compile(r"^(\d{2})(?:[_\W]|$)")
+_NUMBER = re.compile(r"^(\d{2}[a-z]?)(?:[_\W]|$)")
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ def find(paths) -> list[Path]:
 
 def known_chapters(chapters_dir: Path) -> list[str]:
     """The chapter names (``NN_name``) of ``chapters_dir/NN_*.ipynb``."""
-    return sorted(p.stem for p in Path(chapters_dir).glob("[0-9][0-9]_*.ipynb"))
+    return sorted(p.stem for p in Path(chapters_dir).glob(CHAPTER_GLOB + ".ipynb"))
 
 
 def identify(path: Path, chapters: list[str], chapter: str | None = None) -> Submission:
@@ -67,7 +69,7 @@ def identify(path: Path, chapters: list[str], chapter: str | None = None) -> Sub
     if matches:
         return Submission(path, student, max(matches, key=len))
     number = _NUMBER.match(rest)
-    by_number = [name for name in chapters if number and name[:2] == number.group(1)]
+    by_number = [name for name in chapters if number and name.split("_", 1)[0] == number.group(1)]
     if len(by_number) == 1:
         return Submission(path, student, by_number[0])
     return Submission(path, student, None,
