@@ -88,6 +88,11 @@ def sae_metrics(x, x_hat, f):
     }
 
 
+def precision_recall(fires, concept):
+    hits = (fires & concept[:, None]).sum(dim=0).float()
+    return hits / fires.sum(dim=0).clamp(min=1), hits / concept.sum()
+
+
 REFERENCES = {
     "sae_encode": sae_encode,
     "sae_decode": sae_decode,
@@ -100,6 +105,7 @@ REFERENCES = {
     "resample_dead": resample_dead,
     "mmcs": mmcs,
     "sae_metrics": sae_metrics,
+    "precision_recall": precision_recall,
 }
 
 
@@ -391,6 +397,15 @@ WRONG = [
      "zero on some input counted as dead"),
     ("sae_metrics", lambda x, xh, f: list(sae_metrics(x, xh, f).values()), "expected a dict"),
     ("sae_metrics", _metrics_with(l0=lambda x, xh, f: "3"), "the entry 'l0' of your dict is str"),
+    # precision_recall
+    ("precision_recall", lambda fi, c: precision_recall(fi, c)[::-1], "precision and recall are swapped"),
+    ("precision_recall", lambda fi, c: ((fi & c[:, None]).sum(0) / len(c),) * 2, "divided by the number of tokens"),
+    ("precision_recall", lambda fi, c: ((fi == c[:, None]).float().mean(0), precision_recall(fi, c)[1]),
+     "accuracy instead of precision"),
+    ("precision_recall", lambda fi, c: ((fi & c[:, None]).sum(0) / fi.sum(0), precision_recall(fi, c)[1]),
+     "a latent that never fires"),
+    ("precision_recall", lambda fi, c: (precision_recall(fi, c)[0], (fi & c[:, None]).sum(0) / (~fi).sum(0).clamp(min=1)),
+     "recall divided by the tokens where the latent does NOT fire"),
 ]
 
 
@@ -467,6 +482,8 @@ SUSPECTS = {
                       lambda c: resample_dead(c.W_enc, c.b_enc, c.W_dec, c.b_dec, c.dead, c.inputs, c.encoder_scale),
                       chapter._resample_mistakes),
     "mmcs": (chapter._mmcs_case, lambda c: mmcs(c.true, c.learned), chapter._mmcs_mistakes),
+    "precision_recall": (chapter._precision_recall_case, lambda c: precision_recall(c.fires, c.concept),
+                         chapter._precision_recall_mistakes),
     **{f"sae_metrics/{key}": (chapter._metrics_case, lambda c, key=key: float(sae_metrics(c.x, c.x_hat, c.f)[key]),
                               lambda c, key=key: chapter._metrics_mistakes(c)[key])
        for key in chapter.METRIC_KEYS},
@@ -552,6 +569,7 @@ def test_nan_is_a_failure(name):
     ("jumprelu_grads", lambda *a: (jumprelu_grads(*a)[0][:1], jumprelu_grads(*a)[1]), "grad_z: output has shape"),
     ("resample_dead", lambda *a: (resample_dead(*a)[0].T, *resample_dead(*a)[1:]), "W_enc: output has shape"),
     ("mmcs", lambda t, s: torch.zeros(2), "expected one number"),
+    ("precision_recall", lambda fi, c: tuple(v[None] for v in precision_recall(fi, c)), "output has shape"),
 ])
 def test_wrong_shapes_are_failures(name, wrong, phrase):
     assert phrase in failure(name, wrong)

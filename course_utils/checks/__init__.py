@@ -34,6 +34,12 @@ from .computation import (
     check_u_and_layer,
     check_u_and_readoff,
 )
+from .editing import (
+    check_interference_coefficients,
+    check_key_covariance,
+    check_rome_update,
+    check_whitened_cosine,
+)
 from .geometry import (
     check_dimensions_per_feature,
     check_feature_dimensionality,
@@ -51,6 +57,7 @@ from .sae import (
     check_l1_sae_loss,
     check_mmcs,
     check_normalise_decoder,
+    check_precision_recall,
     check_project_decoder_grad,
     check_resample_dead,
     check_sae_decode,
@@ -78,5 +85,6 @@ __all__ = [
     "check_u_and_readoff", "check_predicted_u_and_readoffs", "check_naive_loss",
     "check_sae_encode", "check_sae_decode", "check_l1_sae_loss", "check_project_decoder_grad",
     "check_normalise_decoder", "check_topk_activation", "check_batch_topk_activation",
-    "check_jumprelu_grads", "check_resample_dead", "check_mmcs", "check_sae_metrics",
+    "check_jumprelu_grads", "check_resample_dead", "check_mmcs", "check_sae_metrics", "check_precision_recall",
+    "check_rome_update", "check_key_covariance", "check_interference_coefficients", "check_whitened_cosine",
 ]

@@ -28,6 +28,7 @@ from ._framework import (
     expect_close,
     expect_output,
     expect_shape,
+    expect_tensor,
 )
 from .computation import _close_number
 from .computation import _readoff_value as _dict_number
@@ -1027,3 +1028,92 @@ def check_sae_metrics(learner, case: Case) -> None:
             if _close_number(value, wrong):
                 raise CheckFailed(f"the entry {key!r} is wrong and matches a known mistake: {description}")
         raise CheckFailed(f"the entry {key!r} is too {'high' if value > expected[key] else 'low'}")
+
+
+# --------------------------------------------------------------------------------------
+# precision_recall (chapter 05b: scoring latents against known concepts)
+# --------------------------------------------------------------------------------------
+
+
+def _precision_recall_case(seed: int) -> Case:
+    """fires (n_tokens, n_latents) bool and concept (n_tokens,) bool: latents that fire mostly
+    on the concept, mostly elsewhere, at random, on every token, and one that never fires
+    (seed % 4 != 3)."""
+    gen = _generator(seed)
+    n_tokens, n_latents = _randint(gen, 12, 40), _randint(gen, 3, 7)
+    concept = torch.rand(n_tokens, generator=gen) < 0.3
+    concept[0], concept[1] = True, False  # both classes present
+    rates = torch.rand(n_latents, 2, generator=gen)  # P(fire | concept), P(fire | not concept)
+    fires = torch.rand(n_tokens, n_latents, generator=gen) < torch.where(concept[:, None], rates[:, 0], rates[:, 1])
+    fires[:, 0] = concept | (torch.rand(n_tokens, generator=gen) < 0.2)  # a good detector, some false alarms
+    if n_latents > 3:
+        fires[:, 3] = True  # fires everywhere: precision = the concept's share, recall 1
+    if seed % 4 != 3:
+        fires[:, 1] = False  # never fires: precision 0 by convention
+    return Case(f"n_tokens={n_tokens}, n_latents={n_latents}", fires=fires, concept=concept)
+
+
+def _precision_recall_reference(fires: Tensor, concept: Tensor) -> tuple[Tensor, Tensor]:
+    f, c = fires.double(), concept.double()
+    hits = c @ f
+    return hits / f.sum(dim=0).clamp_min(1), hits / c.sum()
+
+
+def _precision_recall_mistakes(case: Case) -> dict[str, tuple[Tensor, Tensor]]:
+    f, c = case.fires.double(), case.concept.double()
+    hits = c @ f
+    precision, recall = _precision_recall_reference(case.fires, case.concept)
+    n = float(len(c))
+    return {
+        "precision and recall are swapped: precision divides by the tokens where the latent fires, "
+        "recall by the tokens that have the concept": (recall, precision),
+        "both are divided by the number of tokens: divide by where the latent fires (precision) and "
+        "by where the concept is (recall)": (hits / n, hits / n),
+        "accuracy instead of precision: precision counts only the tokens where the latent fires":
+            (((f * c[:, None]) + ((1 - f) * (1 - c)[:, None])).sum(dim=0) / n, recall),
+        "recall divided by the tokens where the latent does NOT fire": (precision, hits / (n - f.sum(dim=0)).clamp_min(1)),
+    }
+
+
+@exercise(
+    "precision_recall",
+    cases=_precision_recall_case,
+    seeds=range(8),
+    hints=[
+        "For each latent (a column of fires): hits = number of tokens where it fires AND the concept "
+        "holds.  precision = hits / (tokens where it fires); recall = hits / (tokens with the concept).",
+        "With floats: hits = concept.float() @ fires.float() gives every latent's hits at once.  "
+        "A latent that never fires would divide by zero: give it precision 0 (e.g. clamp the "
+        "denominator to at least 1).",
+    ],
+)
+def check_precision_recall(learner, case: Case) -> None:
+    """Check your ``precision_recall(fires, concept)``: fires (n_tokens, n_latents) bool, concept
+    (n_tokens,) bool -> (precision, recall), each (n_latents,): precision = |fires ∧ concept| /
+    |fires| (0 for a latent that never fires), recall = |fires ∧ concept| / |concept|."""
+    out = call_pure(learner, {"fires": case.fires, "concept": case.concept})
+    if not isinstance(out, (tuple, list)) or len(out) != 2:
+        kind = "None (did you forget to `return`?)" if out is None else type(out).__name__
+        raise CheckFailed(f"your function returned {kind}; expected a tuple (precision, recall)")
+    n_latents = case.fires.shape[1]
+    got = []
+    for name, value in zip(("precision", "recall"), out):
+        value = expect_tensor(value)
+        expect_shape(value, (n_latents,), "(n_latents,)")
+        got.append(value.detach().double().cpu())
+    expected = _precision_recall_reference(case.fires, case.concept)
+    if all(torch.allclose(g, e, atol=1e-6) for g, e in zip(got, expected)):
+        return
+    never = ~case.fires.any(dim=0)
+    if never.any() and not torch.isfinite(got[0][never]).all():
+        raise CheckFailed("precision is NaN or infinite for a latent that never fires (0/0): give such a "
+                          "latent precision 0")
+    for name, g in zip(("precision", "recall"), got):
+        if not torch.isfinite(g).all():
+            raise CheckFailed(f"your {name} contains NaN or infinite values")
+    for description, wrong in _precision_recall_mistakes(case).items():
+        if all(torch.allclose(g, w.double(), atol=1e-6) for g, w in zip(got, wrong)):
+            raise CheckFailed(f"your precision and recall match a known mistake: {description}")
+    for name, g, e in zip(("precision", "recall"), got, expected):
+        if not torch.allclose(g, e, atol=1e-6):
+            raise CheckFailed(f"your {name} is wrong for some latents")

@@ -1,0 +1,333 @@
+"""Checks for chapter 06, part 1: ROME in closed form and the superposition of keys — ROME's
+rank-one update, the key covariance, Hu et al.'s interference coefficients p(i, j) and the
+whitened cosine.
+
+Column-vector convention, as in the papers: W (d_v, d_k) maps a key k (d_k,) to a value W k
+(d_v,); a batch of keys is K (d_k, n).  Cases are float64 (ROME solves with C, which is often
+badly conditioned) with a key covariance whose eigenvalues spread over one to two orders of
+magnitude, so that forgetting C⁻¹, or using C or C^{1/2} in its place, changes the answer.
+Each check compares the learner's function with ``course_utils.editing``; ``_*_mistakes``
+compute what common wrong answers give, so that a failure can name the mistake.  Case shapes
+cycle with the seed so the default seeds cover a square W (where a transposed outer product
+has the right shape), a single output, as many keys as dimensions and fewer.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .. import editing as ref
+from ._framework import Case, CheckFailed, call_pure, exercise, expect_close, expect_output
+from .computation import _close_number
+from .polysemanticity import _as_number
+from .toy_models import _generator, _randint
+
+f64 = torch.float64
+
+
+def _covariance(gen: torch.Generator, d_k: int, condition: float = 30.0) -> Tensor:
+    """C = K Kᵀ / n from 4 d_k Gaussian keys with a spread spectrum: positive definite, far from I."""
+    sigma = ref.random_covariance(d_k, condition, gen)
+    return ref.key_covariance(ref.sample_keys(sigma, 4 * d_k, gen))
+
+
+def _keys(gen: torch.Generator, C: Tensor, n: int) -> Tensor:
+    """(d_k, n) keys with second moment C."""
+    return ref.sample_keys(C, n, gen)
+
+
+def _cosine_columns(A: Tensor) -> Tensor:
+    """(n, n) cosines of the columns of A (d, n)."""
+    unit = F.normalize(A, dim=0)
+    return unit.T @ unit
+
+
+def _inverse(C: Tensor) -> Tensor:
+    return torch.linalg.inv(C)
+
+
+# --------------------------------------------------------------------------------------
+# rome_update
+# --------------------------------------------------------------------------------------
+
+
+def _rome_case(seed: int) -> Case:
+    """W (d_v, d_k), C (d_k, d_k), k* (d_k,), v* (d_v,); seed % 4 picks: fewer outputs than
+    inputs, square W (d_v = d_k), a single output (d_v = 1), more outputs than inputs."""
+    gen = _generator(seed)
+    kind = seed % 4
+    d_k = _randint(gen, 3 if kind == 0 else 2, 6)
+    if kind == 0:
+        d_v = _randint(gen, 1, d_k - 1)
+    elif kind == 1:
+        d_v = d_k
+    elif kind == 2:
+        d_v = 1
+    else:
+        d_v = _randint(gen, d_k + 1, 8)
+    C = _covariance(gen, d_k)
+    W = torch.randn(d_v, d_k, dtype=f64, generator=gen)
+    k_star = _keys(gen, C, 1)[:, 0]
+    v_star = torch.randn(d_v, dtype=f64, generator=gen)
+    return Case(f"d_v={d_v}, d_k={d_k}", W=W, C=C, k_star=k_star, v_star=v_star)
+
+
+def _rome_mistakes(case: Case) -> dict[str, Tensor]:
+    W, C, k, v = case.W, case.C, case.k_star, case.v_star
+    u = torch.linalg.solve(C, k)  # C⁻¹ k*
+    r = v - W @ k
+    mistakes = {
+        "C⁻¹ is missing: (v* − W k*) k*ᵀ / (k*ᵀ k*) is the minimum-Frobenius-norm update, which "
+        "ignores how the stored keys are spread; ROME uses (C⁻¹ k*)ᵀ in the outer product and the "
+        "denominator": torch.outer(r, k) / (k @ k),
+        "the denominator is k*ᵀ k*; it should be (C⁻¹ k*)ᵀ k*, so that (W + ΔW) k* = v*":
+            torch.outer(r, u) / (k @ k),
+        "the denominator (C⁻¹ k*)ᵀ k* is missing": torch.outer(r, u),
+        "the sign is flipped: the residual is v* − W k*, not W k* − v*": -torch.outer(r, u) / (u @ k),
+        "C is used where ROME uses C⁻¹": torch.outer(r, C @ k) / ((C @ k) @ k),
+        "the residual v* − W k* is replaced by v* alone (the old value W k* must be removed)":
+            torch.outer(v, u) / (u @ k),
+        "you returned the edited matrix W' = W + ΔW; return only the update ΔW":
+            W + torch.outer(r, u) / (u @ k),
+    }
+    if W.shape[0] == W.shape[1]:
+        mistakes["the outer product is transposed: ΔW = (v* − W k*) (C⁻¹ k*)ᵀ is a column (d_v,) "
+                  "times a row (d_k,), not (C⁻¹ k*) (v* − W k*)ᵀ"] = torch.outer(u, r) / (u @ k)
+    return mistakes
+
+
+@exercise(
+    "rome_update",
+    cases=_rome_case,
+    seeds=range(8),
+    hints=[
+        "ROME makes W' = W + ΔW map k* to v* while changing the outputs on the keys it already "
+        "stores as little as possible.  The answer is rank one: a column (what must change in the "
+        "output) times a row (which input direction to change it along).",
+        "The column is the residual v* − W k* (d_v,).  The row is (C⁻¹ k*)ᵀ: compute u = C⁻¹ k* with "
+        "torch.linalg.solve(C, k_star) rather than an inverse.",
+        "Divide by uᵀ k* so that ΔW k* = v* − W k* exactly: delta_W = torch.outer(v_star - W @ k_star, u) "
+        "/ (u @ k_star).  Do not modify W.",
+    ],
+)
+def check_rome_update(learner, case: Case) -> None:
+    """Check your ``rome_update(W, C, k_star, v_star)``: ROME's rank-one update
+    ΔW = (v* − W k*) (C⁻¹ k*)ᵀ / ((C⁻¹ k*)ᵀ k*), shape (d_v, d_k).  W is (d_v, d_k), C (d_k, d_k),
+    k_star (d_k,), v_star (d_v,); leave W unchanged."""
+    out = call_pure(learner, {"W": case.W, "C": case.C, "k_star": case.k_star, "v_star": case.v_star})
+    expected = ref.rome_update(case.W, case.C, case.k_star, case.v_star)
+    d_v, d_k = case.W.shape
+    if isinstance(out, Tensor) and tuple(out.shape) == (d_k, d_v) and d_k != d_v:
+        raise CheckFailed(f"output has shape ({d_k}, {d_v}) = (d_k, d_v): the outer product is transposed; "
+                          "ΔW = (v* − W k*) (C⁻¹ k*)ᵀ is a column (d_v,) times a row (d_k,), shape (d_v, d_k)")
+    out = expect_output(out, expected, "(d_v, d_k)")
+    expect_close(out, expected, suspects=_rome_mistakes(case))
+
+
+# --------------------------------------------------------------------------------------
+# key_covariance
+# --------------------------------------------------------------------------------------
+
+
+def _covariance_case(seed: int) -> Case:
+    """Keys K (d_k, n) with a nonzero mean (so centring changes the answer); seed % 4 picks:
+    more keys than dimensions, as many (n = d_k, where Kᵀ K has the right shape), fewer, two."""
+    gen = _generator(seed)
+    kind = seed % 4
+    d_k = _randint(gen, 3 if kind >= 2 else 2, 6)
+    if kind == 0:
+        n = _randint(gen, d_k + 1, 12)
+    elif kind == 1:
+        n = d_k
+    elif kind == 2:
+        n = _randint(gen, 2, d_k - 1)
+    else:
+        n = 2
+    K = torch.randn(d_k, n, dtype=f64, generator=gen) * (0.5 + torch.rand(d_k, 1, dtype=f64, generator=gen))
+    K = K + torch.randn(d_k, 1, dtype=f64, generator=gen)
+    return Case(f"d_k={d_k}, n={n}", K=K)
+
+
+def _covariance_mistakes(case: Case) -> dict[str, Tensor]:
+    K = case.K
+    n = K.shape[1]
+    centred = K - K.mean(dim=1, keepdim=True)
+    mistakes = {
+        "the keys are centred (K − mean): ROME's C is the uncentred second moment K Kᵀ / n, "
+        "because the memory maps k itself, not k − mean": centred @ centred.T / n,
+        "the keys are centred and divided by n − 1 (torch.cov): ROME's C is the uncentred "
+        "K Kᵀ / n": centred @ centred.T / (n - 1),
+        "divided by n − 1; the second moment is K Kᵀ / n": K @ K.T / (n - 1),
+        "the division by n is missing: C = K Kᵀ / n": K @ K.T,
+        "divided by d_k instead of by the number of keys n": K @ K.T / K.shape[0],
+    }
+    if K.shape[0] == n:
+        mistakes["this is Kᵀ K / n (the Gram matrix of the keys, n × n); C is K Kᵀ / n (d_k × d_k)"] = K.T @ K / n
+    return mistakes
+
+
+@exercise(
+    "key_covariance",
+    cases=_covariance_case,
+    seeds=range(8),
+    hints=[
+        "K holds one key per column: K is (d_k, n).  C is the average of the outer products "
+        "k kᵀ over the n keys, a (d_k, d_k) matrix.",
+        "Σ_j k_j k_jᵀ = K Kᵀ.  Divide by n (the number of keys, K.shape[1]).  Do not subtract the "
+        "mean: this is the uncentred second moment ROME uses, not torch.cov.",
+    ],
+)
+def check_key_covariance(learner, case: Case) -> None:
+    """Check your ``key_covariance(K)``: C = K Kᵀ / n (d_k, d_k), the uncentred second moment of the
+    keys K (d_k, n), one key per column."""
+    out = call_pure(learner, {"K": case.K})
+    expected = ref.key_covariance(case.K)
+    d_k, n = case.K.shape
+    if isinstance(out, Tensor) and tuple(out.shape) == (n, n) and n != d_k:
+        raise CheckFailed(f"output has shape ({n}, {n}) = (n, n): that is Kᵀ K, the Gram matrix of the "
+                          f"keys; C = K Kᵀ / n is (d_k, d_k) = ({d_k}, {d_k})")
+    out = expect_output(out, expected, "(d_k, d_k)")
+    expect_close(out, expected, suspects=_covariance_mistakes(case))
+
+
+# --------------------------------------------------------------------------------------
+# interference_coefficients
+# --------------------------------------------------------------------------------------
+
+
+def _interference_case(seed: int) -> Case:
+    """C (d_k, d_k) and keys K (d_k, n) with second moment C; seed % 4 picks: more keys than
+    dimensions (superposition), as many, fewer, two."""
+    gen = _generator(seed)
+    kind = seed % 4
+    d_k = _randint(gen, 2 if kind < 2 else 3, 6)
+    if kind == 0:
+        n = _randint(gen, d_k + 1, 10)
+    elif kind == 1:
+        n = d_k
+    elif kind == 2:
+        n = _randint(gen, 2, d_k - 1)
+    else:
+        n = 2
+    C = _covariance(gen, d_k)
+    K = _keys(gen, C, n)
+    return Case(f"d_k={d_k}, n={n}", C=C, K=K)
+
+
+def _interference_mistakes(case: Case) -> dict[str, Tensor]:
+    C, K = case.C, case.K
+    G = K.T @ torch.linalg.solve(C, K)  # G[i, j] = k_iᵀ C⁻¹ k_j (symmetric)
+    plain = K.T @ K
+    CK = C @ K
+    reference = G / G.diagonal()[:, None]
+    return {
+        "P is transposed: row i belongs to the edit i, P[i, j] = (C⁻¹ k_i)ᵀ k_j / ((C⁻¹ k_i)ᵀ k_i), "
+        "normalised by the i-th key": reference.T,
+        "this is the plain cosine of the keys; p(i, j) uses C⁻¹ and divides by (C⁻¹ k_i)ᵀ k_i only":
+            _cosine_columns(K),
+        "C⁻¹ is missing: p(i, j) = (C⁻¹ k_i)ᵀ k_j / ((C⁻¹ k_i)ᵀ k_i)": plain / plain.diagonal()[:, None],
+        "the normaliser is missing: divide row i by (C⁻¹ k_i)ᵀ k_i": G,
+        "this is the whitened cosine (divided by the norms of both whitened keys); p(i, j) divides by "
+        "(C⁻¹ k_i)ᵀ k_i only": G / (G.diagonal()[:, None] * G.diagonal()[None, :]).sqrt(),
+        "the normaliser is k_iᵀ k_i; it should be (C⁻¹ k_i)ᵀ k_i": G / plain.diagonal()[:, None],
+        "C is used where p(i, j) uses C⁻¹": (CK.T @ K) / (CK * K).sum(dim=0)[:, None],
+        "the diagonal is 0; p(i, i) = 1 (edit i lands fully on its own key)": reference - torch.eye(len(G), dtype=f64),
+    }
+
+
+@exercise(
+    "interference_coefficients",
+    cases=_interference_case,
+    seeds=range(8),
+    hints=[
+        "Edit i moves the output on key k_j by p(i, j) times its correction, with "
+        "p(i, j) = (C⁻¹ k_i)ᵀ k_j / ((C⁻¹ k_i)ᵀ k_i).  P[i, i] = 1.",
+        "Solve once for all keys: U = torch.linalg.solve(C, K) is (d_k, n), column i is C⁻¹ k_i.  "
+        "Then G = Uᵀ K is (n, n) with G[i, j] = (C⁻¹ k_i)ᵀ k_j.",
+        "Divide row i of G by G[i, i]: P = G / G.diagonal()[:, None].  P is not symmetric.",
+    ],
+)
+def check_interference_coefficients(learner, case: Case) -> None:
+    """Check your ``interference_coefficients(C, K)``: P (n, n) with
+    P[i, j] = p(i, j) = (C⁻¹ k_i)ᵀ k_j / ((C⁻¹ k_i)ᵀ k_i), for C (d_k, d_k) and keys K (d_k, n)."""
+    out = call_pure(learner, {"C": case.C, "K": case.K})
+    expected = ref.interference_coefficients(case.C, case.K)
+    out = expect_output(out, expected, "(n, n)")
+    expect_close(out, expected, suspects=_interference_mistakes(case))
+
+
+# --------------------------------------------------------------------------------------
+# whitened_cosine
+# --------------------------------------------------------------------------------------
+
+
+def _whitened_case(seed: int) -> Case:
+    """C (d_k, d_k), k_i, k_j (d_k,); seed % 8 == 3: k_j whitened-orthogonal to k_i (the answer
+    is 0, though the plain cosine is not); seed % 8 == 7: k_j = −2 k_i (the answer is −1)."""
+    gen = _generator(seed)
+    d_k = _randint(gen, 2, 6)
+    C = _covariance(gen, d_k, condition=50.0)
+    k_i, k_j = _keys(gen, C, 2).T
+    label = f"d_k={d_k}"
+    if seed % 8 == 3:
+        u = torch.linalg.solve(C, k_i)
+        k_j = k_j - (k_j @ u) / (k_i @ u) * k_i
+        label += ", k_j whitened-orthogonal to k_i"
+    elif seed % 8 == 7:
+        k_j = -2 * k_i
+        label += ", k_j = -2 k_i"
+    return Case(label, C=C, k_i=k_i.clone(), k_j=k_j.clone())
+
+
+def _whitened_mistakes(case: Case) -> dict[str, float]:
+    C, k_i, k_j = case.C, case.k_i, case.k_j
+    inverse = _inverse(C)
+    sqrt_C = ref.sqrtm(C)
+
+    def cos(a: Tensor, b: Tensor) -> float:
+        return float(F.cosine_similarity(a, b, dim=0))
+
+    return {
+        "this is the plain cosine of k_i and k_j; whiten both first: k̃ = C^{-1/2} k": cos(k_i, k_j),
+        "this is the cosine of C k_i and C k_j; whitening multiplies by C^{-1/2}, not C": cos(C @ k_i, C @ k_j),
+        "this is the cosine of C⁻¹ k_i and C⁻¹ k_j; whitening multiplies by C^{-1/2} (equivalently, "
+        "k_iᵀ C⁻¹ k_j / sqrt(k_iᵀ C⁻¹ k_i · k_jᵀ C⁻¹ k_j))": cos(inverse @ k_i, inverse @ k_j),
+        "this is the cosine of C^{1/2} k_i and C^{1/2} k_j; whitening uses C^{-1/2}": cos(sqrt_C @ k_i, sqrt_C @ k_j),
+        "the normalisation is missing: k_iᵀ C⁻¹ k_j is a whitened dot product; divide by both "
+        "whitened norms": float(k_i @ inverse @ k_j),
+        "this is p(i, j), normalised by k_iᵀ C⁻¹ k_i only; a cosine divides by the norms of both "
+        "whitened keys": float(k_i @ inverse @ k_j / (k_i @ inverse @ k_i)),
+    }
+
+
+@exercise(
+    "whitened_cosine",
+    cases=_whitened_case,
+    seeds=range(8),
+    hints=[
+        "Whiten the keys first, k̃ = C^{-1/2} k, then take an ordinary cosine: "
+        "k̃_iᵀ k̃_j / (‖k̃_i‖ ‖k̃_j‖).",
+        "C^{-1/2} from the eigendecomposition: torch.linalg.eigh(C) gives (λ, Q), and "
+        "C^{-1/2} = Q diag(λ^{-1/2}) Qᵀ.  Or skip the square root: k̃_iᵀ k̃_j = k_iᵀ C⁻¹ k_j, and "
+        "torch.linalg.solve(C, k_j) gives C⁻¹ k_j.",
+        "Return one number (a float or a 0-d tensor), in [−1, 1].",
+    ],
+)
+def check_whitened_cosine(learner, case: Case) -> None:
+    """Check your ``whitened_cosine(C, k_i, k_j)``: the cosine of C^{-1/2} k_i and C^{-1/2} k_j, one
+    number in [−1, 1]; C is (d_k, d_k), k_i and k_j (d_k,)."""
+    out = _as_number(call_pure(learner, {"C": case.C, "k_i": case.k_i, "k_j": case.k_j}))
+    expected = ref.whitened_cosine(case.C, case.k_i, case.k_j)
+    if _close_number(out, expected):
+        return
+    for description, wrong in _whitened_mistakes(case).items():
+        if _close_number(out, wrong):
+            raise CheckFailed(f"your value is wrong and matches a known mistake: {description}")
+    if abs(out) > 1 + 1e-6:
+        raise CheckFailed("your value lies outside [−1, 1], so it is not a cosine: did you normalise by "
+                          "the lengths of both whitened keys?")
+    if _close_number(out, -expected) and abs(expected) > 1e-6:
+        raise CheckFailed("your value has the right size but the wrong sign")
+    raise CheckFailed(f"your value is too {'high' if out > expected else 'low'}")

@@ -1,0 +1,280 @@
+"""Chapter 06 (part 1) checks: the reference passes, the stub is "not attempted", plausible wrong
+implementations fail with a message that names what is wrong, and broken learners (raising,
+wrong shape, wrong type, NaN) fail without crashing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from check_helpers import assert_reference_passes_and_stub_is_not_attempted, failure
+
+from course_utils import checks
+from course_utils import editing as lib
+from course_utils.checks import editing as chapter
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+# --------------------------------------------------------------------------------------
+# Right answers, written as a learner would
+# --------------------------------------------------------------------------------------
+
+
+def rome_update(W, C, k_star, v_star):
+    u = torch.linalg.solve(C, k_star)
+    return torch.outer(v_star - W @ k_star, u) / (u @ k_star)
+
+
+def key_covariance(K):
+    return K @ K.T / K.shape[1]
+
+
+def interference_coefficients(C, K):
+    G = torch.linalg.solve(C, K).T @ K
+    return G / G.diagonal()[:, None]
+
+
+def whitened_cosine(C, k_i, k_j):
+    eigenvalues, Q = torch.linalg.eigh(C)
+    inverse_sqrt = Q @ torch.diag(eigenvalues.rsqrt()) @ Q.T
+    a, b = inverse_sqrt @ k_i, inverse_sqrt @ k_j
+    return (a @ b / (a.norm() * b.norm())).item()
+
+
+REFERENCES = {
+    "rome_update": rome_update,
+    "key_covariance": key_covariance,
+    "interference_coefficients": interference_coefficients,
+    "whitened_cosine": whitened_cosine,
+}
+
+
+@pytest.mark.parametrize("name", REFERENCES)
+def test_reference_passes_and_stub_is_not_attempted(name, capsys):
+    assert_reference_passes_and_stub_is_not_attempted(name, REFERENCES[name], capsys)
+
+
+@pytest.mark.parametrize("name", REFERENCES)
+def test_reference_passes_hidden_seeds(name):
+    outcome = checks.evaluate(name, REFERENCES[name], seeds=range(100, 132))
+    assert outcome.passed, outcome.line
+
+
+def test_registered_under_the_exercise_names():
+    for name in REFERENCES:
+        check = getattr(checks, f"check_{name}")
+        assert checks.EXERCISES[name] is check and f"check_{name}" in checks.__all__
+        assert check.exercise.name == name
+        assert len(check.exercise.hints) >= 2 and len(check.exercise.seeds) >= 8
+        assert check.__doc__ and name in check.__doc__
+
+
+def test_other_right_answers_pass():
+    """Equivalent formulations: the library itself, an explicit inverse, a loop over the pairs,
+    a Cholesky whitening, a 0-d tensor for the cosine."""
+    def rome_with_inverse(W, C, k_star, v_star):
+        u = torch.linalg.inv(C) @ k_star
+        return (v_star - W @ k_star)[:, None] * u[None, :] / (k_star @ u)
+
+    def covariance_by_sum(K):
+        return sum(torch.outer(k, k) for k in K.T) / K.shape[1]
+
+    def interference_loop(C, K):
+        n = K.shape[1]
+        P = torch.empty(n, n, dtype=K.dtype)
+        for i in range(n):
+            u = torch.linalg.solve(C, K[:, i])
+            for j in range(n):
+                P[i, j] = u @ K[:, j] / (u @ K[:, i])
+        return P
+
+    def cosine_by_cholesky(C, k_i, k_j):
+        L = torch.linalg.cholesky(C)
+        a = torch.linalg.solve_triangular(L, k_i[:, None], upper=False)[:, 0]
+        b = torch.linalg.solve_triangular(L, k_j[:, None], upper=False)[:, 0]
+        return F.cosine_similarity(a, b, dim=0)
+
+    for name, learner in [("rome_update", lib.rome_update), ("rome_update", rome_with_inverse),
+                          ("key_covariance", lib.key_covariance), ("key_covariance", covariance_by_sum),
+                          ("interference_coefficients", lib.interference_coefficients),
+                          ("interference_coefficients", interference_loop),
+                          ("whitened_cosine", lib.whitened_cosine), ("whitened_cosine", cosine_by_cholesky)]:
+        outcome = checks.evaluate(name, learner)
+        assert outcome.passed, outcome.line
+
+
+# --------------------------------------------------------------------------------------
+# The cases cover what their docstrings promise
+# --------------------------------------------------------------------------------------
+
+
+def _cases(name, make_case):
+    return [make_case(seed) for seed in checks.EXERCISES[name].exercise.seeds]
+
+
+def test_cases_cover_the_edges():
+    rome = _cases("rome_update", chapter._rome_case)
+    assert any(c.W.shape[0] == c.W.shape[1] for c in rome) and any(c.W.shape[0] == 1 for c in rome)
+    assert any(c.W.shape[0] > c.W.shape[1] for c in rome) and any(c.W.shape[0] < c.W.shape[1] for c in rome)
+    for c in rome:  # C is far from a multiple of I, so C⁻¹ matters
+        eigenvalues = torch.linalg.eigvalsh(c.C)
+        assert eigenvalues.max() > 3 * eigenvalues.min()
+    covariance = _cases("key_covariance", chapter._covariance_case)
+    assert {c.K.shape[0] == c.K.shape[1] for c in covariance} == {True, False}
+    assert any(c.K.shape[1] < c.K.shape[0] for c in covariance)
+    assert all(c.K.mean(dim=1).abs().max() > 0.1 for c in covariance)
+    interference = _cases("interference_coefficients", chapter._interference_case)
+    assert any(c.K.shape[1] > c.K.shape[0] for c in interference)
+    assert any(c.K.shape[1] == c.K.shape[0] for c in interference)
+    cosine = _cases("whitened_cosine", chapter._whitened_case)
+    values = [lib.whitened_cosine(c.C, c.k_i, c.k_j) for c in cosine]
+    assert any(abs(v) < 1e-9 for v in values) and any(abs(v + 1) < 1e-9 for v in values)
+
+
+# --------------------------------------------------------------------------------------
+# Wrong implementations: each fails, most with the mistake named
+# --------------------------------------------------------------------------------------
+
+
+def _rome(W, C, k, v, *, use_C=True, denominator="whitened", sign=1.0, transpose=False, residual=True):
+    u = torch.linalg.solve(C, k) if use_C else k
+    r = (v - W @ k) if residual else v
+    d = {"whitened": u @ k, "plain": k @ k, "none": torch.tensor(1.0, dtype=k.dtype)}[denominator]
+    outer = torch.outer(u, r) if transpose else torch.outer(r, u)
+    return sign * outer / d
+
+
+def _rome_in_place(W, C, k, v):
+    delta = rome_update(W, C, k, v)
+    W += delta
+    return delta
+
+
+def _centred(K):
+    centred = K - K.mean(dim=1, keepdim=True)
+    return centred @ centred.T / K.shape[1]
+
+
+def _scale_in_place(K):
+    K /= K.shape[1] ** 0.5
+    return K @ K.T
+
+
+def _gram(C, K):
+    return torch.linalg.solve(C, K).T @ K
+
+
+def _cos(a, b):
+    return float(F.cosine_similarity(a, b, dim=0))
+
+
+WRONG = [
+    # rome_update
+    ("rome_update", lambda W, C, k, v: _rome(W, C, k, v, use_C=False), "C⁻¹ is missing"),
+    ("rome_update", lambda W, C, k, v: _rome(W, C, k, v, denominator="plain"), "the denominator is k*ᵀ k*"),
+    ("rome_update", lambda W, C, k, v: _rome(W, C, k, v, denominator="none"), "the denominator (C⁻¹ k*)ᵀ k* is missing"),
+    ("rome_update", lambda W, C, k, v: _rome(W, C, k, v, sign=-1.0), "the sign is flipped"),
+    ("rome_update", lambda W, C, k, v: _rome(W, C, k, v, transpose=True), "the outer product is transposed"),
+    ("rome_update", lambda W, C, k, v: _rome(W, C @ C, k, v), "output differs from the reference"),
+    ("rome_update", lambda W, C, k, v: _rome(W, torch.linalg.inv(C), k, v), "C is used where ROME uses C⁻¹"),
+    ("rome_update", lambda W, C, k, v: _rome(W, C, k, v, residual=False), "replaced by v* alone"),
+    ("rome_update", lambda W, C, k, v: W + rome_update(W, C, k, v), "you returned the edited matrix"),
+    ("rome_update", _rome_in_place, "changed its input `W` in place"),
+    ("rome_update", lambda W, C, k, v: rome_update(W, C, k, v).float(), "dtype torch.float32"),
+    # key_covariance
+    ("key_covariance", lambda K: K.T @ K / K.shape[1], "Kᵀ K"),
+    ("key_covariance", _centred, "the keys are centred (K − mean)"),
+    ("key_covariance", lambda K: torch.cov(K), "torch.cov"),
+    ("key_covariance", lambda K: K @ K.T / (K.shape[1] - 1), "divided by n − 1"),
+    ("key_covariance", lambda K: K @ K.T, "the division by n is missing"),
+    ("key_covariance", lambda K: K @ K.T / K.shape[0], "divided by d_k"),
+    ("key_covariance", _scale_in_place, "changed its input `K` in place"),
+    # interference_coefficients
+    ("interference_coefficients", lambda C, K: interference_coefficients(C, K).T, "P is transposed"),
+    ("interference_coefficients", lambda C, K: F.normalize(K, dim=0).T @ F.normalize(K, dim=0), "plain cosine"),
+    ("interference_coefficients", lambda C, K: interference_coefficients(torch.eye(len(C), dtype=C.dtype), K),
+     "C⁻¹ is missing"),
+    ("interference_coefficients", _gram, "the normaliser is missing"),
+    ("interference_coefficients",
+     lambda C, K: _gram(C, K) / (_gram(C, K).diagonal()[:, None] * _gram(C, K).diagonal()[None, :]).sqrt(),
+     "this is the whitened cosine"),
+    ("interference_coefficients", lambda C, K: _gram(C, K) / (K * K).sum(0)[:, None], "the normaliser is k_iᵀ k_i"),
+    ("interference_coefficients", lambda C, K: interference_coefficients(torch.linalg.inv(C), K),
+     "C is used where p(i, j) uses C⁻¹"),
+    ("interference_coefficients", lambda C, K: interference_coefficients(C, K).fill_diagonal_(0), "the diagonal is 0"),
+    # whitened_cosine
+    ("whitened_cosine", lambda C, a, b: _cos(a, b), "plain cosine"),
+    ("whitened_cosine", lambda C, a, b: _cos(C @ a, C @ b), "whitening multiplies by C^{-1/2}, not C"),
+    ("whitened_cosine", lambda C, a, b: _cos(torch.linalg.solve(C, a), torch.linalg.solve(C, b)),
+     "cosine of C⁻¹ k_i and C⁻¹ k_j"),
+    ("whitened_cosine", lambda C, a, b: _cos(lib.sqrtm(C) @ a, lib.sqrtm(C) @ b), "C^{1/2} k_i"),
+    ("whitened_cosine", lambda C, a, b: float(a @ torch.linalg.solve(C, b)), "the normalisation is missing"),
+    ("whitened_cosine", lambda C, a, b: float(a @ torch.linalg.solve(C, b) / (a @ torch.linalg.solve(C, a))),
+     "this is p(i, j)"),
+    ("whitened_cosine", lambda C, a, b: -whitened_cosine(C, a, b), "wrong sign"),
+    ("whitened_cosine", lambda C, a, b: whitened_cosine(C, a, b) + 0.05, "too high"),
+]
+
+
+@pytest.mark.parametrize("name, wrong, phrase", WRONG, ids=[f"{n}-{p[:30]}" for n, _, p in WRONG])
+def test_wrong_implementations_fail_naming_the_mistake(name, wrong, phrase):
+    message = failure(name, wrong)
+    assert phrase in message and "your function raised" not in message, message
+
+
+def test_a_transposed_outer_product_is_named_when_W_is_square():
+    square_seeds = [s for s in range(16) if chapter._rome_case(s).W.shape[0] == chapter._rome_case(s).W.shape[1]]
+    assert square_seeds
+    message = failure("rome_update", lambda W, C, k, v: _rome(W, C, k, v, transpose=True), seeds=square_seeds)
+    assert "matches a known mistake: the outer product is transposed" in message, message
+
+
+# --------------------------------------------------------------------------------------
+# Broken learners fail without crashing
+# --------------------------------------------------------------------------------------
+
+
+def _raises(*args):
+    raise RuntimeError("boom")
+
+
+def _fails_later(*args, calls=[0]):
+    calls[0] += 1
+    if calls[0] > 1:
+        raise NotImplementedError
+    return REFERENCES["rome_update"](*args)
+
+
+BROKEN = [
+    ("rome_update", _raises, "your function raised RuntimeError: boom"),
+    ("rome_update", lambda W, C, k, v: rome_update(W, C, k, v)[:, :1], "expected (d_v, d_k)"),
+    ("rome_update", lambda W, C, k, v: torch.full_like(W, float("nan")), "NaN"),
+    ("rome_update", lambda W, C, k, v: None, "returned None"),
+    ("rome_update", lambda W, C, k, v: rome_update(W, C, k, v).numpy(), "expected a torch.Tensor"),
+    ("key_covariance", _raises, "your function raised RuntimeError"),
+    ("key_covariance", lambda K: (K @ K.T / K.shape[1])[0], "expected (d_k, d_k)"),
+    ("key_covariance", lambda K: K @ K.T * float("inf"), "inf"),
+    ("interference_coefficients", _raises, "your function raised RuntimeError"),
+    ("interference_coefficients", lambda C, K: interference_coefficients(C, K)[None], "expected (n, n)"),
+    ("interference_coefficients", lambda C, K: interference_coefficients(C, K) * float("nan"), "NaN"),
+    ("interference_coefficients", lambda C, K: (interference_coefficients(C, K),), "tuple of 1 items"),
+    ("whitened_cosine", _raises, "your function raised RuntimeError"),
+    ("whitened_cosine", lambda C, a, b: float("nan"), "not a finite number"),
+    ("whitened_cosine", lambda C, a, b: torch.ones(2), "expected one number"),
+    ("whitened_cosine", lambda C, a, b: None, "returned None"),
+    ("whitened_cosine", lambda C, a, b: "0.5", "expected a number"),
+    ("whitened_cosine", lambda C, a, b: 3.0, "outside [−1, 1]"),
+]
+
+
+@pytest.mark.parametrize("name, broken, phrase", BROKEN, ids=[f"{n}-{p[:30]}" for n, _, p in BROKEN])
+def test_broken_learners_fail_without_crashing(name, broken, phrase):
+    message = failure(name, broken)
+    assert phrase in message, message
+
+
+def test_a_stub_that_raises_after_the_first_case_is_a_failure():
+    outcome = checks.evaluate("rome_update", _fails_later)
+    assert outcome.status == checks.FAILED and "case 2" in outcome.message and "NotImplementedError" in outcome.message
