@@ -872,11 +872,11 @@ def save_lm(model: GPT, vocab: Vocab, path, metadata: dict | None = None) -> Pat
 
 
 def read_lm_metadata(path) -> dict:
-    """The header of a checkpoint written by ``save_lm``: config, vocab and the extra metadata,
-    JSON-decoded."""
+    """The header of a checkpoint written by ``save_lm`` (a path, or a shipped name such as
+    ``"seed0"``): config, vocab and the extra metadata, JSON-decoded."""
     from safetensors import safe_open
 
-    path = Path(path)
+    path = _resolve(path)
     if not path.is_file():
         raise FileNotFoundError(f"no language-model checkpoint at {path}")
     try:
@@ -1150,3 +1150,70 @@ def load_pretrained_gpt2(name: str = "gpt2", device=None) -> GPT:
                           "the course's own model needs nothing: load_lm()") from None
     hf = GPT2LMHeadModel.from_pretrained(name)
     return load_gpt2_state_dict(hf.state_dict(), gpt2_config_from_hf(hf.config.to_dict()), device=device)
+
+
+# --------------------------------------------------------------------------------------
+# Universality: matching SAE latents across two models (Lan et al. 2024)
+# --------------------------------------------------------------------------------------
+
+
+def activation_correlations(acts_a: Tensor, acts_b: Tensor) -> Tensor:
+    """Pearson correlations between every latent of A and every latent of B over the same
+    tokens: acts_a (n_tokens, n_a), acts_b (n_tokens, n_b) -> (n_a, n_b).  A latent that is
+    constant on these tokens (dead) correlates 0 with everything."""
+    if acts_a.dim() != 2 or acts_b.dim() != 2 or len(acts_a) != len(acts_b):
+        raise ValueError(f"acts_a and acts_b must be (n_tokens, latents) over the same tokens, got "
+                         f"{tuple(acts_a.shape)} and {tuple(acts_b.shape)}")
+    if len(acts_a) < 2:
+        raise ValueError("correlations need at least 2 tokens")
+
+    def standardise(a):
+        a = a.double() - a.double().mean(dim=0)
+        std = a.square().mean(dim=0).sqrt()
+        return torch.where(std > 0, a / std.clamp_min(1e-300), torch.zeros_like(a))
+
+    return standardise(acts_a).T @ standardise(acts_b).to(acts_a.device) / len(acts_a)
+
+
+def match_latents(acts_a: Tensor, acts_b: Tensor) -> dict[str, Tensor]:
+    """Pair each live latent of A with the latent of B whose activations correlate most with it
+    (Lan et al.'s activation-correlation pairing; several A latents may share a B partner).
+    Returns dict(a (n_pairs,), b (n_pairs,), correlation (n_pairs,)); dead latents of A (never
+    firing on these tokens) are left out."""
+    corr = activation_correlations(acts_a, acts_b)
+    alive = (acts_a != 0).any(dim=0).to(corr.device)
+    best = corr.max(dim=1)
+    a = alive.nonzero().squeeze(1)
+    return dict(a=a.cpu(), b=best.indices[a].cpu(), correlation=best.values[a].cpu())
+
+
+def svcca(A: Tensor, B: Tensor, keep: float = 0.99) -> float:
+    """Singular-vector canonical correlation analysis (Raghu et al. 2017) between two sets of
+    paired vectors, rows of A (n, d_a) and B (n, d_b): each is centred and cut to the top
+    singular directions that hold ``keep`` of its variance, then the mean canonical
+    correlation between the two reduced spaces is returned (1: the same space up to a linear
+    map; about √(r/n)-ish for unrelated ones, so compare with shuffled pairings)."""
+    if A.dim() != 2 or B.dim() != 2 or len(A) != len(B):
+        raise ValueError(f"A and B must be (n, d) with the same n, got {tuple(A.shape)} and {tuple(B.shape)}")
+    if not 0 < keep <= 1:
+        raise ValueError(f"keep must lie in (0, 1], got {keep!r}")
+
+    def reduce(X):
+        X = X.detach().double().cpu()
+        X = X - X.mean(dim=0)
+        U, S, _ = torch.linalg.svd(X, full_matrices=False)
+        share = torch.cumsum(S.square(), 0) / S.square().sum()
+        r = int((share < keep).sum()) + 1
+        return torch.linalg.qr(U[:, :r])[0]
+
+    return float(torch.linalg.svdvals(reduce(A).T @ reduce(B)).mean())
+
+
+def svcca_baseline(A: Tensor, B_all: Tensor, n_pairs: int | None = None, samples: int = 50, seed: int = 0,
+                   keep: float = 0.99) -> Tensor:
+    """SVCCA of A against rows of B_all drawn at random (random pairings), ``samples`` times:
+    the null distribution a matched SVCCA must beat.  Returns (samples,)."""
+    gen = torch.Generator().manual_seed(seed)
+    n = len(A) if n_pairs is None else n_pairs
+    return torch.tensor([svcca(A, B_all[torch.randint(0, len(B_all), (n,), generator=gen)], keep)
+                         for _ in range(_positive_int("samples", samples))])

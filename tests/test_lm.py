@@ -474,3 +474,38 @@ def test_script_reproduces_the_shipped_checkpoint():
     assert vocab == lm.default_vocab()
     assert abs(meta["val_loss"] - shipped["val_loss"]) < 0.03 * shipped["val_loss"], (meta["val_loss"], shipped["val_loss"])
     assert meta["baselines"] == pytest.approx(shipped["baselines"])
+
+
+# --------------------------------------------------------------------------------------
+# Universality helpers
+# --------------------------------------------------------------------------------------
+
+
+def test_match_latents_pairs_by_activation_correlation():
+    gen = torch.Generator().manual_seed(0)
+    a = torch.relu(torch.randn(2_000, 4, generator=gen))
+    a[:, 3] = 0  # a dead latent is left out
+    b = torch.cat([torch.relu(torch.randn(2_000, 2, generator=gen)), 2 * a[:, [1]], a[:, [0]] + 0.5], dim=1)
+    pairs = lm.match_latents(a, b)
+    assert pairs["a"].tolist() == [0, 1, 2]
+    assert pairs["b"][:2].tolist() == [3, 2]  # scaled and shifted copies correlate 1
+    torch.testing.assert_close(pairs["correlation"][:2], torch.ones(2, dtype=torch.float64))
+    assert abs(float(pairs["correlation"][2])) < 0.1  # latent 2 has no partner
+    corr = lm.activation_correlations(a, b)
+    assert corr.shape == (4, 4) and (corr[3] == 0).all()
+    with pytest.raises(ValueError, match="same tokens"):
+        lm.activation_correlations(a, b[:10])
+
+
+def test_svcca_is_one_for_linear_maps_and_low_for_unrelated_spaces():
+    gen = torch.Generator().manual_seed(1)
+    A = torch.randn(200, 8, generator=gen)
+    assert lm.svcca(A, A @ torch.randn(8, 8, generator=gen) + 3.0) == pytest.approx(1.0)
+    unrelated = lm.svcca(A, torch.randn(200, 8, generator=gen))
+    assert unrelated < 0.3
+    baseline = lm.svcca_baseline(A, torch.randn(500, 8, generator=gen), samples=10)
+    assert baseline.shape == (10,) and float(baseline.max()) < 0.35
+    with pytest.raises(ValueError, match="same n"):
+        lm.svcca(A, A[:10])
+    with pytest.raises(ValueError, match="keep"):
+        lm.svcca(A, A, keep=0)
