@@ -93,19 +93,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .device import get_device
+from .sae import _positive_int
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 FORMAT_VERSION = "1"
-
-
-def _positive_int(name: str, value) -> int:
-    try:
-        ok = not isinstance(value, bool) and int(value) == value and value >= 1
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 # --------------------------------------------------------------------------------------

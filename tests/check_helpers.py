@@ -31,3 +31,14 @@ def assert_reference_passes_and_stub_is_not_attempted(name, reference, capsys: p
     passed, not_attempted = capsys.readouterr().out.splitlines()
     assert passed.startswith(f"[passed] {name}: ")
     assert not_attempted.startswith(f"[not attempted] {name}: the function still raises NotImplementedError")
+
+
+def assert_registered(names) -> None:
+    """Each exercise is registered under its name, exported, with >= 2 hints, >= 8 seeds and a
+    docstring that names it."""
+    for name in names:
+        check = getattr(checks, f"check_{name}")
+        assert checks.EXERCISES[name] is check and f"check_{name}" in checks.__all__
+        assert check.exercise.name == name
+        assert len(check.exercise.hints) >= 2 and len(check.exercise.seeds) >= 8
+        assert check.__doc__ and name in check.__doc__

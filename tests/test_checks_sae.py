@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from check_helpers import assert_reference_passes_and_stub_is_not_attempted, failure
+from check_helpers import assert_reference_passes_and_stub_is_not_attempted, assert_registered, failure
 
 from course_utils import checks
 from course_utils import sae as lib
@@ -121,12 +121,7 @@ def test_reference_passes_hidden_seeds(name):
 
 
 def test_registered_under_the_exercise_names():
-    for name in REFERENCES:
-        check = getattr(checks, f"check_{name}")
-        assert checks.EXERCISES[name] is check and f"check_{name}" in checks.__all__
-        assert check.exercise.name == name
-        assert len(check.exercise.hints) >= 2 and len(check.exercise.seeds) >= 8
-        assert check.__doc__ and name in check.__doc__
+    assert_registered(REFERENCES)
 
 
 def test_other_right_answers_pass():
