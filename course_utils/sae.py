@@ -255,7 +255,7 @@ class SAE(nn.Module):
         device = get_device() if device is None else torch.device(device)
         W_dec = torch.randn(self.n_latents, self.d_in, generator=generator)
         W_dec = W_dec / W_dec.norm(dim=1, keepdim=True)
-        self.W_enc = nn.Parameter(W_dec.T.clone().to(device))  # a copy: W_dec.T may share memory
+        self.W_enc = nn.Parameter(W_dec.T.clone(memory_format=torch.contiguous_format).to(device))  # never a view of W_dec
         self.b_enc = nn.Parameter(torch.zeros(self.n_latents, device=device))
         self.W_dec = nn.Parameter(W_dec.to(device))
         self.b_dec = nn.Parameter(torch.zeros(self.d_in, device=device))
