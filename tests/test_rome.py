@@ -4,8 +4,9 @@ in the value and the update -- the r-ROME fix), CounterFact-style metrics, the c
 AlphaEdit / MEMIT updates, and lifelong editing of the shipped fact models.
 
 The edit layer is a parameter everywhere; these tests edit layer 0 at the last subject token,
-where the shipped checkpoints' subject MLP recall is measured to sit (single edits there reach
-efficacy 1; layers 1-2 reach 0.8 / 0.3 on the same requests)."""
+where the shipped checkpoints' subject MLP recall is measured to sit (single edits of the 6-layer
+roomy model there reach efficacy 1 with the default v* optimisation, lr 0.5, up to 40 steps;
+layers 1-2 reach 0 on the same five requests)."""
 
 import copy
 
@@ -78,7 +79,6 @@ def test_rome_key_averages_the_subject_keys(roomy, requests_):
 # --------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="not yet re-tuned for the retrained 6-layer roomy model (answer-only loss): v* optimisation with lr 0.2, 20 steps reaches efficacy 0.8 and p(target) 0.03; on the previous 4-layer checkpoint these held")
 def test_one_edit_of_the_roomy_model_works_and_stays_local(roomy, requests_):
     model, fs, vocab, C = roomy
     model = copy.deepcopy(model)
@@ -91,7 +91,8 @@ def test_one_edit_of_the_roomy_model_works_and_stays_local(roomy, requests_):
         rows.append(E.edit_metrics(model, q, untouched))
         E.undo_edit(model, LAYER, out["delta_W"])
     mean = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
-    # measured: efficacy 1.0 (top-1 1.0), paraphrase 0.8, neighbourhood 1.0, untouched 0.99
+    # measured (6-layer roomy, lr 0.5, ≤ 40 steps): efficacy 1.0 (top-1 1.0, p(new) 0.84), paraphrase
+    # 0.8, neighbourhood 1.0, untouched 0.997; on 10 requests: 1.0 / 1.0 / 0.9 / 1.0 / 0.992
     assert mean["efficacy"] == 1 and mean["efficacy_top1"] == 1
     assert mean["paraphrase"] >= 0.6
     assert mean["neighbourhood"] >= 0.9
@@ -146,13 +147,13 @@ def test_the_key_of_the_update_is_the_key_of_the_value(roomy, requests_):
     assert torch.allclose(out["v_star"], W0 @ k + b + out["value"]["delta"], atol=1e-6)
 
 
-@pytest.mark.xfail(strict=True, reason="not yet re-tuned for the retrained 6-layer roomy model (answer-only loss): v* optimisation with lr 0.2, 20 steps reaches efficacy 0.8 and p(target) 0.03; on the previous 4-layer checkpoint these held")
 def test_rome_value_clamps_delta_and_reports_its_loss(roomy, requests_):
     model, fs, vocab, _ = roomy
     q = requests_[4]
     small = E.rome_value(model, LAYER, q, clamp=0.1, steps=5)
     assert float(small["delta"].norm()) <= 0.1 * float(small["v"].norm()) + 1e-5
     full = E.rome_value(model, LAYER, q)
+    # measured: nll 8.08 -> 0.39, p(target) 0.69 (the hardest of the ten requests; 0.03 at lr 0.2, 20 steps)
     assert full["nll"][-1] < full["nll"][0] and full["p_target"] > 0.5
     assert all(p.requires_grad for p in model.parameters())        # the model's flags are restored
 
@@ -209,7 +210,6 @@ def test_alphaedit_update_lives_in_the_null_space():
 # --------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="not yet re-tuned for the retrained 6-layer roomy model (answer-only loss): v* optimisation with lr 0.2, 20 steps reaches efficacy 0.8 and p(target) 0.03; on the previous 4-layer checkpoint these held")
 def test_lifelong_edit_records_and_measures_the_real_keys(roomy):
     model, fs, vocab, C = roomy
     model = copy.deepcopy(model)
@@ -222,7 +222,7 @@ def test_lifelong_edit_records_and_measures_the_real_keys(roomy):
     assert torch.allclose(res["P"], E.interference_coefficients(C, res["keys"]))
     assert torch.allclose(res["P"].diagonal(), torch.ones(6, dtype=torch.float64))
     assert set(res["p_stats"]) == {"mean", "std", "kurtosis"}
-    assert sum(res["efficacy_when_made"]) >= 5
+    assert sum(res["efficacy_when_made"]) >= 5                         # measured: 6 of 6, retention 1.0
     E.undo_edit(model, LAYER, res["delta_W"])
     assert torch.allclose(model.blocks[LAYER].mlp.c_proj.weight, W0, atol=1e-5)
 
@@ -241,7 +241,6 @@ def lifelong_rome(single_thread):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="not yet re-tuned for the retrained 6-layer roomy model (answer-only loss): v* optimisation with lr 0.2, 20 steps reaches efficacy 0.8 and p(target) 0.03; on the previous 4-layer checkpoint these held")
 def test_lifelong_rome_forgets(lifelong_rome):
     for name, res in lifelong_rome.items():
         made = sum(res["efficacy_when_made"]) / len(res["efficacy_when_made"])
@@ -250,20 +249,24 @@ def test_lifelong_rome_forgets(lifelong_rome):
         assert res["untouched_accuracy"][-1] < res["untouched_accuracy"][0] - 0.2, name
         stats = res["p_stats"]
         assert abs(stats["mean"]) < 0.1 and stats["kurtosis"] > 5, name   # zero-mean, heavy-tailed p(i, j)
-        assert res["seconds"] < 120, name                             # measured 13-33 s on a shared 2-core CPU
+        assert res["seconds"] < 120, name                             # measured 8-21 s on a shared 2-core CPU
+    # measured (100 edits, layer 0): made 0.94 / 0.99 (roomy / superposed), retention 0.75 / 0.80,
+    # untouched accuracy 1.0 -> 0.27 / 0.24, p mean 0.028 / 0.023, std 0.127 / 0.110, kurtosis 31.8 / 30.5
 
 
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="not on the current checkpoints (layer 0): after 100 edits the roomy "
-                   "model retains 0.67 of its edits, the superposed one 0.77; the roomy keys interfere more "
-                   "(p std 0.139 vs 0.110)")
+                   "model (6 layers) retains 0.75 of its edits, the superposed one (4 layers) 0.80; the roomy "
+                   "keys interfere more (p std 0.127 vs 0.110)")
 def test_the_superposed_model_retains_fewer_edits(lifelong_rome):
     assert lifelong_rome["superposed"]["retention"][-1] < lifelong_rome["roomy"]["retention"][-1] - 0.05
 
 
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="not on the current checkpoints (layer 0): the edited subjects' keys lie in "
-                   "the preserved keys' span, so AlphaEdit's projection removes the edits (retention 0)")
+                   "the preserved keys' span, so AlphaEdit's projection removes the edits (after 100 edits "
+                   "retention 0.0 vs ROME's 0.80 on the superposed model, 0.0 vs 0.75 on the roomy one; "
+                   "untouched accuracy stays 1.0 / 0.99)")
 def test_alphaedit_retains_more_than_rome(lifelong_rome, single_thread):
     res = _lifelong("superposed", "alphaedit")
     assert res["retention"][-1] > lifelong_rome["superposed"]["retention"][-1] + 0.05
