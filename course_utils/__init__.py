@@ -1,8 +1,9 @@
 """course_utils: the library behind the Superposition course.
 
 One module per idea (see DESIGN.md): ``device``, ``toy_models``, ``geometry``,
-``dynamics``, ``scaling``, ``polysemanticity``, ``computation``, ``sae``, ``lm``, ``plots``,
-``widgets``, ``checks``, ``grade``, ``build``, ``doctor``, ``colab``, ``workspace``.
+``dynamics``, ``scaling``, ``polysemanticity``, ``computation``, ``sae``, ``lm``, ``facts``,
+``editing``, ``plots``, ``widgets``, ``checks``, ``grade``, ``build``, ``doctor``, ``colab``,
+``workspace``.
 Chapters import the library; the library never imports a chapter.
 """
 
