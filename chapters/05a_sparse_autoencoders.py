@@ -209,7 +209,7 @@ except NotImplementedError:
     print("(finish exercises 1 and 2 to compare your encoder and decoder with the library's)")
 
 # %% tags=["nbval-ignore-output"]
-saelib.train_sae(sae, data, steps=1_000, batch_size=1_024, lr=1e-2, description="ReLU SAE, λ = 0.3")
+run = saelib.train_sae(sae, data, steps=1_000, batch_size=1_024, lr=1e-2, description="ReLU SAE, λ = 0.3")
 
 # %% [markdown]
 # ## 4. Grading an SAE against the truth
@@ -519,7 +519,7 @@ for every, (scores, count) in resampling.items():
 # %% tags=["nbval-ignore-output"]
 pentagon = ToyModel(5, 2, n_instances=4, feature_probability=0.05, device=device,
                     generator=torch.Generator().manual_seed(0))
-train(pentagon, steps=10_000, description="pentagon")
+run = train(pentagon, steps=10_000, description="pentagon")
 
 # %%
 best = int(evaluate_loss(pentagon).argmin())

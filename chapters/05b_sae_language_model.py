@@ -113,7 +113,7 @@ print(f"{len(x):,} training activations, {len(x_held):,} held out; scale {scale:
 
 # %% tags=["nbval-ignore-output"]
 sae = saelib.TopKSAE(64, 256, k=8, device=device, generator=torch.Generator().manual_seed(0))
-saelib.train_sae(sae, x.to(device), steps=800, batch_size=1_024, lr=3e-3, description="TopK SAE, k = 8")
+run = saelib.train_sae(sae, x.to(device), steps=800, batch_size=1_024, lr=3e-3, description="TopK SAE, k = 8")
 
 # %% [markdown]
 # Variance explained tells us how well the SAE reconstructs the activations, but not whether
@@ -270,7 +270,7 @@ model_b, _ = lm.load_lm("seed1", device=device)
 acts_b = lm.collect_activations(model_b, corpus.tokens, hook, exclude_bos=True)
 scale_b = float(acts_b.square().sum(dim=1).mean().sqrt()) / acts_b.shape[1] ** 0.5
 sae_b = saelib.TopKSAE(64, 256, k=8, device=device, generator=torch.Generator().manual_seed(0))
-saelib.train_sae(sae_b, (acts_b / scale_b).to(device), steps=800, batch_size=1_024, lr=3e-3, description="SAE on seed1")
+run = saelib.train_sae(sae_b, (acts_b / scale_b).to(device), steps=800, batch_size=1_024, lr=3e-3, description="SAE on seed1")
 
 # %%
 with torch.no_grad():
