@@ -490,7 +490,8 @@ def ngram_baselines(train_tokens: Tensor, val_tokens: Tensor, vocab_size: int, a
 
 @dataclass
 class GPTConfig:
-    """Sizes of a GPT-2-style model.  d_head = d_model / n_heads; the MLP has d_mlp = 4 d_model."""
+    """Sizes of a GPT-2-style model.  d_head = d_model / n_heads; the MLP has d_mlp = mlp_ratio ×
+    d_model (GPT-2's 4 by default; chapter 06's superposed fact model narrows it)."""
 
     vocab_size: int
     n_ctx: int = 64
@@ -498,9 +499,10 @@ class GPTConfig:
     n_layers: int = 2
     n_heads: int = 4
     layer_norm_eps: float = 1e-5
+    mlp_ratio: int = 4
 
     def __post_init__(self):
-        for name in ("vocab_size", "n_ctx", "d_model", "n_layers", "n_heads"):
+        for name in ("vocab_size", "n_ctx", "d_model", "n_layers", "n_heads", "mlp_ratio"):
             _positive_int(name, getattr(self, name))
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
@@ -511,7 +513,7 @@ class GPTConfig:
 
     @property
     def d_mlp(self) -> int:
-        return 4 * self.d_model
+        return self.mlp_ratio * self.d_model
 
 
 class HookPoint(nn.Module):
@@ -761,9 +763,11 @@ def lm_loss(model: GPT, tokens: Tensor) -> Tensor:
 
 def train_lm(model: GPT, data, steps: int, batch_size: int = 32, lr: float = 3e-3, seed: int = 0,
              warmup: int = 100, weight_decay: float = 0.1, min_lr_ratio: float = 0.1, grad_clip: float = 1.0,
-             log_every: int | None = None, progress: bool = True, description: str = "GPT") -> LMTrainResult:
+             log_every: int | None = None, progress: bool = True, description: str = "GPT",
+             loss=None) -> LMTrainResult:
     """Train ``model`` on next-token prediction over rows of ``data`` (a ``Corpus`` or
-    (n_seq, ctx) tokens).
+    (n_seq, ctx) tokens).  ``loss(model, batch) -> scalar`` replaces ``lm_loss`` (e.g.
+    ``facts.answer_loss``, the loss on answer words only).
 
     AdamW (betas 0.9, 0.95; weight decay on matrices only), learning rate rising linearly for
     ``warmup`` steps then falling by a cosine to ``min_lr_ratio × lr``; gradients clipped to
@@ -779,6 +783,9 @@ def train_lm(model: GPT, data, steps: int, batch_size: int = 32, lr: float = 3e-
     batch_size = _positive_int("batch_size", batch_size)
     warmup = int(warmup)
     log_every = _positive_int("log_every", log_every or max(1, steps // 100))
+    loss_fn = lm_loss if loss is None else loss
+    if not callable(loss_fn):
+        raise TypeError(f"loss must be a function (model, batch) -> scalar, got {type(loss).__name__}")
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW([dict(params=decay, weight_decay=weight_decay), dict(params=no_decay, weight_decay=0.0)],
@@ -802,13 +809,13 @@ def train_lm(model: GPT, data, steps: int, batch_size: int = 32, lr: float = 3e-
             multiplier = min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress_))
         for group in optimizer.param_groups:
             group["lr"] = lr * multiplier
-        loss = lm_loss(model, batch)
+        loss_value = loss_fn(model, batch)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss_value.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
         if step % log_every == 0 or step == steps - 1:
-            value = float(loss.detach())
+            value = float(loss_value.detach())
             if not math.isfinite(value):
                 bar.close()
                 raise FloatingPointError(f"the language-model loss became NaN or infinite at step {step}; "

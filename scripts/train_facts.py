@@ -1,16 +1,15 @@
 """Train the course's fact-storing transformers (chapter 06) and save them as package data.
 
-The recipes are ``course_utils.facts.FACT_MODELS``.  The roomy model: a 6-layer ``lm.GPT``
-(d_model 64, d_mlp 256, one attention head per layer) trained with ``lm.train_lm``'s loop and
-``facts.answer_loss`` (the next-token loss only where the next token is an answer word) on the
-training text of a generated fact set -- every fact in three of its four paraphrase templates,
-and 12 keyed and 12 bare biographies per subject (its answers listed after its name in a random
-order); this makes the last subject token's first-layer MLP mediate recall (ROME's
-precondition; see docs/benchmarks.md, "Fact models").  The superposed model is still on the
-previous recipe (4 layers, 4 heads, 6 keyed biographies, loss on every token):
+The recipes are ``course_utils.facts.FACT_MODELS``: 6-layer ``lm.GPT``s (d_model 64, one
+attention head per layer) trained with ``lm.train_lm``'s loop and ``facts.answer_loss`` (the
+next-token loss only where the next token is an answer word) on the training text of one
+generated fact set -- every fact in three of its four paraphrase templates, and 12 keyed and 12
+bare biographies per subject; this makes the last subject token's first-layer MLP mediate
+recall (ROME's precondition; see docs/benchmarks.md, "Fact models").  The two models know the
+same 100 subjects × 5 relations = 500 facts and differ only in the MLPs' width:
 
-    course_utils/data/facts_roomy.safetensors        40 subjects × 5 relations = 200 facts
-    course_utils/data/facts_superposed.safetensors   400 subjects × 5 relations = 2,000 facts
+    course_utils/data/facts_roomy.safetensors        d_mlp 512 (more neurons than facts)
+    course_utils/data/facts_superposed.safetensors   d_mlp 64 (fewer neurons than subjects)
 
 The safetensors header holds the config, the vocabulary, the settings (fact-set size and
 seed, model and training settings) and the top-1 recall on the training templates and on the
@@ -24,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-from unittest import mock
 from pathlib import Path
 
 import torch
@@ -42,16 +40,14 @@ def train_fact_model(name: str, settings: dict | None = None, progress: bool = T
     fact_set = facts.generate_facts(settings["n_subjects"], settings["fact_seed"])
     tokens = fact_set.training_tokens(bios=settings["bios"], bare_bios=settings.get("bare_bios", 0))
     cfg = lm.GPTConfig(vocab_size=len(fact_set.vocab), n_ctx=tokens.shape[1], d_model=settings["d_model"],
-                       n_layers=settings["n_layers"], n_heads=settings["n_heads"])
+                       n_layers=settings["n_layers"], n_heads=settings["n_heads"],
+                       mlp_ratio=settings.get("mlp_ratio", 4))
     model = lm.GPT(cfg, seed=settings["model_seed"], device="cpu")
-    # loss "answers": train_lm's loop with facts.answer_loss in place of lm.lm_loss (train_lm
-    # looks lm_loss up in its module when it runs)
     loss_fn = {"answers": facts.answer_loss, "all": lm.lm_loss}[settings.get("loss", "all")]
-    with mock.patch.object(lm, "lm_loss", loss_fn):
-        result = lm.train_lm(model, tokens, steps=settings["steps"], batch_size=settings["batch_size"], lr=settings["lr"],
-                             seed=settings["model_seed"], warmup=settings["warmup"],
-                             weight_decay=settings["weight_decay"], min_lr_ratio=settings["min_lr_ratio"],
-                             progress=progress, description=f"facts {name}")
+    result = lm.train_lm(model, tokens, steps=settings["steps"], batch_size=settings["batch_size"], lr=settings["lr"],
+                         seed=settings["model_seed"], warmup=settings["warmup"],
+                         weight_decay=settings["weight_decay"], min_lr_ratio=settings["min_lr_ratio"],
+                         progress=progress, description=f"facts {name}", loss=loss_fn)
     train_acc, train_p = facts.fact_accuracy(model, fact_set.prompts("train"))
     held_acc, held_p = facts.fact_accuracy(model, fact_set.prompts("heldout"))
     metadata = dict(

@@ -268,6 +268,29 @@ def test_train_lm_learns_a_pattern_and_checks_nan():
         lm.train_lm(model, tokens, steps=3, lr=1e30, warmup=0, grad_clip=1e30, progress=False)
 
 
+def test_train_lm_takes_a_custom_loss_and_the_mlp_width_is_configurable(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    tokens = (torch.arange(12)[None] + torch.randint(0, 30, (32, 1), generator=g)) % 30
+    cfg = lm.GPTConfig(vocab_size=30, n_ctx=12, d_model=16, n_heads=2, mlp_ratio=1)
+    model = lm.GPT(cfg, seed=0, device="cpu")
+    assert cfg.d_mlp == 16 and model.blocks[0].mlp.c_fc.weight.shape == (16, 16)
+    assert lm.GPTConfig(vocab_size=30).d_mlp == 4 * 64                     # GPT-2's default ratio
+    calls = []
+
+    def zero_loss(m, batch):                                             # a loss that never moves the weights
+        calls.append(batch.shape)
+        return (m.wte.weight * 0).sum()
+    before = [p.detach().clone() for p in model.parameters()]
+    lm.train_lm(model, tokens, steps=3, batch_size=8, weight_decay=0.0, progress=False, loss=zero_loss)
+    assert calls == [(8, 12)] * 3 and all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    with pytest.raises(TypeError, match="loss must be a function"):
+        lm.train_lm(model, tokens, steps=1, progress=False, loss="answers")
+    with pytest.raises(ValueError, match="mlp_ratio"):
+        lm.GPTConfig(vocab_size=30, mlp_ratio=0)
+    path = lm.save_lm(model, lm.Vocab([str(i) for i in range(30)]), tmp_path / "narrow.safetensors")
+    assert lm.load_lm(path)[0].cfg.d_mlp == 16                           # the ratio round-trips
+
+
 # ---------------------------------------------------------------- shipped checkpoints
 
 
