@@ -165,11 +165,13 @@ def test_shipped_models_reach_their_recorded_recall(shipped):
     assert train_acc == pytest.approx(meta["train_accuracy"], abs=2e-3)
     assert held_acc == pytest.approx(meta["heldout_accuracy"], abs=2e-3)
     assert train_acc >= 0.98 and held_acc >= 0.9
-    # roomy: fewer facts than MLP neurons per layer; superposed: many more
+    # the same facts in both; roomy: fewer facts than MLP neurons per layer; superposed: fewer
+    # neurons than subjects (ROME's keys), so the keys cannot be orthogonal
+    assert fs.n_facts == 500
     if name == "roomy":
         assert fs.n_facts < model.cfg.d_mlp
     else:
-        assert fs.n_facts >= 5 * model.cfg.d_mlp
+        assert fs.n_subjects > model.cfg.d_mlp and fs.n_facts >= 5 * model.cfg.d_mlp
 
 
 # ---------------------------------------------------------------- causal tracing
@@ -259,7 +261,7 @@ def traces(single_thread):
     return out
 
 
-ROOMY_PEAK, SUPERPOSED_PEAK, SHARE = 0.3, 0.03, 0.3   # measured: see docs/benchmarks.md, "Fact models"
+ROOMY_PEAK, SUPERPOSED_PEAK, SHARE = 0.3, 0.2, 0.3   # measured 0.399 and 0.289: see docs/benchmarks.md, "Fact models"
 
 
 def _mlp_effects(avg):
@@ -280,9 +282,7 @@ def test_subject_mlp_effect_peaks_in_the_edit_layer(traces, name, threshold):
     assert float(subject_mlp[L]) > 3 * float(torch.cat([subject_mlp[:L], subject_mlp[L + 1:]]).abs().max())
 
 
-@pytest.mark.parametrize("name", ["roomy", pytest.param("superposed", marks=pytest.mark.xfail(
-    strict=True, reason="the superposed model is still on the previous recipe (see FACT_MODELS): its last "
-    "layer's MLP at the last token carries 0.35, the last subject token's first-layer MLP 0.06"))])
+@pytest.mark.parametrize("name", ["roomy", "superposed"])
 def test_recall_is_mediated_by_the_last_subject_tokens_mlps(traces, name):
     """Meng et al.'s precondition for ROME: restoring the last subject token's MLP in layer
     ``facts.EDIT_LAYER`` alone brings back a good share of the clean probability, more than
@@ -318,11 +318,13 @@ def test_subject_key_and_mlp_output_weight(fact_set, tiny):
 
 
 @pytest.mark.slow
-def test_script_reproduces_the_roomy_model():
-    """Retrain the roomy model with the script's exact recipe: recall within 2 points of the shipped one."""
+@pytest.mark.parametrize("name", ["superposed", "roomy"])
+def test_script_reproduces_the_shipped_models(name):
+    """Retrain a fact model with the script's exact recipe: recall within 2 points of the shipped one
+    (the superposed model takes about 2.5 min on one thread, the roomy one 5.5 min)."""
     script = load_script()
-    model, fs, meta = script.train_fact_model("roomy", progress=False)
-    shipped = lm.read_lm_metadata(facts._path("roomy"))
+    model, fs, meta = script.train_fact_model(name, progress=False)
+    shipped = lm.read_lm_metadata(facts._path(name))
     assert meta["settings"] == shipped["settings"]
     assert abs(meta["train_accuracy"] - shipped["train_accuracy"]) <= 0.02
     assert abs(meta["heldout_accuracy"] - shipped["heldout_accuracy"]) <= 0.02
