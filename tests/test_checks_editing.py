@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from check_helpers import assert_reference_passes_and_stub_is_not_attempted, assert_registered, failure
 
-from course_utils import checks
+from course_utils import checks, facts
 from course_utils import editing as lib
 from course_utils.checks import editing as chapter
 
@@ -43,7 +43,41 @@ def whitened_cosine(C, k_i, k_j):
     return (a @ b / (a.norm() * b.norm())).item()
 
 
+def indirect_effect(model, tokens, subject_positions, answer, hook, position, noise):
+    tokens = torch.as_tensor(tokens)[None].expand(len(noise), -1)
+    _, cache = model.run_with_cache(tokens[:1], [hook], stop_early=False)
+    clean = cache[hook][0, position]
+
+    def corrupt(x):
+        x = x.clone()
+        x[:, subject_positions] = x[:, subject_positions] + noise
+        return x
+
+    def restore(x):
+        x = x.clone()
+        x[:, position] = clean
+        return x
+
+    with torch.no_grad():
+        p_corrupted = model.run_with_hooks(tokens, {"hook_embed": corrupt})[:, -1].softmax(-1)[:, answer]
+        p_restored = model.run_with_hooks(tokens, {"hook_embed": corrupt, hook: restore})[:, -1].softmax(-1)[:, answer]
+    return (p_restored - p_corrupted).mean().item()
+
+
+def counterfact_scores(edit_probs, paraphrase_probs, neighbour_probs, new, old, neighbour_answers):
+    efficacy = (edit_probs[:, new] > edit_probs[:, old]).float().mean().item()
+    paraphrase = (paraphrase_probs[:, new] > paraphrase_probs[:, old]).float().mean().item()
+    keep = neighbour_answers != new
+    q, a = neighbour_probs[keep], neighbour_answers[keep]
+    neighbourhood = (q.gather(1, a[:, None])[:, 0] > q[:, new]).float().mean().item()
+    values = [efficacy, paraphrase, neighbourhood]
+    score = 0.0 if min(values) == 0 else 3 / sum(1 / v for v in values)
+    return {"efficacy": efficacy, "paraphrase": paraphrase, "neighbourhood": neighbourhood, "score": score}
+
+
 REFERENCES = {
+    "indirect_effect": indirect_effect,
+    "counterfact_scores": counterfact_scores,
     "rome_update": rome_update,
     "key_covariance": key_covariance,
     "interference_coefficients": interference_coefficients,
@@ -123,6 +157,17 @@ def test_cases_cover_the_edges():
     interference = _cases("interference_coefficients", chapter._interference_case)
     assert any(c.K.shape[1] > c.K.shape[0] for c in interference)
     assert any(c.K.shape[1] == c.K.shape[0] for c in interference)
+    trace = _cases("indirect_effect", chapter._trace_case)
+    assert {c.hook.split(".")[-1] for c in trace} == set(chapter._TRACE_KINDS)
+    effects = [abs(facts.indirect_effect(c.model, c.tokens, c.subject, c.answer, c.hook, c.position, c.noise))
+               for c in trace]
+    assert sum(e > 0.01 for e in effects) >= 4            # restoring moves p(answer) in most cases
+    assert any(c.position == c.tokens.shape[0] - 1 for c in trace) and any(c.position in c.subject for c in trace)
+    scores = _cases("counterfact_scores", chapter._scores_case)
+    assert all((c.neighbour_answers == c.new).any() for c in scores)
+    for c in scores[:4]:     # top-1 and "p(new) > p(old)" disagree somewhere, so the two are told apart
+        e = torch.cat([c.edit_probs, c.paraphrase_probs])
+        assert ((e.argmax(-1) == c.new) != (e[:, c.new] > e[:, c.old])).any() or c is not scores[0]
     cosine = _cases("whitened_cosine", chapter._whitened_case)
     values = [lib.whitened_cosine(c.C, c.k_i, c.k_j) for c in cosine]
     assert any(abs(v) < 1e-9 for v in values) and any(abs(v + 1) < 1e-9 for v in values)
@@ -165,7 +210,46 @@ def _cos(a, b):
     return float(F.cosine_similarity(a, b, dim=0))
 
 
+def _trace_wrong(**kwargs):
+    def learner(model, tokens, subject_positions, answer, hook, position, noise):
+        from course_utils.checks.editing import _trace_variant
+        from course_utils.checks._framework import Case
+        return _trace_variant(Case("", model=model, tokens=torch.as_tensor(tokens), subject=list(subject_positions),
+                                   answer=answer, hook=hook, position=position, noise=noise), **kwargs)
+    return learner
+
+
+def _scores_wrong(**change):
+    def learner(edit_probs, paraphrase_probs, neighbour_probs, new, old, neighbour_answers):
+        out = counterfact_scores(edit_probs, paraphrase_probs, neighbour_probs, new, old, neighbour_answers)
+        q, a = neighbour_probs, neighbour_answers
+        keep = a != new
+        rows = torch.arange(len(q))
+        if change.get("top1"):
+            out["efficacy"] = (edit_probs.argmax(-1) == new).float().mean().item()
+        if change.get("against_old"):
+            out["neighbourhood"] = (q[rows, a] > q[:, old])[keep].float().mean().item()
+        if change.get("keep_all"):
+            out["neighbourhood"] = (q[rows, a] > q[:, new]).float().mean().item()
+        if change.get("arithmetic"):
+            out["score"] = (out["efficacy"] + out["paraphrase"] + out["neighbourhood"]) / 3
+        return out
+    return learner
+
+
 WRONG = [
+    # indirect_effect
+    ("indirect_effect", _trace_wrong(baseline="none"), "subtract p(answer) in the corrupted run"),
+    ("indirect_effect", _trace_wrong(baseline="clean"), "subtracts the clean run's p(answer)"),
+    ("indirect_effect", _trace_wrong(restore_all=True), "restores the hook at every position"),
+    ("indirect_effect", _trace_wrong(noise_everywhere=True), "adds noise at every position"),
+    ("indirect_effect", _trace_wrong(first_sample=True), "only the first noise sample"),
+    ("indirect_effect", lambda *a: -indirect_effect(*a), "wrong sign"),
+    # counterfact_scores
+    ("counterfact_scores", _scores_wrong(top1=True), "the new target is top-1"),
+    ("counterfact_scores", _scores_wrong(against_old=True), "compares p(true answer) with p(old)"),
+    ("counterfact_scores", _scores_wrong(keep_all=True), "leave them out"),
+    ("counterfact_scores", _scores_wrong(arithmetic=True), "the arithmetic mean"),
     # rome_update
     ("rome_update", lambda W, C, k, v: _rome(W, C, k, v, use_C=False), "C⁻¹ is missing"),
     ("rome_update", lambda W, C, k, v: _rome(W, C, k, v, denominator="plain"), "the denominator is k*ᵀ k*"),
@@ -243,6 +327,13 @@ def _fails_later(*args, calls=[0]):
 
 
 BROKEN = [
+    ("indirect_effect", _raises, "your function raised RuntimeError"),
+    ("indirect_effect", lambda *a: None, "returned None"),
+    ("indirect_effect", lambda *a: float("nan"), "not a finite number"),
+    ("counterfact_scores", _raises, "your function raised RuntimeError"),
+    ("counterfact_scores", lambda *a: [1.0, 1.0, 1.0, 1.0], "expected a dict"),
+    ("counterfact_scores", lambda *a: {"efficacy": 1.0}, "lacks the key(s) 'paraphrase'"),
+    ("counterfact_scores", lambda *a: {k: None for k in chapter.SCORE_KEYS}, "expected a number"),
     ("rome_update", _raises, "your function raised RuntimeError: boom"),
     ("rome_update", lambda W, C, k, v: rome_update(W, C, k, v)[:, :1], "expected (d_v, d_k)"),
     ("rome_update", lambda W, C, k, v: torch.full_like(W, float("nan")), "NaN"),

@@ -241,32 +241,53 @@ def lifelong_rome(single_thread):
 
 
 @pytest.mark.slow
-def test_lifelong_rome_forgets(lifelong_rome):
-    for name, res in lifelong_rome.items():
-        made = sum(res["efficacy_when_made"]) / len(res["efficacy_when_made"])
-        assert made >= 0.9, name                                      # each edit works when made ...
-        assert res["retention"][-1] < made - 0.1, name                # ... and later ones erode it
-        assert res["untouched_accuracy"][-1] < res["untouched_accuracy"][0] - 0.2, name
-        stats = res["p_stats"]
-        assert abs(stats["mean"]) < 0.1 and stats["kurtosis"] > 5, name   # zero-mean, heavy-tailed p(i, j)
-        assert res["seconds"] < 120, name                             # measured 8-21 s on a shared 2-core CPU
-    # measured (100 edits, layer 0): made 0.94 / 0.99 (roomy / superposed), retention 0.75 / 0.80,
-    # untouched accuracy 1.0 -> 0.27 / 0.24, p mean 0.028 / 0.023, std 0.127 / 0.110, kurtosis 31.8 / 30.5
+def test_lifelong_editing_holds_in_the_roomy_model_and_fails_in_the_superposed_one(lifelong_rome):
+    """Hu et al.'s claim on the two shipped models (the same 500 facts, d_mlp 512 vs 64), the
+    same 100 edits of distinct subjects.  Measured (kl_factor 0.5): edits that took 0.93 / 0.97
+    (roomy / superposed); still held after 100 edits 0.87 / 0.71; untouched facts 1.0 -> 0.65 /
+    0.18; p(i, j) std 0.036 / 0.166, kurtosis 16.4 / 7.3; 10-20 s each on one thread."""
+    roomy, sup = lifelong_rome["roomy"], lifelong_rome["superposed"]
+    made = {name: sum(r["efficacy_when_made"]) / len(r["efficacy_when_made"]) for name, r in lifelong_rome.items()}
+    assert made["roomy"] >= 0.85 and made["superposed"] >= 0.85          # each edit works when made ...
+    assert roomy["retention"][-1] >= made["roomy"] - 0.1                  # ... the roomy model keeps them
+    assert sup["retention"][-1] <= made["superposed"] - 0.15              # ... the superposed one does not
+    assert sup["retention"][-1] < roomy["retention"][-1] - 0.1
+    assert roomy["untouched_accuracy"][-1] >= 0.55 and sup["untouched_accuracy"][-1] <= 0.35
+    assert sup["untouched_accuracy"][-1] < roomy["untouched_accuracy"][-1] - 0.25
+    # the measured p(i, j) explains it: the superposed keys interfere several times more
+    assert sup["p_stats"]["std"] > 3 * roomy["p_stats"]["std"]
+    for res in (roomy, sup):
+        assert abs(res["p_stats"]["mean"]) < 0.05 and res["p_stats"]["kurtosis"] > 5   # zero-mean, heavy tails
+        assert res["seconds"] < 120                                   # "well under a minute" on an idle core
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="not on the current checkpoints (layer 0): after 100 edits the roomy "
-                   "model (6 layers) retains 0.75 of its edits, the superposed one (4 layers) 0.80; the roomy "
-                   "keys interfere more (p std 0.127 vs 0.110)")
-def test_the_superposed_model_retains_fewer_edits(lifelong_rome):
-    assert lifelong_rome["superposed"]["retention"][-1] < lifelong_rome["roomy"]["retention"][-1] - 0.05
+def test_memit_keeps_more_of_the_superposed_models_facts(lifelong_rome):
+    """The chapter's mitigation: MEMIT's batched solve (lam 10) on the same sequence keeps more
+    untouched facts and more facts overall, though fewer of the edits.  Measured: edits held 0.51
+    vs ROME's 0.71, untouched facts 0.50 vs 0.18."""
+    model, fs, vocab = facts.load_fact_model("superposed", device="cpu")
+    C = E.estimate_key_covariance(model, LAYER, fs.training_tokens(), pad_id=vocab.index["."])
+    reqs = E.lifelong_requests(fs, 100, seed=0)
+    memit = E.lifelong_edit(model.eval(), reqs, LAYER, C, method="memit", lam=10.0, record_every=100,
+                            untouched=E.untouched_prompts(fs, reqs, n=300))
+    rome = lifelong_rome["superposed"]
+    assert memit["untouched_accuracy"][-1] > rome["untouched_accuracy"][-1] + 0.15
+
+    def right(run):
+        return 100 * run["retention"][-1] + 400 * run["untouched_accuracy"][-1]
+    assert right(memit) > right(rome) + 40                             # of 500 facts
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="not on the current checkpoints (layer 0): the edited subjects' keys lie in "
-                   "the preserved keys' span, so AlphaEdit's projection removes the edits (after 100 edits "
-                   "retention 0.0 vs ROME's 0.80 on the superposed model, 0.0 vs 0.75 on the roomy one; "
-                   "untouched accuracy stays 1.0 / 0.99)")
-def test_alphaedit_retains_more_than_rome(lifelong_rome, single_thread):
-    res = _lifelong("superposed", "alphaedit")
-    assert res["retention"][-1] > lifelong_rome["superposed"]["retention"][-1] + 0.05
+def test_alphaedit_finds_no_null_space_in_the_small_mlps():
+    """AlphaEdit needs directions the preserved keys never use; a 64-neuron first-layer MLP has
+    none (its keys' second moment has no eigenvalue below 1 % of the mean), so the projected
+    update cannot make the edit.  Kept as a measured negative result: the chapter says so."""
+    model, fs, vocab = facts.load_fact_model("superposed", device="cpu")
+    C = E.estimate_key_covariance(model, LAYER, fs.training_tokens(), pad_id=vocab.index["."])
+    P = E.null_space_projection(C)
+    assert int(torch.linalg.matrix_rank(P)) <= 2
+    reqs = E.lifelong_requests(fs, 10, seed=0)
+    res = E.lifelong_edit(model.eval(), reqs, LAYER, C, method="alphaedit", record_every=10)
+    assert res["retention"][-1] <= 0.2

@@ -35,6 +35,8 @@ from .computation import (
     check_u_and_readoff,
 )
 from .editing import (
+    check_counterfact_scores,
+    check_indirect_effect,
     check_interference_coefficients,
     check_key_covariance,
     check_rome_update,
@@ -87,4 +89,5 @@ __all__ = [
     "check_normalise_decoder", "check_topk_activation", "check_batch_topk_activation",
     "check_jumprelu_grads", "check_resample_dead", "check_mmcs", "check_sae_metrics", "check_precision_recall",
     "check_rome_update", "check_key_covariance", "check_interference_coefficients", "check_whitened_cosine",
+    "check_indirect_effect", "check_counterfact_scores",
 ]

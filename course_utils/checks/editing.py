@@ -14,6 +14,8 @@ has the right shape), a single output, as many keys as dimensions and fewer.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -331,3 +333,227 @@ def check_whitened_cosine(learner, case: Case) -> None:
     if _close_number(out, -expected) and abs(expected) > 1e-6:
         raise CheckFailed("your value has the right size but the wrong sign")
     raise CheckFailed(f"your value is too {'high' if out > expected else 'low'}")
+
+
+# --------------------------------------------------------------------------------------
+# indirect_effect (causal tracing)
+# --------------------------------------------------------------------------------------
+
+_TRACE_KINDS = ("hook_resid_post", "hook_mlp_out", "hook_attn_out")
+
+
+_TRACE_MODEL: list = []
+
+
+def _trace_model():
+    """The course's roomy fact model (loaded once): causal tracing on real recall."""
+    from .. import facts
+
+    if not _TRACE_MODEL:
+        model, fact_set, _ = facts.load_fact_model("roomy", device="cpu")
+        _TRACE_MODEL.append((model.eval(), fact_set.prompts("train")))
+    return _TRACE_MODEL[0]
+
+
+def _trace_case(seed: int) -> Case:
+    """A training prompt of the roomy fact model (drawn with the seed), one hook (kinds cycle
+    with the seed) and a position -- the subject's last token, the last token or the subject's
+    first token -- with 3 noise samples of 3 × the token embeddings' standard deviation."""
+    from .. import facts
+
+    gen = _generator(seed)
+    model, prompts = _trace_model()
+    i = _randint(gen, 0, len(prompts) - 1)
+    tokens = torch.tensor(prompts.tokens[i])
+    subject = prompts.subject_positions(i)
+    T = len(tokens)
+    position = [subject[-1], T - 1, subject[0]][(seed // 3) % 3]
+    layer = _randint(gen, 0, 1) if position != T - 1 else _randint(gen, 0, model.cfg.n_layers - 1)
+    hook = f"blocks.{layer}.{_TRACE_KINDS[seed % 3]}"
+    noise = torch.randn(3, len(subject), model.cfg.d_model, generator=gen) * facts.embedding_noise_scale(model)
+    return Case(f"fact prompt {i}, {hook} at position {position}", model=model, tokens=tokens, subject=subject,
+                answer=int(prompts.answer[i]), hook=hook, position=position, noise=noise)
+
+
+def _trace_variant(case: Case, restore_all: bool = False, noise_everywhere: bool = False,
+                   baseline: str = "corrupted", read_at: int = -1, first_sample: bool = False) -> float:
+    """What the indirect effect comes to under a common mistake."""
+    model, hook = case.model, case.hook
+    tokens = case.tokens[None]
+    noise = case.noise[:1] if first_sample else case.noise
+    with torch.no_grad():
+        logits, clean = model.run_with_cache(tokens, [hook], stop_early=False)
+        batch = tokens.expand(len(noise), -1)
+        where = torch.arange(tokens.shape[1]) if noise_everywhere else torch.tensor(case.subject)
+
+        def corrupt(x):
+            x = x.clone()
+            x[:, where] += noise.mean(1, keepdim=True) if noise_everywhere else noise
+            return x
+
+        def restore(x):
+            x = x.clone()
+            if restore_all:
+                x[:] = clean[hook][0]
+            else:
+                x[:, case.position] = clean[hook][0, case.position]
+            return x
+
+        def p(hooks):
+            return model.run_with_hooks(batch, hooks)[:, read_at].float().softmax(-1)[:, case.answer].mean()
+
+        restored = p({"hook_embed": corrupt, hook: restore})
+        if baseline == "none":
+            return float(restored)
+        if baseline == "clean":
+            return float(restored - logits[0, read_at].float().softmax(-1)[case.answer])
+        return float(restored - p({"hook_embed": corrupt}))
+
+
+def _trace_mistakes(case: Case) -> dict[str, float]:
+    return {
+        "this is p(answer) with the state restored, not its indirect effect; subtract p(answer) "
+        "in the corrupted run (no restoration)": _trace_variant(case, baseline="none"),
+        "this subtracts the clean run's p(answer); the indirect effect is measured against the "
+        "corrupted run: p(restored) − p(corrupted)": _trace_variant(case, baseline="clean"),
+        "this restores the hook at every position; restore only `position`": _trace_variant(case, restore_all=True),
+        "this adds noise at every position; corrupt only the subject's tokens": _trace_variant(case, noise_everywhere=True),
+        "this uses only the first noise sample; average over all of them": _trace_variant(case, first_sample=True),
+        "this reads p(answer) at `position`; the prediction is read at the last token": _trace_variant(
+            case, read_at=case.position),
+    }
+
+
+@exercise(
+    "indirect_effect",
+    cases=_trace_case,
+    seeds=range(9),
+    hints=[
+        "Three runs: clean (run_with_cache to keep the clean activation of `hook`), corrupted "
+        "(noise added to the embeddings of the subject's tokens through the 'hook_embed' hook), and "
+        "corrupted-with-restoration (the same noise, and the `hook` activation at `position` put "
+        "back to its clean value).",
+        "Run all noise samples as one batch: tokens[None].expand(samples, -1); in the 'hook_embed' "
+        "hook, x[:, subject_positions] += noise (on a clone).  A hook gets and returns "
+        "(batch, T, d_model).",
+        "p(answer) is the softmax of the logits at the last position; return the mean over samples "
+        "of p(restored) − p(corrupted), one float.",
+    ],
+)
+def check_indirect_effect(learner, case: Case) -> None:
+    """Check your ``indirect_effect(model, tokens, subject_positions, answer, hook, position,
+    noise)``: the mean over the noise samples (noise: (samples, n_subject, d_model)) of
+    p(answer | corrupted subject, ``hook`` at ``position`` restored) − p(answer | corrupted),
+    read at the last token.  One number."""
+    out = _as_number(call_pure(learner, {"model": case.model, "tokens": case.tokens, "subject_positions": case.subject,
+                                         "answer": case.answer, "hook": case.hook, "position": case.position,
+                                         "noise": case.noise}))
+    from .. import facts
+
+    expected = facts.indirect_effect(case.model, case.tokens, case.subject, case.answer, case.hook,
+                                     case.position, case.noise)
+    if abs(out - expected) <= 1e-5 + 1e-3 * abs(expected):
+        return
+    for description, wrong in _trace_mistakes(case).items():
+        if abs(out - wrong) <= 1e-5 + 1e-3 * abs(wrong):
+            raise CheckFailed(f"your value is wrong and matches a known mistake: {description}")
+    if _close_number(out, -expected) and abs(expected) > 1e-6:
+        raise CheckFailed("your value has the right size but the wrong sign: p(restored) − p(corrupted)")
+    raise CheckFailed(f"your value is too {'high' if out > expected else 'low'}")
+
+
+# --------------------------------------------------------------------------------------
+# counterfact_scores
+# --------------------------------------------------------------------------------------
+
+SCORE_KEYS = ("efficacy", "paraphrase", "neighbourhood", "score")
+
+
+def _scores_case(seed: int) -> Case:
+    """Next-token distributions over 8 words for 1-3 edited prompts, 1-3 paraphrases and 5-9
+    neighbours, drawn so that p(new) > p(old) and "new is top-1" disagree on some rows; one or
+    two neighbours' true answer is the new target (to be left out)."""
+    gen = _generator(seed)
+    V, new, old = 8, 2, 5
+
+    def probs(n, lean):
+        logits = torch.randn(n, V, generator=gen, dtype=f64) * 1.5
+        logits[:, new] += lean * torch.rand(n, generator=gen, dtype=f64)
+        return logits.softmax(-1)
+
+    n_e, n_p, n_n = _randint(gen, 1, 3), _randint(gen, 1, 3), _randint(gen, 5, 9)
+    answers = torch.randint(0, V, (n_n,), generator=gen)
+    answers[answers == new] = 0
+    answers[: 1 + seed % 2] = new
+    nb = probs(n_n, 1.0)
+    for i, a in enumerate(answers.tolist()):          # a neighbour's true answer often leads
+        if a != new and i % 3:
+            nb[i, a] += 0.5
+    nb = nb / nb.sum(-1, keepdim=True)
+    return Case(f"{n_e} edited prompts, {n_p} paraphrases, {n_n} neighbours", edit_probs=probs(n_e, 3.0),
+                paraphrase_probs=probs(n_p, 2.0), neighbour_probs=nb, new=new, old=old, neighbour_answers=answers)
+
+
+def _scores_mistakes(case: Case) -> dict[str, dict[str, float]]:
+    e, p, q, a, new, old = (case.edit_probs, case.paraphrase_probs, case.neighbour_probs, case.neighbour_answers,
+                            case.new, case.old)
+    keep = a != new
+    rows = torch.arange(len(q))
+    ref_scores = ref.counterfact_scores(e, p, q, new, old, a)
+    mean3 = sum(ref_scores[k] for k in SCORE_KEYS[:3]) / 3
+    return {
+        "efficacy": {"this is the fraction where the new target is top-1; CounterFact's efficacy "
+                     "score asks only p(new) > p(old)": float((e.argmax(-1) == new).double().mean())},
+        "paraphrase": {"this is the fraction where the new target is top-1; the paraphrase score "
+                       "asks p(new) > p(old)": float((p.argmax(-1) == new).double().mean())},
+        "neighbourhood": {
+            "this compares p(true answer) with p(old); a neighbour should prefer its own answer to "
+            "the NEW target": float((q[rows, a] > q[:, old])[keep].double().mean()),
+            "this keeps the neighbours whose true answer is the new target; leave them out": float(
+                (q[rows, a] > q[:, new]).double().mean()),
+            "this is the fraction where the neighbour's answer is top-1; the score asks "
+            "p(true) > p(new)": float((q.argmax(-1) == a)[keep].double().mean()),
+            "this is the fraction where p(new) > p(true); the score counts neighbours that keep "
+            "their answer": float((q[rows, a] < q[:, new])[keep].double().mean()),
+        },
+        "score": {"this is the arithmetic mean; the score is the harmonic mean 3 / (1/E + 1/P + 1/N)": mean3},
+    }
+
+
+@exercise(
+    "counterfact_scores",
+    cases=_scores_case,
+    seeds=range(8),
+    hints=[
+        "Efficacy: the fraction of rows of edit_probs where p[new] > p[old]; paraphrase: the same "
+        "over paraphrase_probs.",
+        "Neighbourhood: other subjects, same relation; a neighbour passes when p(its true answer) > "
+        "p(new).  Leave out the neighbours whose true answer IS new.",
+        "Score: the harmonic mean of the three, 3 / (1/E + 1/P + 1/N) (0 if any is 0).  Return a "
+        "dict of floats with keys 'efficacy', 'paraphrase', 'neighbourhood', 'score'.",
+    ],
+)
+def check_counterfact_scores(learner, case: Case) -> None:
+    """Check your ``counterfact_scores(edit_probs, paraphrase_probs, neighbour_probs, new, old,
+    neighbour_answers)``: a dict of floats "efficacy", "paraphrase", "neighbourhood", "score"."""
+    out = call_pure(learner, {"edit_probs": case.edit_probs, "paraphrase_probs": case.paraphrase_probs,
+                              "neighbour_probs": case.neighbour_probs, "new": case.new, "old": case.old,
+                              "neighbour_answers": case.neighbour_answers})
+    if not isinstance(out, Mapping):
+        kind = "None (did you forget to `return`?)" if out is None else type(out).__name__
+        raise CheckFailed(f"your function returned {kind}; expected a dict with the keys "
+                          + ", ".join(repr(k) for k in SCORE_KEYS))
+    missing = [k for k in SCORE_KEYS if k not in out]
+    if missing:
+        raise CheckFailed(f"your dict lacks the key(s) {', '.join(map(repr, missing))}")
+    expected = ref.counterfact_scores(case.edit_probs, case.paraphrase_probs, case.neighbour_probs, case.new,
+                                      case.old, case.neighbour_answers)
+    mistakes = _scores_mistakes(case)
+    for key in SCORE_KEYS:
+        value = _as_number(out[key])
+        if _close_number(value, expected[key]):
+            continue
+        for description, wrong in mistakes[key].items():
+            if _close_number(value, wrong):
+                raise CheckFailed(f"the entry {key!r} is wrong and matches a known mistake: {description}")
+        raise CheckFailed(f"the entry {key!r} is too {'high' if value > expected[key] else 'low'}")
