@@ -767,3 +767,40 @@ def plot_latent_histogram(summary: dict, log: bool = False, ax=None) -> Figure:
     if ax is None:
         fig.tight_layout()
     return fig
+
+
+def plot_causal_trace(avg: dict, kinds: Sequence[str] = ("resid", "mlp", "attn"), title: str = "") -> Figure:
+    """Heat maps of ``facts.average_trace``'s mean indirect effects: one panel per kind, layers
+    down, position categories across (the layout of Meng et al.'s Figure 1)."""
+    fig, axes = plt.subplots(1, len(kinds), figsize=(3.6 * len(kinds), 3.0), squeeze=False)
+    top = max(float(avg["effects"][k].max()) for k in kinds)
+    for ax, kind in zip(axes[0], kinds):
+        image = ax.imshow(_np(avg["effects"][kind]), cmap="Purples", vmin=0, vmax=top, aspect="auto")
+        ax.set_xticks(range(len(avg["categories"])))
+        ax.set_xticklabels(avg["categories"], rotation=45, ha="right", fontsize=8)
+        ax.set_ylabel("layer")
+        ax.set_title({"resid": "residual stream", "mlp": "MLP output", "attn": "attention output"}.get(kind, kind))
+    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="indirect effect")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_lifelong(runs: dict, metrics: Sequence[str] = ("retention", "untouched_accuracy"), ax=None) -> Figure:
+    """Lifelong-editing curves: ``runs`` maps a label to ``editing.lifelong_edit``'s result; one
+    panel per metric against the number of edits made (untouched accuracy starts at 0 edits)."""
+    names = {"retention": "earlier edits still held (p(new) > p(old))",
+             "untouched_accuracy": "untouched facts still recalled (top-1)",
+             "paraphrase": "earlier edits, held-out paraphrase"}
+    fig, axes = _axes_for(ax, len(metrics), (4.2 * len(metrics), 3.2))
+    for a, metric in zip(axes, metrics):
+        for label, run in runs.items():
+            y = run[metric]
+            x = ([0] + list(run["n_edits"])) if len(y) == len(run["n_edits"]) + 1 else run["n_edits"]
+            a.plot(x, y, marker="o", label=label)
+        a.set_xlabel("edits made")
+        a.set_title(names.get(metric, metric), fontsize=9)
+        a.set_ylim(-0.02, 1.02)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -623,3 +623,291 @@ def latent_browser(activations, token_strings, logit_weights=None, vocab=None, l
     picker.observe(redraw, names="value")
     redraw()
     return widgets.VBox([picker, pane, histogram])
+
+
+# --------------------------------------------------------------------------------------
+# Chapter 06: the fact editor (ROME on a fact model)
+# --------------------------------------------------------------------------------------
+
+
+def find_subject(fact_set, text: str) -> int | None:
+    """The index of the subject of ``fact_set`` whose name is ``text`` (its pieces joined by
+    spaces, e.g. "zor ven alik"), matched case-insensitively and ignoring extra spaces; None
+    when no subject has that name."""
+    wanted = " ".join(str(text).lower().split())
+    for s in range(fact_set.n_subjects):
+        if fact_set.subject_name(s).lower() == wanted:
+            return s
+    return None
+
+
+def _first_training_template(fact_set, s: int, r: int) -> int:
+    """The first template of relation r that fact (s, r) was trained on (not its held-out one)."""
+    from . import facts
+
+    held = int(fact_set.heldout_template[s, r])
+    return [t for t in range(len(facts.RELATIONS[r].templates)) if t != held][0]
+
+
+def one_prompt_per_fact(fact_set):
+    """A ``facts.FactPrompts`` of one training prompt per fact (subject, relation): its first
+    training template, in the order of ``fact_set.prompts("train")`` (subject, then relation)."""
+    prompts = fact_set.prompts("train")
+    seen, keep = set(), []
+    for i in range(len(prompts)):
+        key = (int(prompts.subject[i]), int(prompts.relation[i]))
+        if key not in seen:
+            seen.add(key)
+            keep.append(i)
+    return prompts.select(keep)
+
+
+def fact_answer_summary(model, fact_set, s: int, r: int, k: int = 3) -> dict:
+    """What ``model`` says about fact (s, r) of ``fact_set`` on its first training template:
+    dict(subject (name), relation (name), prompt (the prompt's words after <bos>), top (the k
+    most probable next tokens as (word, probability)), true (the trained answer word), p_true
+    (its probability), rank (its rank among all tokens, 1 = top))."""
+    from . import facts
+
+    ids, _, _ = fact_set.render(s, r, _first_training_template(fact_set, s, r))
+    probs = facts.answer_probabilities(model, [ids])[0]
+    words = fact_set.vocab.words
+    values, index = probs.topk(min(k, len(probs)))
+    true = fact_set.answer_word(s, r)
+    true_id = fact_set.vocab.index[true]
+    return dict(subject=fact_set.subject_name(s), relation=facts.RELATIONS[r].name,
+                prompt=" ".join(words[t] for t in ids[1:]),
+                top=[(words[int(i)], float(v)) for v, i in zip(values, index)],
+                true=true, p_true=float(probs[true_id]), rank=int((probs > probs[true_id]).sum()) + 1)
+
+
+def fact_answer_html(summary: dict) -> str:
+    """The fact editor's answer pane for a ``fact_answer_summary`` result, as an HTML string."""
+    import html
+
+    rows = "".join(f"<tr><td>{j + 1}.</td><td><code>{html.escape(w)}</code></td><td>{p:.3f}</td></tr>"
+                   for j, (w, p) in enumerate(summary["top"]))
+    return (f'<div class="fact-answer"><div>prompt: <code>{html.escape(summary["prompt"])} …</code></div>'
+            f'<table class="fact-top">{rows}</table>'
+            f'<div>trained answer: <b><code>{html.escape(summary["true"])}</code></b> '
+            f'(p = {summary["p_true"]:.3f}, rank {summary["rank"]})</div></div>')
+
+
+def moved_facts(before_probs: Tensor, after_probs: Tensor, prompts, exclude=(), n: int = 8,
+                vocab=None) -> dict:
+    """Which facts an edit moved, from next-token probabilities before and after it.
+
+    before_probs, after_probs: (n_prompts, vocab) probabilities on ``prompts`` (a
+    ``facts.FactPrompts``, one prompt per fact, e.g. ``one_prompt_per_fact``); ``exclude``: the
+    (subject, relation) pairs not to count (the edited fact).  Returns dict(count: the number of
+    the other facts whose top-1 answer changed, n_other: how many other facts there are, rows:
+    up to ``n`` of the changed ones, largest drop in p(trained answer) first, each dict(index,
+    subject, relation (indices), before, after (top-1 token ids, or words with ``vocab``),
+    p_before, p_after (of the trained answer), drop = p_before − p_after, changed (top-1 changed:
+    True in ``rows``)), and largest: the same for up to ``n`` other facts with the largest
+    positive drop whether or not their top-1 changed (what moved most when nothing flipped).
+    Pure: no model."""
+    before_probs, after_probs = torch.as_tensor(before_probs), torch.as_tensor(after_probs)
+    if before_probs.shape != after_probs.shape or before_probs.dim() != 2 or len(before_probs) != len(prompts):
+        raise ValueError(f"before_probs and after_probs must both be ({len(prompts)}, vocab), got "
+                         f"{tuple(before_probs.shape)} and {tuple(after_probs.shape)}")
+    exclude = {(int(a), int(b)) for a, b in exclude}
+    idx = torch.arange(len(prompts))
+    answer = torch.as_tensor(prompts.answer, dtype=torch.long)
+    top_before, top_after = before_probs.argmax(-1), after_probs.argmax(-1)
+    p_before, p_after = before_probs[idx, answer], after_probs[idx, answer]
+    other = torch.tensor([(int(s), int(r)) not in exclude for s, r in zip(prompts.subject, prompts.relation)],
+                         dtype=torch.bool)
+    changed = other & (top_before != top_after)
+    drop = p_before - p_after
+    name = (lambda t: vocab.words[int(t)]) if vocab is not None else int
+
+    def table(mask):
+        chosen = sorted(mask.nonzero().flatten().tolist(), key=lambda i: (-float(drop[i]), i))[:max(int(n), 0)]
+        return [dict(index=i, subject=int(prompts.subject[i]), relation=int(prompts.relation[i]),
+                     before=name(top_before[i]), after=name(top_after[i]), p_before=float(p_before[i]),
+                     p_after=float(p_after[i]), drop=float(drop[i]), changed=bool(changed[i])) for i in chosen]
+
+    return dict(count=int(changed.sum()), n_other=int(other.sum()), rows=table(changed),
+                largest=table(other & (drop > 0)))
+
+
+def moved_facts_html(moved: dict, fact_set, metrics: dict | None = None, title: str = "") -> str:
+    """The fact editor's result pane: the edit's own ``editing.edit_metrics`` (when given) and
+    a ``moved_facts`` result as a table (subject, relation, answer before → after, p(trained
+    answer) before → after); when no other fact's top-1 changed, the table lists the largest
+    drops (``moved_facts(...)["largest"]``) instead."""
+    import html
+
+    from . import facts
+
+    parts = ['<div class="fact-moved">']
+    if title:
+        parts.append(f"<div><b>{html.escape(title)}</b></div>")
+    if metrics is not None:
+        parts.append(f'<div class="fact-metrics">efficacy {metrics["efficacy"]:.2f} '
+                     f'(top-1 {metrics["efficacy_top1"]:.2f}, p(new) {metrics["p_new"]:.3f}, '
+                     f'p(old) {metrics["p_old"]:.3f}) · paraphrase {metrics["paraphrase"]:.2f} · '
+                     f'neighbourhood {metrics["neighbourhood"]:.2f}</div>')
+    parts.append(f'<div class="fact-moved-count">{moved["count"]} of {moved["n_other"]} other facts '
+                 f"changed their top-1 answer.</div>")
+    rows = moved["rows"]
+    if not rows and moved.get("largest"):
+        rows = moved["largest"]
+        parts.append('<div class="fact-moved-note">None flipped; the largest drops in p(trained answer):</div>')
+    if rows:
+        parts.append('<table class="fact-moved-table"><tr><th>subject</th><th>relation</th>'
+                     "<th>answer before → after</th><th>p(trained answer) before → after</th></tr>")
+        for row in rows:
+            parts.append(f"<tr><td>{html.escape(fact_set.subject_name(row['subject']))}</td>"
+                         f"<td>{html.escape(facts.RELATIONS[row['relation']].name)}</td>"
+                         f"<td>{html.escape(str(row['before']))} → {html.escape(str(row['after']))}</td>"
+                         f"<td>{row['p_before']:.3f} → {row['p_after']:.3f}</td></tr>")
+        parts.append("</table>")
+    parts.append("</div>")
+    return "\n".join(parts)
+
+
+def fact_editor(model, fact_set, C, layer: int = 0, prefixes=((),), n_moved: int = 8):
+    """Edit one fact of a fact model with ROME and see what else moved (chapter 06).
+
+    model, fact_set: from ``facts.load_fact_model``; C: the key covariance of block ``layer``
+    (``editing.estimate_key_covariance``); prefixes: ROME's context prefixes
+    (``editing.context_prefixes``); n_moved: the most rows of the "moved facts" table.
+
+    Type a subject's name (its pieces joined by spaces, e.g. as in ``fact_set.subject_name``;
+    case-insensitive) and pick a relation: the pane shows the relation's first training
+    template for that subject, the model's top-3 next tokens and the trained answer.  Pick a new
+    target and press "Apply edit": ``editing.rome_edit_model`` edits the model, then the pane
+    below shows ``editing.edit_metrics`` of the edit and the other facts (one prompt each,
+    ``one_prompt_per_fact``) whose top-1 answer changed (``moved_facts``).  "Undo" takes back
+    the most recent edit (``editing.undo_edit``; edits stack).
+
+    **Edits are made in place on ``model``**: its block-``layer`` MLP down-projection changes,
+    and stays changed after the widget is gone unless undone.  Undo subtracts the stored ΔW and
+    then, if the weight is within float rounding of the copy saved before that edit, restores
+    that copy, so undoing every edit gives back the original weights bit for bit.  Errors in the
+    callbacks (a failed edit, an unknown subject) are shown in the widget, never raised.
+
+    Returns a VBox with these attributes: ``subject`` (Text), ``relation`` (Dropdown of
+    (name, index)), ``answer_html`` (HTML: prompt and answers), ``target`` (Dropdown of the
+    relation's answer words), ``apply`` and ``undo`` (Buttons; ``.click()`` triggers them),
+    ``status`` (HTML: messages and errors), ``moved_html`` (HTML: the last edit's result),
+    ``edits`` (the stack: list of dicts with delta_W, request, subject, relation, target),
+    ``fact_prompts`` (the ``one_prompt_per_fact`` prompts) and ``refresh()`` (redraws the
+    answer pane).  Make it the last expression of a cell to show it.
+    """
+    import html
+
+    import ipywidgets as widgets
+
+    from . import editing, facts
+
+    weight = model.blocks[layer].mlp.c_proj.weight     # also checks the layer exists
+    fact_prompts = one_prompt_per_fact(fact_set)
+    edits: list[dict] = []
+    cache: dict = {}
+
+    subject = widgets.Text(value=fact_set.subject_name(0), description="subject")
+    relation = widgets.Dropdown(options=[(rel.name, i) for i, rel in enumerate(facts.RELATIONS)], value=0,
+                                description="relation")
+    answer_html = widgets.HTML()
+    target = widgets.Dropdown(options=list(facts.RELATIONS[0].answers), description="new target")
+    apply = widgets.Button(description="Apply edit", button_style="warning")
+    undo = widgets.Button(description="Undo", disabled=True)
+    status = widgets.HTML()
+    moved_html = widgets.HTML()
+
+    def message(text: str, kind: str = "info") -> None:
+        colour = {"error": "#b00020", "info": "#333"}[kind]
+        status.value = f'<div class="fact-{kind}" style="color: {colour}">{html.escape(text)}</div>'
+
+    def current():
+        return find_subject(fact_set, subject.value), int(relation.value)
+
+    def refresh(_=None):
+        try:
+            s, r = current()
+            answers = list(facts.RELATIONS[r].answers)
+            if list(target.options) != answers:
+                target.options = answers
+            if s is None:
+                examples = ", ".join(f'"{fact_set.subject_name(i)}"' for i in range(min(5, fact_set.n_subjects)))
+                answer_html.value = (f'<div class="fact-unknown">No subject is called '
+                                     f'"{html.escape(subject.value)}". Try one of {html.escape(examples)} '
+                                     f"(names are pieces joined by spaces; {fact_set.n_subjects} subjects).</div>")
+                apply.disabled = True
+                return
+            apply.disabled = False
+            true = fact_set.answer_word(s, r)
+            if target.value == true:      # default to a different answer than the trained one
+                target.value = next(a for a in answers if a != true)
+            answer_html.value = fact_answer_html(fact_answer_summary(model, fact_set, s, r))
+        except Exception as error:  # noqa: BLE001 -- shown, never raised into the void
+            answer_html.value = f'<div class="fact-error">Cannot show this fact: {html.escape(repr(error))}</div>'
+
+    def probabilities():
+        if "probs" not in cache:
+            cache["probs"] = facts.answer_probabilities(model, fact_prompts)
+        return cache["probs"]
+
+    def on_apply(_=None):
+        try:
+            s, r = current()
+            if s is None:
+                message(f'Unknown subject "{subject.value}": nothing edited.', "error")
+                return
+            word = target.value
+            before = probabilities()
+            request = editing.fact_request(fact_set, s, r, word)
+            saved = weight.detach().clone()
+            out = editing.rome_edit_model(model, layer, request, C, prefixes=prefixes)
+            edits.append(dict(delta_W=out["delta_W"], saved=saved, request=request, subject=s, relation=r,
+                              target=word))
+            cache.pop("probs", None)
+            after = probabilities()
+            moved = moved_facts(before, after, fact_prompts, exclude=[(s, r)], n=n_moved, vocab=fact_set.vocab)
+            metrics = editing.edit_metrics(model, request)
+            title = (f"Edited {fact_set.subject_name(s)} / {facts.RELATIONS[r].name}: "
+                     f"{fact_set.answer_word(s, r)} → {word}")
+            moved_html.value = moved_facts_html(moved, fact_set, metrics, title)
+            message(f"Edit {len(edits)} applied in place to block {layer}'s MLP ({len(edits)} on the stack).")
+        except Exception as error:  # noqa: BLE001
+            message(f"The edit failed: {error!r}", "error")
+        undo.disabled = not edits
+        refresh()
+
+    def on_undo(_=None):
+        try:
+            if not edits:
+                message("Nothing to undo.")
+                return
+            edit = edits.pop()
+            editing.undo_edit(model, layer, edit["delta_W"])
+            saved, delta = edit["saved"], edit["delta_W"]
+            eps = torch.finfo(weight.dtype).eps
+            tol = 4 * eps * (float(saved.abs().max()) + float(delta.abs().max()))
+            with torch.no_grad():
+                if float((weight.detach() - saved).abs().max()) <= tol:
+                    weight.copy_(saved)        # take off the rounding left by (W + ΔW) − ΔW
+            cache.pop("probs", None)
+            moved_html.value = ""
+            message(f"Undid the edit of {fact_set.subject_name(edit['subject'])} / "
+                    f"{facts.RELATIONS[edit['relation']].name} → {edit['target']} ({len(edits)} left).")
+        except Exception as error:  # noqa: BLE001
+            message(f"Undo failed: {error!r}", "error")
+        undo.disabled = not edits
+        refresh()
+
+    subject.observe(refresh, names="value")
+    relation.observe(refresh, names="value")
+    apply.on_click(on_apply)
+    undo.on_click(on_undo)
+    refresh()
+
+    box = widgets.VBox([widgets.HBox([subject, relation]), answer_html, widgets.HBox([target, apply, undo]),
+                        status, moved_html])
+    box.subject, box.relation, box.answer_html, box.target = subject, relation, answer_html, target
+    box.apply, box.undo, box.status, box.moved_html = apply, undo, status, moved_html
+    box.edits, box.fact_prompts, box.refresh = edits, fact_prompts, refresh
+    return box

@@ -188,5 +188,5 @@ def test_widgets_use_only_what_ipywidgets_7_has():
     # widget_link.py of ipywidgets 7.7.1.
     in_ipywidgets_7 = {"FloatLogSlider", "FloatSlider", "IntSlider", "Output", "HBox", "VBox", "Dropdown",
                        "Checkbox", "Button", "Label", "HTML", "Layout", "interactive", "interact",
-                       "Play", "SelectionSlider", "jslink", "IntText"}  # IntText: widget_int.py
+                       "Play", "SelectionSlider", "jslink", "IntText", "Text"}  # IntText: widget_int.py; Text: widget_string.py
     assert used <= in_ipywidgets_7, used - in_ipywidgets_7
