@@ -456,3 +456,152 @@ def test_latent_browser_widget_in_chromium(tmp_path):
     assert errors == 0 and not page_errors, page_errors
     assert not any("Traceback" in t or "Error" in t for t in stderr), stderr
     assert "Traceback" not in notebook
+
+
+# ---------------------------------------------------------------------------------------
+# Chapter 06's fact editor: the "roomy" fact model, a subject typed in, an edit applied and undone
+
+FACT_EDITOR_NOTEBOOK_NAME = "06_fact_editor.ipynb"
+FACT_EDITOR_CELL = """\
+from course_utils import facts, editing, widgets
+model, fact_set, vocab = facts.load_fact_model("roomy")
+C = editing.estimate_key_covariance(model, 0, fact_set.training_tokens(), pad_id=vocab.index["."])
+editor = widgets.fact_editor(model, fact_set, C, layer=0)
+editor"""
+
+
+def test_fact_editor_widget_in_chromium(tmp_path):
+    """The fact editor renders the default subject's answer and follows its subject box: another
+    real name (its trained answer), an unknown name (the example names, "Apply edit" disabled, no
+    traceback), the first name again; "Apply edit" shows the edit's efficacy and the moved facts,
+    "Undo" says it undid the edit."""
+    chromium = find_chromium()
+    if chromium is None:
+        pytest.skip("chromium is not installed (Debian/Ubuntu: `apt-get install chromium`); the real-browser "
+                    "test needs it")
+    from playwright.sync_api import Error as PlaywrightError
+    from playwright.sync_api import sync_playwright
+
+    from course_utils import facts
+
+    _, fact_set, _ = facts.load_fact_model("roomy")
+    relation = facts.RELATIONS[0].name
+    first, other = fact_set.subject_name(0), fact_set.subject_name(1)  # the box starts on subject 0
+    first_answer, other_answer = fact_set.answer_word(0, 0), fact_set.answer_word(1, 0)
+    assert first_answer != other_answer, "pick two subjects with different trained answers"
+    unknown = "nobody at all"
+    assert all(fact_set.subject_name(s) != unknown for s in range(fact_set.n_subjects))
+
+    root = tmp_path / "lab"
+    root.mkdir()
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(FACT_EDITOR_CELL)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, root / FACT_EDITOR_NOTEBOOK_NAME)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page_errors: list[str] = []
+    panes = ".jp-CodeCell .widget-html"
+
+    def wait_text(page, text: str, timeout: float = 30_000) -> None:
+        page.wait_for_function("([selector, text]) => [...document.querySelectorAll(selector)]"
+                               ".some(el => el.innerText.includes(text))", arg=[panes, text], timeout=timeout)
+
+    def answer_pane(page) -> str:
+        return page.locator(".jp-CodeCell .widget-html").filter(has_text="prompt:").first.inner_text()
+
+    def type_subject(page, name: str) -> None:  # what a user does: replace the text, press Enter
+        box = page.locator(".jp-CodeCell .widget-text input").first
+        box.fill(name)
+        box.press("Enter")
+
+    with jupyterlab(root, tmp_path / "state") as lab:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                page.on("pageerror", lambda error: page_errors.append(str(error)))
+                try:
+                    page.goto(f"{lab.url}/lab/tree/{FACT_EDITOR_NOTEBOOK_NAME}?token={lab.token}",
+                              wait_until="domcontentloaded")
+                    page.wait_for_function(
+                        """() => {
+                            const panel = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+                            const kernel = panel && panel.sessionContext && panel.sessionContext.session
+                                           && panel.sessionContext.session.kernel;
+                            return kernel && kernel.status === "idle";
+                        }""", timeout=90_000)
+                    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+                    # the first render: model load and covariance in the kernel
+                    page.locator(".jp-CodeCell .fact-answer").first.wait_for(timeout=90_000)
+                    apply = page.locator(".jp-CodeCell button.widget-button").filter(has_text="Apply edit")
+                    undo = page.locator(".jp-CodeCell button.widget-button").filter(has_text="Undo")
+                    apply.wait_for(timeout=30_000)
+                    initial = answer_pane(page)
+                    undo_disabled_at_start = undo.is_disabled()
+
+                    type_subject(page, other)
+                    wait_text(page, f"trained answer: {other_answer}")
+                    other_pane = answer_pane(page)
+
+                    type_subject(page, unknown)
+                    wait_text(page, f'No subject is called "{unknown}"')
+                    unknown_text = page.locator(".jp-CodeCell .fact-unknown").first.inner_text()
+                    apply_disabled_when_unknown = apply.is_disabled()
+
+                    type_subject(page, first)
+                    wait_text(page, f"trained answer: {first_answer}")
+                    page.wait_for_function("(el) => !el.disabled", arg=apply.element_handle(), timeout=30_000)
+                    first_pane = answer_pane(page)
+
+                    apply.click()
+                    wait_text(page, "other facts changed their top-1 answer", timeout=60_000)
+                    wait_text(page, "Edit 1 applied in place to block 0")
+                    moved = page.locator(".jp-CodeCell .fact-moved").first.inner_text()
+                    page.wait_for_function("(el) => !el.disabled", arg=undo.element_handle(), timeout=30_000)
+                    page.locator(".jp-CodeCell .fact-moved").first.scroll_into_view_if_needed()
+                    page.screenshot(path=str(SCREENSHOTS / "chapter06_fact_editor.png"))
+
+                    undo.click()
+                    wait_text(page, f"Undid the edit of {first} / {relation}", timeout=60_000)
+                    status = page.locator(".jp-CodeCell .fact-info").first.inner_text()
+                    page.wait_for_function("() => !document.querySelector('.jp-CodeCell .fact-moved')",
+                                           timeout=30_000)
+                    undo_disabled_after = undo.is_disabled()
+                    wait_text(page, f"trained answer: {first_answer}")
+                    page.wait_for_function("([selector, text]) => [...document.querySelectorAll(selector)]"
+                                           ".some(el => el.innerText.includes(text) && el.innerText.includes("
+                                           "'rank 1)'))", arg=[panes, f"{first} is"], timeout=30_000)
+                    undone_pane = answer_pane(page)
+                    errors = page.get_by_text("Error displaying widget").count()
+                    widget_errors = page.locator(".jp-CodeCell .fact-error").all_inner_texts()
+                    stderr = page.locator(STDERR_OUTPUT).all_inner_texts()
+                    notebook = page.locator(".jp-Notebook").inner_text()
+                except PlaywrightError as error:  # a timeout: show what the page and the server looked like
+                    page.screenshot(path=str(SCREENSHOTS / "chapter06_fact_editor_failure.png"))
+                    raise AssertionError(f"{error}\nscreenshot: build/screenshots/chapter06_fact_editor_failure.png"
+                                         f"\npage errors: {page_errors}\nserver log (end):\n{lab.server_log()}"
+                                         ) from None
+            finally:
+                browser.close()
+
+    # the default subject (subject 0) is shown first; typing another real name redraws the pane
+    assert f"{first} is" in initial and f"trained answer: {first_answer}" in initial, initial
+    assert undo_disabled_at_start
+    assert f"{other} is" in other_pane and f"trained answer: {other_answer}" in other_pane, other_pane
+    assert re.search(rf"1\.\s*{re.escape(other_answer)}\s", other_pane), f"top-1 is the trained answer: {other_pane}"
+    # an unknown name: a message with example names, nothing to edit
+    assert f'No subject is called "{unknown}". Try one of "{first}", "{other}"' in unknown_text, unknown_text
+    assert apply_disabled_when_unknown
+    assert f"{first} is" in first_pane and f"trained answer: {first_answer}" in first_pane, first_pane
+    # the edit: its efficacy and the other facts that moved
+    assert f"Edited {first} / {relation}: {first_answer} → " in moved, moved
+    assert re.search(r"efficacy \d\.\d\d \(top-1 \d\.\d\d, p\(new\) [\d.]+, p\(old\) [\d.]+\)", moved), moved
+    assert re.search(r"\d+ of \d+ other facts changed their top-1 answer\.", moved), moved
+    # undone
+    undone = rf"Undid the edit of {re.escape(first)} / {relation} → \S+ \(0 left\)\."
+    assert re.fullmatch(undone, status.strip()), status
+    assert undo_disabled_after
+    assert f"{first} is" in undone_pane and re.search(rf"1\.\s*{re.escape(first_answer)}\s", undone_pane), undone_pane
+    assert errors == 0 and not page_errors, page_errors
+    assert not widget_errors, widget_errors
+    assert not any("Traceback" in t or "Error" in t for t in stderr), stderr
+    assert "Traceback" not in notebook
