@@ -556,17 +556,14 @@ def fact_request(fact_set, subject: int, relation: int, target: int | str, n_nei
         raise ValueError(f"target {word!r} is not an answer of relation {rel.name!r}")
     vocab = fact_set.vocab
     held = int(fact_set.heldout_template[subject, relation])
-    train_t = [t for t in range(len(rel.templates)) if t != held]
-    rewrite = [fact_set.render(subject, relation, t)[::2] for t in train_t]          # (ids, last)
-    paraphrases = [fact_set.render(subject, relation, held)[::2]]
+    rewrite = [fact_set.render(subject, relation, t)[::2] for t in fact_set.training_templates(subject, relation)]
+    paraphrases = [fact_set.render(subject, relation, held)[::2]]                    # (ids, last)
     name = list(fact_set.subjects[subject])
     opener = [vocab.index[_lm.BOS]] + [vocab.index[w] for w in name]
     essence = [(opener + [vocab.index[":"]], len(opener) - 1)]
     for r in range(len(_facts.RELATIONS)):
         if r != relation:
-            t = [t for t in range(len(_facts.RELATIONS[r].templates))
-                 if t != int(fact_set.heldout_template[subject, r])][0]
-            essence.append(fact_set.render(subject, r, t)[::2])
+            essence.append(fact_set.render(subject, r, fact_set.training_templates(subject, r)[0])[::2])
     return EditRequest(prompt=rewrite[0][0], subject_last=rewrite[0][1], target=vocab.index[word],
                        old=vocab.index[fact_set.answer_word(subject, relation)], rewrite=rewrite,
                        paraphrases=paraphrases, essence=essence,
@@ -991,7 +988,7 @@ def lifelong_edit(model, requests: Sequence[EditRequest], layer: int, C: Tensor,
     preserves (``method="preserve"``: C + lam Σ_j k_j k_jᵀ, the soft form of holding them fixed
     that AlphaEdit's K_p K_pᵀ term and MEMIT's sequential use add; it works for any number of
     keys), or with every earlier edit's key held fixed exactly (``method="orthogonal"``,
-    ``constrained_rome_update``), or AlphaEdit's (``method="alphaedit"``: updates projected onto
+    ``constrained_rome_update``; with ``max_preserved`` only the most recent that many), or AlphaEdit's (``method="alphaedit"``: updates projected onto
     ``projection``, the null space of C by default (``null_space_projection``), each protecting
     the keys of the edits before it), or MEMIT's batched solve (``method="memit"``, ``memit_update``
     with ``lam``): every ``record_every`` edits are written at once, each v* computed on the model
@@ -1038,8 +1035,8 @@ def lifelong_edit(model, requests: Sequence[EditRequest], layer: int, C: Tensor,
                 total += delta_W
                 made += [float("nan")] * (len(keys) - len(made))
         else:
-            held = keys if (method != "orthogonal" or max_preserved is None) else keys[-max_preserved:] if max_preserved else []
-            preserved = torch.stack(held, dim=1) if (held and method not in ("rome", "preserve")) else None
+            held = keys if (method != "orthogonal" or max_preserved is None) else keys[max(0, len(keys) - max_preserved):]
+            preserved = torch.stack(held, dim=1) if (held and method in ("orthogonal", "alphaedit")) else None
             C_now = C
             if method == "preserve" and keys:
                 K = torch.stack(keys, dim=1)

@@ -197,6 +197,11 @@ class FactSet:
         ids = [self.vocab.index[w] for w in head + list(pieces) + after.split()]
         return ids, len(head), len(head) + len(pieces) - 1
 
+    def training_templates(self, s: int, r: int) -> list[int]:
+        """The templates fact (s, r) is trained on: every template of relation r but its held-out one."""
+        held = int(self.heldout_template[s, r])
+        return [t for t in range(len(RELATIONS[r].templates)) if t != held]
+
     def prompts(self, split: str = "train", subjects=None, relations=None) -> FactPrompts:
         """Prompts of the facts of ``subjects`` × ``relations`` (default: all), ordered by
         subject, relation, template.  split: "train" (each fact's three training templates),
@@ -234,8 +239,7 @@ class FactSet:
         chosen = r.sample(others, min(n, len(others)))
         rows = []
         for s in chosen:
-            allowed = [t for t in range(len(RELATIONS[relation].templates)) if t != int(self.heldout_template[s, relation])]
-            rows.append((s, relation, r.choice(allowed)))
+            rows.append((s, relation, r.choice(self.training_templates(s, relation))))
         return self._prompts(rows)
 
     def bio(self, s: int, order=None) -> list[int]:

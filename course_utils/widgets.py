@@ -641,14 +641,6 @@ def find_subject(fact_set, text: str) -> int | None:
     return None
 
 
-def _first_training_template(fact_set, s: int, r: int) -> int:
-    """The first template of relation r that fact (s, r) was trained on (not its held-out one)."""
-    from . import facts
-
-    held = int(fact_set.heldout_template[s, r])
-    return [t for t in range(len(facts.RELATIONS[r].templates)) if t != held][0]
-
-
 def one_prompt_per_fact(fact_set):
     """A ``facts.FactPrompts`` of one training prompt per fact (subject, relation): its first
     training template, in the order of ``fact_set.prompts("train")`` (subject, then relation)."""
@@ -669,7 +661,7 @@ def fact_answer_summary(model, fact_set, s: int, r: int, k: int = 3) -> dict:
     (its probability), rank (its rank among all tokens, 1 = top))."""
     from . import facts
 
-    ids, _, _ = fact_set.render(s, r, _first_training_template(fact_set, s, r))
+    ids, _, _ = fact_set.render(s, r, fact_set.training_templates(s, r)[0])
     probs = facts.answer_probabilities(model, [ids])[0]
     words = fact_set.vocab.words
     values, index = probs.topk(min(k, len(probs)))

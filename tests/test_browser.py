@@ -298,11 +298,8 @@ def test_chapter01_explorer_widget_in_chromium(tmp_path):
     assert before_images != after_images, "the figures did not change after the slider moved"
 
 
-def _drive(page, context) -> tuple[str, list[str], str, list[str]]:
-    """Run the notebook, check the widget, press End on the "1 - S" slider; return the summary
-    line and figure sources before and after."""
-    # JupyterLab loaded the notebook and its kernel is up
-    page.wait_for_selector(".jp-Notebook .jp-CodeCell", timeout=90_000)
+def run_all_cells_when_idle(page) -> None:
+    """Wait until JupyterLab's current notebook has an idle kernel, then run all its cells."""
     page.wait_for_function(
         """() => {
             const panel = window.jupyterapp && window.jupyterapp.shell.currentWidget;
@@ -311,6 +308,14 @@ def _drive(page, context) -> tuple[str, list[str], str, list[str]]:
             return kernel && kernel.status === "idle";
         }""", timeout=90_000)
     page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+
+
+def _drive(page, context) -> tuple[str, list[str], str, list[str]]:
+    """Run the notebook, check the widget, press End on the "1 - S" slider; return the summary
+    line and figure sources before and after."""
+    # JupyterLab loaded the notebook and its kernel is up
+    page.wait_for_selector(".jp-Notebook .jp-CodeCell", timeout=90_000)
+    run_all_cells_when_idle(page)
 
     # the widget rendered: sliders, and the first model's summary and figures
     cell = _widget_cell(page)
@@ -412,14 +417,7 @@ def test_latent_browser_widget_in_chromium(tmp_path):
                 page.on("pageerror", lambda error: page_errors.append(str(error)))
                 page.goto(f"{lab.url}/lab/tree/{LATENT_NOTEBOOK_NAME}?token={lab.token}",
                           wait_until="domcontentloaded")
-                page.wait_for_function(
-                    """() => {
-                        const panel = window.jupyterapp && window.jupyterapp.shell.currentWidget;
-                        const kernel = panel && panel.sessionContext && panel.sessionContext.session
-                                       && panel.sessionContext.session.kernel;
-                        return kernel && kernel.status === "idle";
-                    }""", timeout=90_000)
-                page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+                run_all_cells_when_idle(page)
                 page.locator(pane).first.wait_for(timeout=90_000)
                 images = page.locator(".jp-CodeCell .jp-OutputArea img")
                 images.first.wait_for(timeout=30_000)
@@ -522,14 +520,7 @@ def test_fact_editor_widget_in_chromium(tmp_path):
                 try:
                     page.goto(f"{lab.url}/lab/tree/{FACT_EDITOR_NOTEBOOK_NAME}?token={lab.token}",
                               wait_until="domcontentloaded")
-                    page.wait_for_function(
-                        """() => {
-                            const panel = window.jupyterapp && window.jupyterapp.shell.currentWidget;
-                            const kernel = panel && panel.sessionContext && panel.sessionContext.session
-                                           && panel.sessionContext.session.kernel;
-                            return kernel && kernel.status === "idle";
-                        }""", timeout=90_000)
-                    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+                    run_all_cells_when_idle(page)
                     # the first render: model load and covariance in the kernel
                     page.locator(".jp-CodeCell .fact-answer").first.wait_for(timeout=90_000)
                     apply = page.locator(".jp-CodeCell button.widget-button").filter(has_text="Apply edit")

@@ -3,23 +3,16 @@ script that reproduces them), causal tracing (against single restorations done b
 against its own invariants), the localisation of recall at the last subject token's MLPs,
 and the ROME helpers."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
 
 from course_utils import facts, lm
+from script_helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")   # one CPU thread, as the course runs (conftest)
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("train_facts", ROOT / "scripts" / "train_facts.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -322,7 +315,7 @@ def test_subject_key_and_mlp_output_weight(fact_set, tiny):
 def test_script_reproduces_the_shipped_models(name):
     """Retrain a fact model with the script's exact recipe: recall within 2 points of the shipped one
     (the superposed model takes about 2.5 min on one thread, the roomy one 5.5 min)."""
-    script = load_script()
+    script = load_script("train_facts")
     model, fs, meta = script.train_fact_model(name, progress=False)
     shipped = lm.read_lm_metadata(facts._path(name))
     assert meta["settings"] == shipped["settings"]

@@ -5,23 +5,15 @@ helpers, and the Hugging Face GPT-2 loader against an independent reference forw
 import importlib.util
 import math
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from course_utils import lm
+from script_helpers import load_script
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")   # one CPU thread, as the course runs (conftest)
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("train_lm", ROOT / "scripts" / "train_lm.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -490,7 +482,7 @@ def test_load_pretrained_gpt2_without_transformers():
 def test_script_reproduces_the_shipped_checkpoint():
     """scripts/train_lm.py's recipe (seed 0) retrains a model within 3 % of the shipped val loss
     (the same machine and torch give the same loss to float precision; 3 % covers other BLAS)."""
-    script = load_script()
+    script = load_script("train_lm")
     torch.set_num_threads(1)
     model, vocab, meta = script.train_shipped_lm(0, progress=False)
     shipped = lm.read_lm_metadata(lm.DATA_DIR / "lm_seed0.safetensors")

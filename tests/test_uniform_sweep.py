@@ -2,7 +2,6 @@
 course_utils/data/uniform_sweep.npz): the paper's results hold in the committed file, and the
 script reproduces the file."""
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -10,16 +9,10 @@ import pytest
 import torch
 
 from course_utils import geometry
+from script_helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "course_utils" / "data" / "uniform_sweep.npz"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("uniform_sweep", ROOT / "scripts" / "uniform_sweep.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def cluster_counts(W: torch.Tensor, values=(1, 3 / 4, 2 / 3, 1 / 2, 2 / 5, 3 / 8), tol=0.02) -> torch.Tensor:
@@ -65,7 +58,7 @@ def test_script_reproduces_the_committed_file():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        fresh = load_script().train_uniform_sweep(progress=False)
+        fresh = load_script("uniform_sweep").train_uniform_sweep(progress=False)
     finally:
         torch.set_num_threads(threads)
     committed = np.load(DATA)
