@@ -485,6 +485,8 @@ def _handle(request: dict, objects: dict) -> dict:
         except BaseException as error:  # noqa: BLE001 - a definition that cannot be rebuilt here
             text = str(error).splitlines()[0][:200] if str(error) else ""
             return {"status": "error", "error": f"{type(error).__name__}: {text}".rstrip(": ")}
+        if isinstance(request.get("source_file"), str):
+            _restore_filename(obj, request["source_file"])
         objects[name] = obj
         return {"status": "ok", "kind": _kind(obj), "signature": _signature(obj)}
     if op == "call":
@@ -512,6 +514,22 @@ def _signature(obj):
                 for p in inspect.signature(obj).parameters.values()]
     except (TypeError, ValueError):
         return None
+
+
+def _with_filename(code, filename: str):
+    """``code`` (and the code objects nested in it) compiled from ``filename``."""
+    consts = tuple(_with_filename(c, filename) if isinstance(c, type(code)) else c for c in code.co_consts)
+    return code.replace(co_filename=filename, co_consts=consts)
+
+
+def _restore_filename(obj, filename: str) -> None:
+    """Give an unpickled function back its cell's file name, so that tracebacks (and the line
+    a message quotes) find the cell's text in linecache.  cloudpickle ≥ 3.1 sends every code
+    object as ``<dynamic-code>``; older releases keep the name, and then this changes nothing."""
+    import types
+
+    if isinstance(obj, types.FunctionType) and obj.__code__.co_filename == "<dynamic-code>":
+        obj.__code__ = _with_filename(obj.__code__, filename)
 
 
 def _call(fn, request: dict) -> dict:
