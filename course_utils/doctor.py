@@ -98,6 +98,53 @@ def check_jupytext() -> tuple[str, str]:
     return OK, f"jupytext {version}"
 
 
+def _constraints_file():
+    """requirements/constraints.txt of the checkout the course is installed from, if any."""
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("course_utils")
+    if spec is None or spec.origin is None:
+        return None
+    path = Path(spec.origin).resolve().parents[1] / "requirements" / "constraints.txt"
+    return path if path.is_file() else None
+
+
+def read_pins(text: str) -> tuple[dict[str, str], str | None]:
+    """``{name: version}`` and the Python version (``"3.11"``) of a constraints file's lines
+    ``name==version ; python_version == "3.11"``."""
+    import re
+
+    pins, python = {}, None
+    for line in text.splitlines():
+        match = re.match(r'\s*([A-Za-z0-9_.\-]+)==([^\s;]+)\s*(?:;\s*python_version\s*==\s*"([0-9.]+)")?', line)
+        if match:
+            pins[re.sub(r"[-_.]+", "-", match.group(1)).lower()] = match.group(2)
+            python = match.group(3) or python
+    return pins, python
+
+
+def check_pins() -> tuple[str, str]:
+    """Do the installed packages match requirements/constraints.txt, the versions the course's
+    tests last passed with?  Never a failure: other versions usually work, this says which differ."""
+    path = _constraints_file()
+    if path is None:
+        return INFO, "no requirements/constraints.txt beside the course (installed outside a checkout)"
+    pins, python = read_pins(path.read_text())
+    here = ".".join(map(str, _python_version()[:2]))
+    if python is not None and python != here:
+        return INFO, f"the course's tested versions are for Python {python}; this is Python {here}, so pip chose versions"
+    differ = []
+    for name, version in sorted(pins.items()):
+        installed = _dist_version(name)
+        if installed is not None and installed != version:
+            differ.append(f"{name} {installed} (tested: {version})")
+    if differ:
+        shown = ", ".join(differ[:5]) + (f" and {len(differ) - 5} more" if len(differ) > 5 else "")
+        return INFO, (f"{len(differ)} installed package(s) differ from the versions the course was tested with: "
+                      f"{shown}; `make setup` installs the tested ones")
+    return OK, "every installed package is at the version the course was tested with"
+
+
 def check_jupyterlab() -> tuple[str, str]:
     version = _dist_version("jupyterlab")
     if version is None:
@@ -165,6 +212,7 @@ CHECKS = (
     check_widgets,
     check_jupytext,
     check_jupyterlab,
+    check_pins,
     check_course_utils,
     check_device,
     check_environment,

@@ -42,10 +42,12 @@ print("PROBE", json.dumps({"prefix": sys.prefix, "omp": os.environ.get("OMP_NUM_
 
 
 def requirement_lines(text: str | None = None) -> list[str]:
-    """binder/requirements.txt without comments, blank lines and package-index options."""
+    """binder/requirements.txt without comments, blank lines and package-index options; a
+    constraints file (``-c``, relative to binder/ as pip reads it) as an absolute path."""
     text = REQUIREMENTS.read_text() if text is None else text
     lines = [line.split(" #")[0].strip() for line in text.splitlines()]
-    return [line for line in lines if line and not line.startswith("#") and not line.startswith(INDEX_OPTIONS)]
+    lines = [line for line in lines if line and not line.startswith("#") and not line.startswith(INDEX_OPTIONS)]
+    return [f"-c {(BINDER / line[2:].strip()).resolve()}" if line.startswith("-c ") else line for line in lines]
 
 
 def torch_requirement() -> list[str]:
@@ -68,6 +70,7 @@ def test_requirement_lines_drop_comments_and_the_index():
     assert requirement_lines(text) == ["torch>=2.1", "-e ."]
     lines = requirement_lines()
     assert "-e ." in lines, "Binder installs the course from the repository"
+    assert f"-c {ROOT / 'requirements' / 'constraints.txt'}" in lines, "Binder installs the pinned versions"
     assert any(line.startswith("ipywidgets>=8") for line in lines)
     assert any(line.startswith("jupyterlab_widgets>=3") for line in lines)
 
@@ -142,6 +145,7 @@ def test_a_fresh_binder_environment_runs_chapter_01(tmp_path):
 
     doctor = _run([python, "-m", "course_utils.doctor"], log, env=env, cwd=tmp_path).stdout
     assert "[FAIL]" not in doctor, doctor
+    assert "[OK] every installed package is at the version the course was tested with" in doctor, doctor
 
     # the learner's chapter 01, as Binder runs it (through binder/start), plus one probe cell
     nb = nbformat.read(CHAPTER, as_version=4)

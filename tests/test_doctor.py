@@ -117,3 +117,39 @@ def test_on_colab_widgets_7_and_missing_jupytext_are_info_not_fail(monkeypatch):
     assert doctor.check_jupytext()[0] == doctor.INFO
     monkeypatch.setattr(doctor, "_dist_version", _versions(ipywidgets="7.6.0"))
     assert doctor.check_widgets()[0] == doctor.FAIL
+
+
+# ------------------------------------------------------------------ the pins
+
+
+def test_read_pins_takes_each_name_version_and_the_python():
+    text = ('# comment\nNumPy==2.4.6 ; python_version == "3.11"\njupyter_core==5.9.1 ; python_version == "3.11"\n'
+            "torch>=2.1\n")
+    assert doctor.read_pins(text) == ({"numpy": "2.4.6", "jupyter-core": "5.9.1"}, "3.11")
+
+
+def test_the_repositorys_pins_are_for_a_supported_python_and_cover_the_dev_tools():
+    path = doctor._constraints_file()
+    assert path is not None and path.name == "constraints.txt"
+    pins, python = doctor.read_pins(path.read_text())
+    assert python is not None and tuple(map(int, python.split("."))) >= doctor.MIN_PYTHON
+    assert {"numpy", "ipython", "ipykernel", "nbclient", "jupyterlab", "pytest", "nbval", "pytest-xdist",
+            "cloudpickle", "ipywidgets"} <= set(pins)
+    assert not {name for name in pins if name == "torch" or name.startswith("nvidia")}, "torch is TORCH_SPEC's"
+
+
+def test_pins_report_the_packages_that_differ_and_never_fail(monkeypatch, tmp_path):
+    pins = tmp_path / "constraints.txt"
+    python = "{}.{}".format(*sys.version_info[:2])
+    pins.write_text(f'numpy==0.0.1 ; python_version == "{python}"\nnot-installed-pkg==1.0 ; python_version == "{python}"\n')
+    monkeypatch.setattr(doctor, "_constraints_file", lambda: pins)
+    status, message = doctor.check_pins()
+    assert status == doctor.INFO
+    assert message.startswith("1 installed package(s) differ") and "numpy " in message and "(tested: 0.0.1)" in message
+    pins.write_text(f'numpy=={doctor._dist_version("numpy")} ; python_version == "{python}"\n')
+    assert doctor.check_pins() == (doctor.OK, "every installed package is at the version the course was tested with")
+    pins.write_text('numpy==0.0.1 ; python_version == "2.7"\n')
+    status, message = doctor.check_pins()
+    assert status == doctor.INFO and "for Python 2.7" in message
+    monkeypatch.setattr(doctor, "_constraints_file", lambda: None)
+    assert doctor.check_pins()[0] == doctor.INFO
