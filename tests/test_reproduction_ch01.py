@@ -1,30 +1,27 @@
-"""Chapter 01 reproduces Elhage et al. 2022; these tests assert the paper's results, seeded,
-with the chapter's own settings (so the notebook's printed numbers are the ones checked here)."""
+"""Chapter 01 reproduces Elhage et al. 2022; these tests assert the paper's results on the
+models that `solutions/01_toy_models.ipynb` trained (see notebook_results.py), so the
+notebook's printed numbers are the ones checked here."""
 
 import pytest
 import torch
 
 from course_utils import geometry
-from course_utils.toy_models import (
-    ToyModel,
-    evaluate_loss,
-    importance_decay,
-    select_best,
-    train,
-    train_phase_diagram,
+from notebook_results import NotebookResults
+
+RESULTS = NotebookResults(
+    "01_toy_models",
+    five_W="W5", five_b="b5",
+    pent_W="pent.W.detach().cpu()", pent_b="pent.b.detach().cpu()", pent_loss="pent_loss.cpu()",
+    sparsities="sparsities",
+    sweep_W="{activation: model.W.detach().cpu() for activation, model in sweep.items()}",
+    relative_importance="relative_importance", density="density", diagram_W="diagram.W.detach().cpu()",
 )
-
-
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = pytest.mark.xdist_group(RESULTS.notebook)
 
 
 def test_n5_m2_dense_keeps_top_two_orthogonal_and_sparse_stores_all():
-    densities, seeds = torch.tensor([1.0, 0.3, 0.1, 0.03]), 4
-    model = ToyModel(5, 2, 16, feature_probability=densities.repeat_interleave(seeds)[:, None],
-                     importance=importance_decay(5, 0.9), device="cpu", generator=torch.Generator().manual_seed(0))
-    train(model, steps=10_000, progress=False)
-    best = select_best(model, evaluate_loss(model), seeds)
-    W, b = model.W.detach()[best], model.b.detach()[best]
+    """n=5, m=2, importance 0.9^i, 1 - S = 1, 0.3, 0.1, 0.03; best of 4 seeds each."""
+    W, b = RESULTS.get()["five_W"], RESULTS.get()["five_b"]
     norms = geometry.feature_norms(W)
     # Dense: features 0 and 1 at norm ~1, exactly orthogonal; the rest dropped, bias = E[x] = 0.5.
     torch.testing.assert_close(norms[0, :2], torch.ones(2), atol=0.05, rtol=0)
@@ -42,12 +39,10 @@ def test_n5_m2_dense_keeps_top_two_orthogonal_and_sparse_stores_all():
 
 
 def test_pentagon_and_its_local_minimum():
-    seeds = 16
-    model = ToyModel(5, 2, seeds, feature_probability=0.05, device="cpu",
-                     generator=torch.Generator().manual_seed(0))
-    train(model, steps=10_000, progress=False)
-    loss = evaluate_loss(model)
-    W, b = model.W.detach(), model.b.detach()
+    """n=5, m=2, 1 - S = 0.05, 16 seeds."""
+    results = RESULTS.get()
+    W, b, loss = results["pent_W"], results["pent_b"], results["pent_loss"]
+    seeds = W.shape[0]
     gaps = geometry.sorted_angle_gaps(W)
     best = int(loss.argmin())
     # The best seed is a regular pentagon: five 72° gaps, equal norms a little above 1,
@@ -69,14 +64,12 @@ def test_pentagon_and_its_local_minimum():
 
 
 def test_n20_m5_linear_keeps_top_five_relu_superposes_in_importance_order():
-    sparsities = torch.tensor([0.0, 0.7, 0.9, 0.97, 0.99, 0.997, 0.999])
+    """n=20, m=5, importance 0.7^i, S = 0 … 0.999, linear and ReLU models."""
+    results = RESULTS.get()
+    sparsities = results["sparsities"]
     represented = {}
     for activation in ["linear", "relu"]:
-        model = ToyModel(20, 5, len(sparsities), activation=activation,
-                         feature_probability=(1 - sparsities)[:, None], importance=importance_decay(20, 0.7),
-                         device="cpu", generator=torch.Generator().manual_seed(1))
-        train(model, steps=10_000, progress=False)
-        W = model.W.detach()
+        W = results["sweep_W"][activation]
         norms, interference = geometry.feature_norms(W), geometry.superposition_interference(W)
         represented[activation] = [set((norms[k] > 0.5).nonzero().flatten().tolist()) for k in range(len(sparsities))]
         if activation == "linear":
@@ -99,11 +92,12 @@ def test_n20_m5_linear_keeps_top_five_relu_superposes_in_importance_order():
 
 
 def test_n2_m1_phase_diagram_matches_closed_form():
-    relative_importance = torch.logspace(-1, 1, 10)
-    density = torch.logspace(-2, 0, 10)
-    diagram = train_phase_diagram(relative_importance, density, seeds=4, steps=3_000, progress=False)
+    """10 × 10 grid of relative importance 0.1 … 10 and density 0.01 … 1, 4 seeds, 3,000 steps."""
+    results = RESULTS.get()
+    relative_importance, density = results["relative_importance"], results["density"]
+    assert relative_importance.shape == density.shape == (10,)
     rr, ss = torch.meshgrid(relative_importance, density, indexing="ij")
-    trained = geometry.classify_n2_m1(diagram.W.reshape(-1, 1, 2)).reshape(10, 10)
+    trained = geometry.classify_n2_m1(results["diagram_W"].reshape(-1, 1, 2)).reshape(10, 10)
     closed = geometry.phase_closed_form(rr, ss)
     assert (trained == closed).float().mean() >= 0.9
     # All three phases appear where predicted: dense and r < 1 -> ignore feature 2,

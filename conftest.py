@@ -1,0 +1,83 @@
+"""Root conftest: how `make test` runs each chapter's models once, on two workers.
+
+- After nbval runs the last cell of a solutions notebook, the reproduction tests read that
+  notebook's results from its still-running kernel (tests/notebook_results.py).
+- Under pytest-xdist (`-n 2 --dist loadgroup`), the scheduler below keeps together what must run
+  in one process, in collection order: a solutions notebook's cells and its chapter's
+  reproduction tests (`tests/test_reproduction_chNN.py`, after the notebook, since `make test`
+  names the notebooks first); and each other test module, so its module-scoped fixtures are
+  built once.  The learner notebooks of `tests/test_chapters.py` spread over both workers.
+  (xdist's own loadgroup reads `xdist_group` marks by renaming node ids, which pytest 9.2's
+  node ids no longer allow; this scheduler does not depend on it.)
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+# Modules whose tests share no expensive fixture and are each long: one work unit per test.
+SPREAD_PER_TEST = ("tests/test_chapters.py",)
+
+
+def _is_nbval_cell(item) -> bool:
+    return type(item).__name__ == "IPyNbCell" and getattr(item.parent, "kernel", None) is not None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item, nextitem):
+    """Before nbval stops the kernel of a notebook whose last cell just ran, hand the kernel to
+    the reproduction tests that asked for its results."""
+    if not _is_nbval_cell(item) or (nextitem is not None and nextitem.parent is item.parent):
+        return
+    results = sys.modules.get("notebook_results")
+    path = Path(item.parent.path)
+    if results is not None and path.parent.name == "solutions" and item.parent.kernel.is_alive():
+        results.after_last_cell(path.stem, item.parent.kernel)
+
+
+# nbval waits 5 s for each output message after a cell's reply; a cell that draws a figure on a
+# machine whose two cores are busy with the other worker can take longer (seen at load 6).
+NBVAL_OUTPUT_TIMEOUT_S = 60
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if type(item).__name__ == "IPyNbCell":
+            item.output_timeout = NBVAL_OUTPUT_TIMEOUT_S
+
+
+def work_unit(nodeid: str, root: Path) -> str:
+    """The name of the group of tests that must run in one worker process, in order."""
+    notebook = re.match(r"solutions/([^/:]+)(?:\.ipynb::|::ipynb::)", nodeid)  # pytest 9.2 shows the latter
+    if notebook:
+        return notebook.group(1)
+    path = nodeid.split("::", 1)[0]
+    chapter = re.fullmatch(r"tests/test_reproduction_ch(\w+?)\.py", path)
+    if chapter:
+        matches = sorted((root / "solutions").glob(f"{chapter.group(1)}_*.ipynb"))
+        if matches:
+            return matches[0].stem
+    if "@" in nodeid.rsplit("::", 1)[-1]:  # an xdist_group mark, where pytest lets xdist add it
+        return nodeid.rsplit("@", 1)[1]
+    if path in SPREAD_PER_TEST:
+        return nodeid
+    return path
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadgroup`: xdist's scope scheduler with the work units of ``work_unit``."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    root = Path(config.rootpath)
+
+    class ChapterScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid, root)
+
+    return ChapterScheduling(config, log)
