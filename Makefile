@@ -1,7 +1,12 @@
 # Superposition course.  The two commands a learner needs:
 #   make lab    set up, copy new chapters into your working copy my_work/ (never
 #               overwriting yours), then open it in JupyterLab
-#   make test   set up, then every check (drift, unit tests, every solutions notebook)
+#   make test   set up, then every check (drift, unit tests, every solutions notebook),
+#               in two worker processes (under 25 minutes on a 2-core machine)
+#
+# Others: make test-full (the full-size script reproductions, ~15 min, not in CI),
+# make test-latest (the suite against the newest releases, in build/venv-latest),
+# make pins (refresh requirements/constraints.txt from the newest releases).
 #
 # PYTHON picks the interpreter (e.g. `make test PYTHON=.venv/bin/python`); TORCH_SPEC
 # picks the torch to install when none is importable, e.g. a CPU-only wheel:
@@ -9,6 +14,9 @@
 
 PYTHON ?= python3
 TORCH_SPEC ?= torch
+# The exact versions the suite was last proven with (`make pins` writes it).  `make setup`
+# installs them; CONSTRAINTS= installs the newest releases the pyproject's lower bounds admit.
+CONSTRAINTS ?= requirements/constraints.txt
 STAMP := build/.setup.stamp
 # Cheap proof that this interpreter has the course installed from THIS checkout (stamps are
 # per checkout, not per interpreter, so a new virtual environment is noticed here, and so is
@@ -17,17 +25,18 @@ INSTALLED := import importlib.metadata as m, importlib.util as u, os, sys; [m.ve
 	sys.path[:] = [p for p in sys.path if p not in ('', os.getcwd())]; \
 	assert os.path.dirname(os.path.dirname(u.find_spec('course_utils').origin)) == os.getcwd()
 
-.PHONY: setup browser lab test build check doctor benchmark
+.PHONY: setup browser lab test test-full test-latest pins build check doctor benchmark
 
 setup:
-	@if [ ! -f $(STAMP) ] || [ pyproject.toml -nt $(STAMP) ] || ! $(PYTHON) -c "$(INSTALLED)" 2>/dev/null; then \
+	@if [ ! -f $(STAMP) ] || [ pyproject.toml -nt $(STAMP) ] || [ -n "$(CONSTRAINTS)" -a "$(CONSTRAINTS)" -nt $(STAMP) ] \
+			|| ! $(PYTHON) -c "$(INSTALLED)" 2>/dev/null; then \
 		set -e; \
 		if ! $(PYTHON) -c "import torch" 2>/dev/null; then \
 			echo "+ $(PYTHON) -m pip install $(TORCH_SPEC)"; \
 			$(PYTHON) -m pip install $(TORCH_SPEC); \
 		fi; \
-		echo "+ $(PYTHON) -m pip install -q -e \".[dev]\""; \
-		$(PYTHON) -m pip install -q -e ".[dev]"; \
+		echo "+ $(PYTHON) -m pip install -q -e \".[dev]\" $(if $(CONSTRAINTS),-c $(CONSTRAINTS))"; \
+		$(PYTHON) -m pip install -q -e ".[dev]" $(if $(CONSTRAINTS),-c $(CONSTRAINTS)); \
 		mkdir -p build; \
 		touch $(STAMP); \
 	fi
@@ -56,14 +65,47 @@ lab: setup
 	$(PYTHON) -m course_utils.workspace
 	$(PYTHON) -m jupyter lab $$([ "$$(id -u)" = 0 ] && echo --allow-root) my_work/
 
-# The nbval step names the notebooks explicitly: pytest's `testpaths = ["tests"]` does not
-# apply, solutions/*.py is never collected, and with no notebooks at all pytest fails
-# ("file or directory not found") instead of passing silently.
+# One pytest run, two worker processes (pytest-xdist), one torch thread each.  nbval runs every
+# solutions notebook once (its outputs compared with the committed ones); each notebook's cells
+# and its chapter's reproduction tests form one xdist group, the notebook first, so the tests
+# assert on the models the notebook trained (tests/notebook_results.py) instead of training
+# them again.  The notebooks are named explicitly (pytest's `testpaths` does not apply,
+# solutions/*.py is never collected); pytest's exit code 5 (nothing collected) fails make.
+# build/test-report.xml feeds `python benchmarks/test_times.py` (docs/benchmarks.md).
+TEST_WORKERS ?= 2
+PYTEST_RUN = SUPERPOSITION_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PYTHON) -m pytest -p no:cacheprovider \
+	-n $(TEST_WORKERS) --dist loadgroup --durations=25 -o junit_family=xunit1 --junitxml=build/test-report.xml
 test: setup browser
 	$(PYTHON) -m course_utils.build --check
-	$(PYTHON) -m pytest tests
-	$(PYTHON) -m pytest --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
-		-p no:cacheprovider solutions/*.ipynb
+	$(PYTEST_RUN) -m "not full" --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
+		--ignore=tests/fixtures solutions/*.ipynb tests
+
+# The full-size proofs that scripts/ reproduce the committed artefacts (about 15 minutes of
+# training); `make test` runs the same code paths on reduced configurations.
+test-full: setup
+	$(PYTEST_RUN) -m full tests
+
+# The suite against the newest releases (not in CI): a fresh virtual environment in
+# build/venv-latest, no constraints.  A red run here means the pins need care before a refresh.
+LATEST_VENV := build/venv-latest
+test-latest:
+	rm -rf $(LATEST_VENV)
+	$(PYTHON) -m venv $(LATEST_VENV)
+	$(LATEST_VENV)/bin/python -m pip install -q --upgrade pip
+	$(MAKE) test PYTHON=$(CURDIR)/$(LATEST_VENV)/bin/python CONSTRAINTS=
+
+# Refresh the pins: the newest releases, installed into a fresh virtual environment, frozen
+# (torch is left to TORCH_SPEC; each pin applies to this Python version only).  Then run
+# `make test` and commit requirements/constraints.txt with the result.
+PINS_VENV := build/venv-pins
+pins:
+	rm -rf $(PINS_VENV)
+	$(PYTHON) -m venv $(PINS_VENV)
+	$(PINS_VENV)/bin/python -m pip install -q --upgrade pip
+	$(PINS_VENV)/bin/python -m pip install -q $(TORCH_SPEC)
+	$(PINS_VENV)/bin/python -m pip install -q -e ".[dev]"
+	$(PINS_VENV)/bin/python scripts/freeze_pins.py > requirements/constraints.txt
+	@echo "wrote requirements/constraints.txt; now run make test"
 
 build: setup
 	$(PYTHON) -m course_utils.build
