@@ -1,7 +1,8 @@
 """course_utils.facts: the synthetic fact world, the shipped fact models (their recall and the
 script that reproduces them), causal tracing (against single restorations done by hand and
-against its own invariants), the localisation of recall at the last subject token's MLPs,
-and the ROME helpers."""
+against its own invariants), and the ROME helpers.  Where the shipped models recall their facts
+(averaged causal traces) is asserted on the chapter notebook's own traces, in
+tests/test_reproduction_ch06.py."""
 
 from pathlib import Path
 
@@ -244,49 +245,6 @@ def test_position_categories():
     assert facts.position_categories(5, 1, 2)[3:] == [C.index("first after"), C.index("last")]
 
 
-@pytest.fixture(scope="module")
-def traces(single_thread):
-    """Averaged causal traces of both shipped models (60 known facts each, 8 noise samples)."""
-    out = {}
-    for name in ("roomy", "superposed"):
-        model, fs, _ = facts.load_fact_model(name, device="cpu")
-        out[name] = facts.average_trace(model, fs.prompts("all"), n=60, samples=8, seed=0)
-    return out
-
-
-ROOMY_PEAK, SUPERPOSED_PEAK, SHARE = 0.3, 0.2, 0.3   # measured 0.399 and 0.289: see docs/benchmarks.md, "Fact models"
-
-
-def _mlp_effects(avg):
-    C = facts.TRACE_CATEGORIES
-    mlp = avg["effects"]["mlp"]
-    return mlp[:, C.index("last subject")], mlp[:, C.index("last")]
-
-
-@pytest.mark.parametrize("name, threshold", [("roomy", ROOMY_PEAK), ("superposed", SUPERPOSED_PEAK)])
-def test_subject_mlp_effect_peaks_in_the_edit_layer(traces, name, threshold):
-    """Corrupting the subject destroys recall, and among the MLPs at the last subject token
-    layer ``facts.EDIT_LAYER``'s carries the indirect effect."""
-    avg = traces[name]
-    subject_mlp, _ = _mlp_effects(avg)
-    L = facts.EDIT_LAYER
-    assert avg["p_clean"] > 0.95 and avg["p_corrupted"] < 0.3
-    assert int(subject_mlp.argmax()) == L and float(subject_mlp[L]) >= threshold
-    assert float(subject_mlp[L]) > 3 * float(torch.cat([subject_mlp[:L], subject_mlp[L + 1:]]).abs().max())
-
-
-@pytest.mark.parametrize("name", ["roomy", "superposed"])
-def test_recall_is_mediated_by_the_last_subject_tokens_mlps(traces, name):
-    """Meng et al.'s precondition for ROME: restoring the last subject token's MLP in layer
-    ``facts.EDIT_LAYER`` alone brings back a good share of the clean probability, more than
-    restoring any MLP at the prompt's last token."""
-    avg = traces[name]
-    subject_mlp, last_mlp = _mlp_effects(avg)
-    L = facts.EDIT_LAYER
-    assert float(subject_mlp[L]) / (avg["p_clean"] - avg["p_corrupted"]) > SHARE
-    assert float(subject_mlp[L]) > float(last_mlp.max())
-
-
 # ---------------------------------------------------------------- ROME helpers
 
 
@@ -310,7 +268,7 @@ def test_subject_key_and_mlp_output_weight(fact_set, tiny):
 # ---------------------------------------------------------------- reproduction
 
 
-@pytest.mark.slow
+@pytest.mark.full
 @pytest.mark.parametrize("name", ["superposed", "roomy"])
 def test_script_reproduces_the_shipped_models(name):
     """Retrain a fact model with the script's exact recipe: recall within 2 points of the shipped one
@@ -321,3 +279,33 @@ def test_script_reproduces_the_shipped_models(name):
     assert meta["settings"] == shipped["settings"]
     assert abs(meta["train_accuracy"] - shipped["train_accuracy"]) <= 0.02
     assert abs(meta["heldout_accuracy"] - shipped["heldout_accuracy"]) <= 0.02
+
+
+REDUCED = dict(n_subjects=20, steps=120, warmup=20)   # instead of 100 subjects, 3,000 steps, warmup 200
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["superposed", "roomy"])
+def test_reduced_script_run_learns_its_facts(name, tmp_path):
+    """scripts/train_facts.py's training function with the recipe's model and training settings
+    but 20 subjects (100 facts) and 120 steps (about 6 s superposed, 13 s roomy on one
+    thread): the settings are recorded, recall is far above chance (at most 1/10 for a model
+    that knows only each relation's answer words), and the checkpoint reloads with its fact set.
+    Measured top-1 recall, training templates / held-out paraphrases: superposed 0.993 / 0.92,
+    roomy 0.933 / 0.87 (after 80 steps 0.82 / 0.72 and 0.72 / 0.63)."""
+    script = load_script("train_facts")
+    settings = dict(facts.FACT_MODELS[name], **REDUCED)
+    model, fs, meta = script.train_fact_model(name, settings, progress=False)
+    assert meta["name"] == name and meta["settings"] == settings
+    assert meta["n_facts"] == fs.n_facts == 100 and fs.subjects == facts.generate_facts(20, 0).subjects
+    assert meta["d_mlp"] == model.cfg.d_mlp == settings["mlp_ratio"] * settings["d_model"]
+    assert (model.cfg.n_layers, model.cfg.n_heads) == (settings["n_layers"], settings["n_heads"])
+    assert meta["train_accuracy"] >= 0.8 and meta["heldout_accuracy"] >= 0.7, meta
+    assert meta["train_answer_probability"] > 0.3 and meta["heldout_answer_probability"] > 0.3, meta
+    # what main() writes: load_fact_model regenerates the fact set from the recorded settings
+    path = lm.save_lm(model, fs.vocab, tmp_path / f"facts_{name}.safetensors", meta)
+    header = lm.read_lm_metadata(path)
+    assert {k: header[k] for k in meta} == meta
+    again, again_fs, _ = facts.load_fact_model(path, device="cpu")
+    assert again_fs.subjects == fs.subjects and torch.equal(again_fs.answers, fs.answers)
+    assert facts.fact_accuracy(again, again_fs.prompts("heldout"))[0] == pytest.approx(meta["heldout_accuracy"], abs=1e-6)
