@@ -44,10 +44,17 @@ def pytest_runtest_teardown(item, nextitem):
 NBVAL_OUTPUT_TIMEOUT_S = 60
 
 
+# The longest work units, started first so that the two workers finish together (each learner
+# notebook takes 50-140 s, the fresh Binder environment about 3 minutes; docs/benchmarks.md).
+RUN_FIRST = ("tests/test_binder.py", "tests/test_chapters.py")
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if type(item).__name__ == "IPyNbCell":
             item.output_timeout = NBVAL_OUTPUT_TIMEOUT_S
+    # a stable sort: everything else keeps its order (each notebook before its reproduction tests)
+    items.sort(key=lambda item: item.nodeid.split("::", 1)[0] not in RUN_FIRST)
 
 
 def work_unit(nodeid: str, root: Path) -> str:
