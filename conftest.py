@@ -81,6 +81,11 @@ def pytest_xdist_make_scheduler(config, log):
         return None
     from xdist.scheduler import LoadScopeScheduling
 
+    # Hand out the work units in collection order (RUN_FIRST first), not largest-count first:
+    # xdist would otherwise start with the modules of many quick tests and leave the long
+    # single-test units (the learner notebooks) for the end.
+    config.option.loadscopereorder = False
+
     root = Path(config.rootpath)
 
     class ChapterScheduling(LoadScopeScheduling):

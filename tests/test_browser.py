@@ -536,6 +536,12 @@ def test_fact_editor_widget_in_chromium(tmp_path):
                     type_subject(page, unknown)
                     wait_text(page, f'No subject is called "{unknown}"')
                     unknown_text = page.locator(".jp-CodeCell .fact-unknown").first.inner_text()
+                    # the message and the button's state reach the page as separate widget
+                    # updates: give the second one a moment (seen lagging on a loaded machine)
+                    try:
+                        page.wait_for_function("(el) => el.disabled", arg=apply.element_handle(), timeout=10_000)
+                    except PlaywrightError:
+                        pass
                     apply_disabled_when_unknown = apply.is_disabled()
 
                     type_subject(page, first)
