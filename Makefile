@@ -74,16 +74,16 @@ lab: setup
 # build/test-report.xml feeds `python benchmarks/test_times.py` (docs/benchmarks.md).
 TEST_WORKERS ?= 2
 PYTEST_RUN = SUPERPOSITION_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PYTHON) -m pytest -p no:cacheprovider \
-	-n $(TEST_WORKERS) --dist loadgroup --durations=25 -o junit_family=xunit1 --junitxml=build/test-report.xml
+	-n $(TEST_WORKERS) --dist loadgroup --durations=25 -o junit_family=xunit1
 test: setup browser
 	$(PYTHON) -m course_utils.build --check
-	$(PYTEST_RUN) -m "not full" --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
+	$(PYTEST_RUN) --junitxml=build/test-report.xml -m "not full" --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
 		--ignore=tests/fixtures solutions/*.ipynb tests
 
 # The full-size proofs that scripts/ reproduce the committed artefacts (about 15 minutes of
 # training); `make test` runs the same code paths on reduced configurations.
 test-full: setup
-	$(PYTEST_RUN) -m full tests
+	$(PYTEST_RUN) --junitxml=build/test-full-report.xml -m full tests
 
 # The suite against the newest releases (not in CI): a fresh virtual environment in
 # build/venv-latest, no constraints.  A red run here means the pins need care before a refresh.
