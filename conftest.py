@@ -75,6 +75,7 @@ def work_unit(nodeid: str, root: Path) -> str:
     return path
 
 
+@pytest.hookimpl(optionalhook=True)  # known to pluggy only where xdist is loaded
 def pytest_xdist_make_scheduler(config, log):
     """`--dist loadgroup`: xdist's scope scheduler with the work units of ``work_unit``."""
     if config.getvalue("dist") != "loadgroup":

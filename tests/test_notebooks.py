@@ -7,6 +7,7 @@ The fixture notebooks in tests/fixtures/nbval/ hold outputs from one run
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +25,10 @@ def run_nbval(*paths: Path, sanitize: bool = True, tmp_path: Path) -> dict[str, 
                "-q", "-o", "junit_family=xunit1", f"--junitxml={report}", *map(str, paths)]
     if sanitize:
         command[4:4] = ["--nbval-sanitize-with", str(SANITIZE)]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    # Only nbval and the project's own conftest: no plugin that happens to be installed.
+    command[3:3] = ["-p", "nbval.plugin"]
+    env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert report.exists(), result.stdout + result.stderr
     outcomes = {}
     for case in ElementTree.parse(report).iter("testcase"):
