@@ -26,11 +26,20 @@ def failure(name, learner, **kwargs) -> str:
 
 
 def assert_reference_passes_and_stub_is_not_attempted(name, reference, capsys: pytest.CaptureFixture) -> None:
-    checks.EXERCISES[name](reference)
-    checks.EXERCISES[name](stub)
-    passed, not_attempted = capsys.readouterr().out.splitlines()
+    used_when_passed = checks.EXERCISES[name](reference)
+    used_when_not_attempted = checks.EXERCISES[name](stub)
+    lines = capsys.readouterr().out.splitlines()
+    outcomes = [line for line in lines if line.startswith("[")]
+    passed, not_attempted = outcomes
     assert passed.startswith(f"[passed] {name}: ")
     assert not_attempted.startswith(f"[not attempted] {name}: the function still raises NotImplementedError")
+    spec = checks.EXERCISES[name].exercise
+    if spec.reference is None:  # the check returns nothing and prints one line
+        assert used_when_passed is used_when_not_attempted is None and len(lines) == 2
+    else:  # it returns what the chapter runs, said on a second line
+        assert used_when_passed is reference and used_when_not_attempted is spec.reference
+        assert len(lines) == 4 and lines[1] == f"  → the chapter now runs your {name}."
+        assert lines[3].startswith(f"  → using the course's {name} for the rest of the chapter: yours is not attempted")
 
 
 def assert_registered(names) -> None:

@@ -244,7 +244,7 @@ WRONG = [
     ("indirect_effect", _trace_wrong(restore_all=True), "restores the hook at every position"),
     ("indirect_effect", _trace_wrong(noise_everywhere=True), "adds noise at every position"),
     ("indirect_effect", _trace_wrong(first_sample=True), "only the first noise sample"),
-    ("indirect_effect", lambda *a: -indirect_effect(*a), "wrong sign"),
+    ("indirect_effect", lambda *a: -indirect_effect(*a), "off from the right one by a constant factor"),
     # counterfact_scores
     ("counterfact_scores", _scores_wrong(top1=True), "the new target is top-1"),
     ("counterfact_scores", _scores_wrong(against_old=True), "compares p(true answer) with p(old)"),
@@ -292,7 +292,7 @@ WRONG = [
     ("whitened_cosine", lambda C, a, b: float(a @ torch.linalg.solve(C, b)), "the normalisation is missing"),
     ("whitened_cosine", lambda C, a, b: float(a @ torch.linalg.solve(C, b) / (a @ torch.linalg.solve(C, a))),
      "this is p(i, j)"),
-    ("whitened_cosine", lambda C, a, b: -whitened_cosine(C, a, b), "wrong sign"),
+    ("whitened_cosine", lambda C, a, b: -whitened_cosine(C, a, b), "off from the right one by a constant factor"),
     ("whitened_cosine", lambda C, a, b: whitened_cosine(C, a, b) + 0.05, "too high"),
 ]
 

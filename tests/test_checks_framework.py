@@ -209,8 +209,12 @@ def test_in_place_mutation(double):
 
 
 def test_constant_factor_sign_and_transpose(double):
-    assert "off by a constant factor: every entry is about 3 times the right value" in line(lambda x: 6 * x)
-    assert "wrong sign (sign flipped)" in line(lambda x: -2 * x)
+    # the factor and its sign are never named: either would give the answer away
+    for wrong in (lambda x: 6 * x, lambda x: -2 * x, lambda x: 0.5 * x):
+        message = line(wrong)
+        assert "off by a constant factor" in message
+        assert not re.search(r"\d", message.split("constant factor")[1]), message
+        assert "sign flipped" not in message
     assert "transposed" in line(lambda x: 2 * x.T)
     assert "all zeros" in line(lambda x: torch.zeros_like(x))
 
@@ -345,3 +349,73 @@ def test_hints(double, capsys):
     assert out[3] == out[0]
     assert out[4].startswith("There is no exercise named 'nope'. Known exercises: _double, ")
     assert "toy_forward" in out[4]
+
+
+# --------------------------------------------------------------------------------------
+# Load-bearing learner code: the check returns what the chapter runs
+# --------------------------------------------------------------------------------------
+
+
+def _reference_double(x):
+    return 2 * x
+
+
+@pytest.fixture
+def double_with_reference():
+    check = checks.exercise("_double_ref", cases=_double_case, seeds=range(3), hints=["Multiply."],
+                            time_limit=5, reference=_reference_double)(_check_double)
+    yield check
+    checks.EXERCISES.pop("_double_ref", None)
+    fw._RESULTS.pop("_double_ref", None)
+    fw._REFERENCES.pop(id(_reference_double), None)
+
+
+def test_a_passing_function_is_returned_and_used(double_with_reference, capsys):
+    def mine(x):
+        return x + x
+
+    assert double_with_reference(mine) is mine
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("[passed] _double_ref") and out[1] == "  → the chapter now runs your _double_ref."
+    assert checks.made_with(mine) == "[made with] your mine."
+
+
+@pytest.mark.parametrize("learner, why", [
+    (lambda x: 3 * x, "yours failed its check"),
+    (lambda x: (_ for _ in ()).throw(NotImplementedError()), "yours is not attempted yet"),
+])
+def test_otherwise_the_reference_is_returned_and_said(double_with_reference, capsys, learner, why):
+    assert double_with_reference(learner) is _reference_double
+    out = capsys.readouterr().out.splitlines()
+    assert out[1] == (f"  → using the course's _double_ref for the rest of the chapter: {why}; "
+                      "rerun this cell once it passes.")
+    assert checks.is_reference(_reference_double) and not checks.is_reference(learner)
+
+    def loop(model):
+        return model
+
+    assert checks.made_with(_reference_double, loop) == (
+        "[made with] the course's reference _double_ref (yours has not passed its check); your loop.")
+
+
+def test_a_check_without_a_reference_returns_nothing(double, capsys):
+    assert double(lambda x: 2 * x) is None
+    assert capsys.readouterr().out.count("\n") == 1
+
+
+@pytest.mark.parametrize("error", [SystemExit(3), GeneratorExit(), type("Stop", (BaseException,), {})("now")])
+def test_a_base_exception_from_the_learner_is_reported_not_raised(double, error):
+    def exits(x):
+        raise error
+
+    message = line(exits)
+    assert message.startswith("[failed] _double: case 1") and type(error).__name__ in message
+    assert "would stop the kernel's cell" in message
+
+
+def test_keyboard_interrupt_still_stops_a_check(double):
+    def interrupted(x):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        line(interrupted)

@@ -4,6 +4,12 @@
     checks.check_toy_forward(toy_forward)     # [passed] toy_forward: 8/8 cases match the reference.
     checks.hint("toy_forward")                # the first hint; checks.hint("toy_forward", 2) the next
 
+Where the rest of the chapter runs the exercise, the check also returns what it should run:
+the learner's function when it passed, else the course's reference (said on a second line)::
+
+    forward = checks.check_toy_forward(toy_forward)
+    print(checks.made_with(forward))          # [made with] your toy_forward.
+
 Outcomes are "passed", "failed" (with what is wrong, never the expected values) and
 "not attempted" (the stub still raises NotImplementedError).  Graders use
 ``checks.evaluate(name, fn, seeds=[...])`` -> Outcome, ``checks.EXERCISES`` (name -> check)
@@ -23,6 +29,8 @@ from ._framework import (
     evaluate,
     exercise,
     hint,
+    is_reference,
+    made_with,
     results,
 )
 from .computation import (
@@ -71,15 +79,20 @@ from .toy_models import (
     check_feature_norms,
     check_generate_batch,
     check_importance_weighted_loss,
+    check_one_sparse_terms,
+    check_phase_losses,
     check_superposition_interference,
     check_toy_forward,
+    check_toy_model,
+    check_train_model,
 )
 
 __all__ = [
     "EXERCISES", "PASSED", "FAILED", "NOT_ATTEMPTED", "Case", "CheckFailed", "Exercise", "Outcome",
-    "clear_results", "evaluate", "exercise", "hint", "results",
+    "clear_results", "evaluate", "exercise", "hint", "results", "made_with", "is_reference",
     "check_toy_forward", "check_generate_batch", "check_importance_weighted_loss",
-    "check_feature_norms", "check_superposition_interference",
+    "check_feature_norms", "check_superposition_interference", "check_toy_model", "check_train_model",
+    "check_phase_losses", "check_one_sparse_terms",
     "check_feature_dimensionality", "check_dimensions_per_feature", "check_recognise_polytope",
     "check_autoencoder_loss", "check_count_polysemantic_neurons", "check_predicted_polysemantic",
     "check_initial_argmax_win_rate",

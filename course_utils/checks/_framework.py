@@ -105,6 +105,7 @@ class Case(SimpleNamespace):
 
 EXERCISES: dict[str, Callable[..., None]] = {}  # name -> public check function
 _RESULTS: dict[str, Outcome] = {}  # name -> latest recorded outcome
+_REFERENCES: dict[int, tuple[Callable, str]] = {}  # id(reference) -> (reference, exercise name)
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,7 @@ class Exercise:
     points: float = 1.0
     time_limit: float = DEFAULT_TIME_LIMIT
     passed_message: str = "{n}/{n} cases match the reference."
+    reference: Callable | None = None  # what the chapter runs when the learner's fails its check
 
     def evaluate(self, learner, seeds: Iterable[int] | None = None,
                  time_limit: float | None = None) -> Outcome:
@@ -150,6 +152,11 @@ class Exercise:
         except Exception as error:  # a learner output the check did not foresee
             return Outcome(self.name, FAILED,
                            f"{where}: could not check your output ({_exception_text(error)}).")
+        except KeyboardInterrupt:  # the learner pressed stop: stop
+            raise
+        except BaseException as error:  # SystemExit, GeneratorExit, ... raised by the learner's code
+            return Outcome(self.name, FAILED, f"{where}: your code raised {_exception_text(error)}, "
+                           "which would stop the kernel's cell; raise an Exception instead.")
         return Outcome(self.name, PASSED, self.passed_message.format(n=len(seeds)))
 
     @property
@@ -160,24 +167,36 @@ class Exercise:
 
 def exercise(name: str, *, cases: Callable[[int], Case], seeds: Iterable[int],
              hints: Iterable[str], points: float = 1.0, time_limit: float = DEFAULT_TIME_LIMIT,
-             passed: str = "{n}/{n} cases match the reference."):
+             passed: str = "{n}/{n} cases match the reference.", reference: Callable | None = None):
     """Register ``check(learner, case)`` as exercise ``name``; return the public check.
 
-    The public check has the signature ``(learner, seeds=None, time_limit=None) -> None``:
-    it prints one line and records the outcome.  ``seeds`` replaces the default seeds
-    (an instructor adds hidden cases with ``seeds=[*defaults, *hidden]``).  The check's
-    docstring is kept, so ``help(checks.check_<name>)`` explains it to a learner.
+    The public check has the signature ``(learner, seeds=None, time_limit=None)``: it prints
+    one line and records the outcome.  ``seeds`` replaces the default seeds (an instructor
+    adds hidden cases with ``seeds=[*defaults, *hidden]``).  The check's docstring is kept,
+    so ``help(checks.check_<name>)`` explains it to a learner.
+
+    With a ``reference`` (the course's implementation), the check also returns what the rest
+    of the chapter should run, and says so on a second line: the learner's function or class
+    when it passed, the reference otherwise (``impl = checks.check_x(x)``).  Without one it
+    returns None.
     """
 
     def register(check: Callable[[Callable, Case], None]) -> Callable[..., None]:
         spec = Exercise(name, check, cases, tuple(int(s) for s in seeds), tuple(hints),
-                        points, time_limit, passed)
+                        points, time_limit, passed, reference)
+        if reference is not None:
+            _REFERENCES[id(reference)] = (reference, name)
 
         def run_check(learner, seeds: Iterable[int] | None = None,
-                      time_limit: float | None = None) -> None:
+                      time_limit: float | None = None):
             outcome = spec.evaluate(learner, seeds, time_limit)
             _record(outcome)
             print(outcome.line)
+            if reference is None:
+                return None
+            chosen = learner if outcome.passed else reference
+            print(f"  → {using_line(spec, outcome)}")
+            return chosen
 
         run_check.__name__ = run_check.__qualname__ = check.__name__
         run_check.__module__, run_check.__doc__ = check.__module__, check.__doc__
@@ -198,7 +217,51 @@ def _lookup(name) -> Exercise | None:
 
 
 def _known_names() -> str:
-    return ", ".join(sorted(EXERCISES))
+    return ", ".join(sorted(EXERCISES, key=str.lower))
+
+
+# --------------------------------------------------------------------------------------
+# Whose code runs: the learner's when it passed its check, else the course's reference
+# --------------------------------------------------------------------------------------
+
+
+def _display_name(obj) -> str:
+    return getattr(obj, "__name__", None) or type(obj).__name__
+
+
+def using_line(spec: Exercise, outcome: Outcome) -> str:
+    """The line under a check's outcome that says what the chapter runs from here on."""
+    if outcome.passed:
+        return f"the chapter now runs your {spec.name}."
+    why = "yours is not attempted yet" if outcome.status == NOT_ATTEMPTED else "yours failed its check"
+    return (f"using the course's {spec.name} for the rest of the chapter: {why}; "
+            "rerun this cell once it passes.")
+
+
+def is_reference(implementation) -> bool:
+    """Whether ``implementation`` is the course's reference for one of the exercises."""
+    entry = _REFERENCES.get(id(implementation))
+    return entry is not None and entry[0] is implementation
+
+
+def made_with(*implementations) -> str:
+    """One line saying whose code produced a result: ``made with your ToyModel and
+    train_loop`` or ``made with the course's reference ToyModel (...); your train_loop``.
+    A result cell prints it, so that every figure says whose code it comes from."""
+    yours = [_display_name(impl) for impl in implementations if not is_reference(impl)]
+    course = [_REFERENCES[id(impl)][1] for impl in implementations if is_reference(impl)]
+    parts = []
+    if course:
+        parts.append(f"the course's reference {_join(course)} (yours has not passed its check)"
+                     if len(course) == 1 else
+                     f"the course's reference {_join(course)} (yours have not passed their checks)")
+    if yours:
+        parts.append(f"your {_join(yours)}")
+    return "[made with] " + "; ".join(parts) + "."
+
+
+def _join(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def evaluate(name: str, learner, seeds: Iterable[int] | None = None,
@@ -462,11 +525,10 @@ def _difference(a: Tensor, e: Tensor, rtol: float, atol: float) -> str:
     """Describe how ``a`` differs from ``e`` without printing ``e``."""
     if (a == 0).all():
         return "output is all zeros"
-    factor = _constant_factor(a, e, rtol, atol)
-    if factor is not None and abs(factor + 1) < 1e-3:
-        return "output has the right size but the wrong sign (sign flipped)"
-    if factor is not None:
-        return f"output is off by a constant factor: every entry is about {factor:.3g} times the right value"
+    # Neither the factor nor its sign is named: either would let the answer be rebuilt.
+    if _constant_factor(a, e, rtol, atol) is not None:
+        return ("output is off by a constant factor: every entry is the same multiple of the right "
+                "value (a missing or extra scale, a sum instead of a mean, or a flipped sign?)")
     if a.dim() >= 2 and a.shape[-1] == a.shape[-2] and _close(a, e.transpose(-1, -2), rtol, atol).all():
         return "output is transposed: its last two axes are swapped"
     wrong = ~_close(a, e, rtol, atol)

@@ -331,7 +331,8 @@ def check_whitened_cosine(learner, case: Case) -> None:
         raise CheckFailed("your value lies outside [−1, 1], so it is not a cosine: did you normalise by "
                           "the lengths of both whitened keys?")
     if _close_number(out, -expected) and abs(expected) > 1e-6:
-        raise CheckFailed("your value has the right size but the wrong sign")
+        raise CheckFailed("your value is off from the right one by a constant factor (check the whitening, "
+                          "and the order of every difference and product)")
     raise CheckFailed(f"your value is too {'high' if out > expected else 'low'}")
 
 
@@ -458,7 +459,8 @@ def check_indirect_effect(learner, case: Case) -> None:
         if abs(out - wrong) <= 1e-5 + 1e-3 * abs(wrong):
             raise CheckFailed(f"your value is wrong and matches a known mistake: {description}")
     if _close_number(out, -expected) and abs(expected) > 1e-6:
-        raise CheckFailed("your value has the right size but the wrong sign: p(restored) − p(corrupted)")
+        raise CheckFailed("your value is off from the right one by a constant factor (which run's "
+                          "probability is subtracted from which?)")
     raise CheckFailed(f"your value is too {'high' if out > expected else 'low'}")
 
 
