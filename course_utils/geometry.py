@@ -100,6 +100,25 @@ def phase_losses(relative_importance: Tensor, density: Tensor) -> Tensor:
     return torch.stack([r * variance, (1 + r) * s**2 / 6, variance], dim=-1)
 
 
+def one_sparse_terms(W: Tensor, importance: Tensor) -> tuple[Tensor, Tensor]:
+    """The paper's split of the linear model's loss on one-hot inputs (Elhage et al. 2022,
+    "feature benefit vs interference"):
+
+        feature benefit  Σ_i I_i (1 − ‖W_i‖²)²      (feature i read back at the wrong size)
+        interference     Σ_i Σ_{j≠i} I_j (W_j · W_i)²   (feature i leaking into output j)
+
+    W: (instances, hidden, features); importance: (instances, features).  Returns both,
+    each (instances,).  With x = v e_i and no bias, the linear readout's squared errors are
+    v² times these terms.
+    """
+    gram = torch.einsum("ihf,ihg->ifg", W, W)  # (instances, i, j): W_i · W_j
+    norms_squared = gram.diagonal(dim1=-2, dim2=-1)
+    benefit = (importance * (1 - norms_squared) ** 2).sum(-1)
+    off_diagonal = gram.square() - torch.diag_embed(norms_squared.square())
+    interference = (off_diagonal * importance[:, None, :]).sum(dim=(-2, -1))  # I_j weights output j
+    return benefit, interference
+
+
 def phase_closed_form(relative_importance: Tensor, density: Tensor) -> Tensor:
     """Index into ``PHASES`` of the cheapest solution (0, 1 or 2), broadcast over r and s."""
     return phase_losses(relative_importance, density).argmin(dim=-1)

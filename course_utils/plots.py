@@ -121,12 +121,15 @@ PHASE_COLOURS = ListedColormap(["#d9d9d9", "#d7301f", "#2171b5"])
 
 
 def plot_phase_diagram(relative_importance: Tensor, density: Tensor, trained_phase: Tensor,
-                       closed_form_phase: Tensor | None = None) -> Figure:
+                       closed_form_phase: Tensor | None = None, phase_losses=None) -> Figure:
     """The n=2, m=1 phase diagram: trained phase per (relative importance, density) cell,
     with the closed-form boundaries drawn over it (and, if given, the closed-form map beside).
 
     relative_importance: (R,), density: (D,), trained_phase: (R, D) ints indexing
     ``geometry.PHASES`` (0 ignore feature 2, 1 antipodal pair, 2 ignore feature 1).
+    ``phase_losses(r, s) -> (..., 3)`` draws the boundaries (where the cheapest solution
+    changes, on a fine grid); the default is ``geometry.phase_losses``, chapter 01 passes the
+    learner's.
     """
     r, s = _np(relative_importance), _np(density)
     panels = [("trained (best of seeds)", _np(trained_phase))]
@@ -134,10 +137,12 @@ def plot_phase_diagram(relative_importance: Tensor, density: Tensor, trained_pha
         panels.append(("closed form", _np(closed_form_phase)))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
     fine_r = np.logspace(np.log10(r.min()), np.log10(r.max()), 400)
-    boundary = _np(geometry.antipodal_boundary_density(torch.as_tensor(fine_r)))
+    fine_s = np.logspace(np.log10(s.min()), np.log10(s.max()), 400)
+    losses = (phase_losses or geometry.phase_losses)(torch.as_tensor(fine_r)[:, None], torch.as_tensor(fine_s)[None, :])
+    fine_phase = _np(torch.as_tensor(losses).argmin(dim=-1)).T  # (s, r) for contour
     for ax, (title, phase) in zip(axes[0], panels):
         ax.pcolormesh(r, s, phase.T, cmap=PHASE_COLOURS, vmin=-0.5, vmax=2.5, shading="nearest")
-        ax.plot(fine_r, boundary, color="k", lw=1.5, label="closed-form boundary")
+        ax.contour(fine_r, fine_s, (fine_phase == 1).astype(float), levels=[0.5], colors="k", linewidths=1.5)
         ax.axvline(1.0, color="k", lw=1.0, ls="--")
         ax.set_xscale("log")
         ax.set_yscale("log")

@@ -271,6 +271,12 @@ def _per_instance(value, n_instances: int, n_features: int, name: str) -> Tensor
         ) from None
 
 
+def per_instance(value, n_instances: int, n_features: int, name: str = "value") -> Tensor:
+    """A scalar, (features,), (instances, 1) or (instances, features) value as a float32
+    tensor of shape (instances, features) (feature_probability and importance)."""
+    return _per_instance(value, n_instances, n_features, name)
+
+
 def importance_decay(n_features: int, decay: float) -> Tensor:
     """Importance I_i = decay**i for i = 0..n_features-1 (the paper uses 0.7 for n=20)."""
     return decay ** torch.arange(n_features, dtype=torch.float32)
@@ -470,6 +476,13 @@ class TrainResult:
         return torch.stack(self.bias_snapshots)
 
 
+def _has_toy_model_parts(model) -> bool:
+    """Whether the fused step can train ``model`` as the toy model x' = act(WᵀWx + b): a learner's
+    own ToyModel class (chapter 01), given explicitly with ``fused=True``."""
+    parts = ("W", "b", "importance", "feature_probability", "activation", "n_hidden", "n_features", "n_instances")
+    return all(hasattr(model, name) for name in parts) and getattr(model, "activation", None) in ACTIVATIONS
+
+
 def lr_schedule(name: str) -> Callable[[int, int], float]:
     """Learning-rate multipliers used in the course: constant, cosine, linear decay."""
     schedules = {
@@ -573,12 +586,16 @@ def train(
     description: str = "training",
     snapshot_every: int | None = None,
     weight_decay: float = 0.0,
+    sampler: str = "auto",
 ) -> TrainResult:
     """Train every instance of ``model`` with Adam on fresh batches; returns the loss history.
 
     ``model`` needs ``loss(x) -> (instances,)`` and ``generate_batch(batch_size, generator)``
     (``ToyModel`` has both).  ``fused=None`` picks the fast analytic-gradient step for a
-    ``ToyModel`` and autograd for anything else; ``fused=False`` forces autograd.  The loss
+    ``ToyModel`` and autograd for anything else; ``fused=False`` forces autograd; ``fused=True``
+    also takes a model that is a toy model in all but class (chapter 01's learner-written
+    ``ToyModel``: W, b, importance, feature_probability, activation and the sizes), and trains
+    its W and b with the toy model's maths, not the model's own forward.  The loss
     is recorded every ``log_every`` steps (default: 100 records); the progress bar (tqdm)
     shows the mean loss over instances.  ``seed`` fixes the data stream.
     ``snapshot_every=k`` also keeps CPU copies of W and b before step 0, every k steps and
@@ -586,6 +603,9 @@ def train(
     ``result.b_history()``), for learning dynamics.
     ``weight_decay > 0`` trains with AdamW (decoupled weight decay) instead of Adam; it needs
     the autograd step.
+    ``sampler="auto"`` draws the fused step's batches with NumPy on the CPU (fast) and with
+    torch elsewhere; ``sampler="torch"`` always draws them from torch's generator seeded with
+    ``seed``, the stream ``train_model`` uses, so that the two can be compared step by step.
     """
     import time
 
@@ -595,8 +615,9 @@ def train(
         raise ValueError(f"steps and batch_size must be positive integers, got {steps!r}, {batch_size!r}")
     if fused is None:
         fused = type(model) is ToyModel  # subclasses (e.g. computation.NeuronModel) change the forward pass
-    if fused and type(model) is not ToyModel:
-        raise TypeError("the fused step needs a ToyModel; pass fused=False for other models")
+    if fused and type(model) is not ToyModel and not _has_toy_model_parts(model):
+        raise TypeError("the fused step needs a ToyModel (or a model with its parts: W, b, importance, "
+                        f"feature_probability, activation and sizes); pass fused=False for other models")
     if weight_decay < 0:
         raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
     if fused and weight_decay:
@@ -612,8 +633,11 @@ def train(
         optimizer = _Adam([model.W.data, model.b.data])
         grads = [torch.empty_like(model.W), torch.empty_like(model.b)]
         chunk = _chunk_size(model, batch_size)
-        sets = (model.correlated_sets, model.anticorrelated_sets)
-        sampler = NumpySampler(model.feature_probability, seed, *sets) if device.type == "cpu" else None
+        sets = (getattr(model, "correlated_sets", ()), getattr(model, "anticorrelated_sets", ()))
+        if sampler not in ("auto", "torch"):
+            raise ValueError(f"sampler must be 'auto' or 'torch', got {sampler!r}")
+        numpy_sampler = device.type == "cpu" and sampler == "auto"
+        sampler = NumpySampler(model.feature_probability, seed, *sets) if numpy_sampler else None
         layout = set_layout(model.feature_probability, *sets) if any(sets) and sampler is None else None
         x_buffer = torch.empty(chunk, batch_size, model.n_features) if sampler else None
         workspace: dict = {}
@@ -676,6 +700,42 @@ def train(
         snapshot(steps)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def train_model(
+    model: nn.Module,
+    steps: int = 10_000,
+    batch_size: int = 1024,
+    lr: float = 1e-3,
+    schedule: str = "constant",
+    seed: int = 0,
+    description: str = "training",
+    progress: bool = True,
+) -> Tensor:
+    """The paper's training loop, written plainly: Adam on a fresh batch every step.
+
+    ``model`` needs ``loss(x) -> (instances,)`` and ``generate_batch(batch_size, generator)``.
+    The learning rate at step t is ``lr * lr_schedule(schedule)(t, steps)``; the batches come
+    from one generator seeded with ``seed``.  Summing the per-instance losses trains every
+    instance on its own loss (no parameter is shared).  Returns the loss of every step,
+    (steps, instances).  Chapter 01's learners write this loop; ``train`` is the fast version
+    (fused analytic gradients on the CPU), tested equal to it.
+    """
+    from tqdm.auto import tqdm
+
+    multiplier = lr_schedule(schedule)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    generator = torch.Generator(device=model.W.device).manual_seed(seed)
+    losses = torch.zeros(steps, model.n_instances, device=model.W.device)
+    for step in tqdm(range(steps), desc=description, disable=not progress, mininterval=0.5):
+        for group in optimizer.param_groups:
+            group["lr"] = lr * multiplier(step, steps)
+        loss = model.loss(model.generate_batch(batch_size, generator))  # (instances,)
+        optimizer.zero_grad()
+        loss.sum().backward()
+        optimizer.step()
+        losses[step] = loss.detach()
+    return losses
 
 
 def select_best(model: ToyModel, losses: Tensor, group_size: int) -> Tensor:

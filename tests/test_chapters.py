@@ -1,6 +1,7 @@
 """The learner notebooks run top to bottom as a learner first opens them: every exercise is a
-stub, every check says "not attempted", nothing else fails, and memory stays within Binder's
-2 GB.  (The solutions notebooks are checked cell by cell by nbval in `make test`.)"""
+stub, every check says "not attempted", nothing else fails, memory stays within Binder's
+2 GB, and where the chapter runs the learner's code it runs the course's reference instead and
+says so at every result.  (The solutions notebooks are checked cell by cell by nbval in `make test`.)"""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ from course_utils.build import measure_notebook
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "chapters").glob(CHAPTER_GLOB + ".ipynb"))
 MEMORY_LIMIT_MB = 2048
+# Chapters whose results run the learner's code (the check returns it, else the reference):
+# how many exercises hand the chapter an implementation.
+LOAD_BEARING = {"01_toy_models": 9}
 
 
 def test_there_are_chapters():
@@ -37,3 +41,11 @@ def test_learner_notebook_runs_with_stubs(path, tmp_path):
     assert len(outcomes) >= n_exercises
     assert all(line.startswith("[not attempted]") for line in outcomes), outcomes
     assert peak < MEMORY_LIMIT_MB, f"{path.name} peaked at {peak:.0f} MB"
+    # Load-bearing exercises: each check that hands the chapter an implementation says it is the
+    # course's, and every result made with one says so.
+    handed = [line for line in lines if line.startswith("  → ")]
+    made_with = [line for line in lines if line.startswith("[made with]")]
+    assert all(line.startswith("  → using the course's ") for line in handed), handed
+    assert all("the course's reference" in line and "your " not in line for line in made_with), made_with
+    if path.stem in LOAD_BEARING:
+        assert len(handed) >= LOAD_BEARING[path.stem] and len(made_with) >= 5, (handed, made_with)

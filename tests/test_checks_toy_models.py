@@ -24,7 +24,12 @@ REFERENCES = {
     "importance_weighted_loss": ref.importance_weighted_loss,
     "feature_norms": geometry.feature_norms,
     "superposition_interference": geometry.superposition_interference,
+    "ToyModel": ref.ToyModel,
+    "train_model": ref.train_model,
+    "phase_losses": geometry.phase_losses,
+    "one_sparse_terms": geometry.one_sparse_terms,
 }
+HIDDEN_SEEDS = {"generate_batch": range(100, 112), "ToyModel": range(100, 116), "train_model": range(100, 104)}
 
 
 @pytest.mark.parametrize("name", REFERENCES)
@@ -37,14 +42,17 @@ def test_printed_lines_for_toy_forward(capsys):
     checks.check_toy_forward(forward_no_bias)
     assert capsys.readouterr().out.splitlines() == [
         "[passed] toy_forward: 8/8 cases match the reference.",
+        "  → the chapter now runs your toy_forward.",
         "[failed] toy_forward: case 1 (instances=4, hidden=2, features=6, batch=4, activation='relu'): "
         "output differs from the reference and matches a known mistake: the bias b is missing.",
+        "  → using the course's toy_forward for the rest of the chapter: yours failed its check; "
+        "rerun this cell once it passes.",
     ]
 
 
 @pytest.mark.parametrize("name", REFERENCES)
 def test_reference_passes_hidden_seeds(name):
-    seeds = range(100, 112) if name == "generate_batch" else range(100, 160)
+    seeds = HIDDEN_SEEDS.get(name, range(100, 160))
     assert checks.evaluate(name, REFERENCES[name], seeds=seeds).passed
 
 
@@ -230,9 +238,13 @@ def test_generate_batch_wrong_axis_on_a_square_case_is_a_frequency_failure():
     assert "is nonzero in" in failure("generate_batch", batch_wrong_axis, seeds=[3])
 
 
-def test_generate_batch_is_deterministic_with_the_global_rng():
-    first = checks.evaluate("generate_batch", batch_global_rng)
-    assert first.passed
+def batch_ignores_its_generator(feature_probability, batch_size, generator=None):
+    return batch_global_rng(feature_probability, batch_size)
+
+
+def test_generate_batch_must_use_the_generator_it_is_given():
+    assert "takes no `generator` argument" in failure("generate_batch", batch_global_rng)
+    assert "do not come from the `generator`" in failure("generate_batch", batch_ignores_its_generator)
     assert checks.evaluate("generate_batch", batch_swapped) == checks.evaluate("generate_batch", batch_swapped)
 
 
@@ -274,7 +286,7 @@ def loss_keepdim(out, x, importance):
     (loss_sum, "a sum over batch and features instead of a mean"),
     (loss_no_importance, "the importance is not applied"),
     (loss_importance_inside_square, "the importance is inside the square"),
-    (loss_negative, "sign flipped"),
+    (loss_negative, "off by a constant factor"),
     (loss_absolute_error, "the absolute error instead of the squared error"),
     (loss_keepdim, "output has shape"),
 ])
@@ -353,3 +365,199 @@ def interference_hidden_axis(W):  # overlaps between hidden directions: wrong ei
 ])
 def test_superposition_interference_catches(wrong, phrase):
     assert phrase in failure("superposition_interference", wrong)
+
+
+# --------------------------------------------------------------------------------------
+# The capstone: the ToyModel class
+# --------------------------------------------------------------------------------------
+
+
+def model_class(**mistakes):
+    """The reference ToyModel written out plainly, with one mistake switched on."""
+    m = mistakes
+
+    class ToyModel(torch.nn.Module):
+        def __init__(self, n_features, n_hidden, n_instances=1, activation="relu", feature_probability=1.0,
+                     importance=1.0, device="cpu", generator=None):
+            super().__init__()
+            self.n_features, self.n_hidden, self.n_instances = n_features, n_hidden, n_instances
+            self.activation = activation
+            p = ref.per_instance(feature_probability, n_instances, n_features)
+            imp = ref.per_instance(importance, n_instances, n_features)
+            self.register_buffer("feature_probability", (p[:, :1].expand_as(p) if m.get("p_first") else p).to(device))
+            self.register_buffer("importance", imp.to(device))
+            shape = (n_instances, n_hidden, n_features)
+            if m.get("torch_xavier"):
+                W = torch.nn.init.xavier_normal_(torch.empty(shape), generator=generator)
+            elif m.get("std_one"):
+                W = torch.randn(shape, generator=generator)
+            elif m.get("uniform"):
+                W = (torch.rand(shape, generator=generator) - 0.5) * (12 * 2 / (n_hidden + n_features)) ** 0.5
+            elif m.get("global_rng"):
+                W = torch.randn(shape) * (2 / (n_hidden + n_features)) ** 0.5
+            else:
+                W = torch.randn(shape, generator=generator) * (2 / (n_hidden + n_features)) ** 0.5
+            W = W.to(device)
+            self.W = W if m.get("not_parameter") else torch.nn.Parameter(W)
+            b = torch.randn(n_instances, n_features) * 0.1 if m.get("random_b") else torch.zeros(n_instances, n_features)
+            self.b = torch.nn.Parameter(b.to(device))
+
+        def forward(self, x):
+            if m.get("forward_stub"):
+                raise NotImplementedError("exercise: ToyModel.forward")
+            activation = "relu" if m.get("always_relu") else self.activation
+            return ref.toy_forward(self.W.detach() if m.get("detached") else self.W, self.b, x, activation)
+
+        def loss(self, x):
+            importance = torch.ones_like(self.importance) if m.get("no_importance") else self.importance
+            return ref.importance_weighted_loss(self(x), x, importance)
+
+        def generate_batch(self, batch_size, generator=None):
+            return ref.generate_batch(self.feature_probability, batch_size, None if m.get("batch_global") else generator)
+
+    return ToyModel
+
+
+def test_the_plain_model_class_passes():
+    assert checks.evaluate("ToyModel", model_class()).passed
+
+
+@pytest.mark.parametrize("mistake, phrase", [
+    ("torch_xavier", "nn.init.xavier_normal_ applied to the whole"),
+    ("std_one", "do not have Xavier-normal's spread"),
+    ("uniform", "not normally distributed"),
+    ("global_rng", "drew from torch's global random state"),
+    ("not_parameter", "not an nn.Parameter"),
+    ("random_b", "b should start at zero"),
+    ("p_first", "`self.feature_probability` holds other values"),
+    ("forward_stub", "your `forward` still raises NotImplementedError"),
+    ("always_relu", "a ReLU is applied although activation='linear'"),
+    ("detached", "no gradient reaches W"),
+    ("no_importance", "differs from the reference"),
+    ("batch_global", "generate_batch does not draw from the `generator`"),
+])
+def test_the_model_class_check_catches(mistake, phrase):
+    assert phrase in failure("ToyModel", model_class(**{mistake: True}))
+
+
+# --------------------------------------------------------------------------------------
+# The capstone: the training loop
+# --------------------------------------------------------------------------------------
+
+
+def training_loop(zero_grad=True, schedule=True, reduce="sum", seeded=True, detach=True, stack=True,
+                  optimizer=torch.optim.Adam, step=True):
+    def train_model(model, steps=10_000, batch_size=1024, lr=1e-3, schedule_name="constant", seed=0,
+                    description="training", progress=True, **kwargs):
+        schedule_name = kwargs.get("schedule", schedule_name)
+        opt = optimizer(model.parameters(), lr=lr)
+        multiplier = ref.lr_schedule(schedule_name)
+        generator = torch.Generator().manual_seed(seed) if seeded else None
+        losses = []
+        for t in range(steps):
+            if schedule:
+                for group in opt.param_groups:
+                    group["lr"] = lr * multiplier(t, steps)
+            loss = model.loss(model.generate_batch(batch_size, generator))
+            if zero_grad:
+                opt.zero_grad()
+            getattr(loss, reduce)().backward()
+            if step:
+                opt.step()
+            losses.append(loss.detach() if detach else loss)
+        return torch.stack(losses) if stack else losses
+
+    return train_model
+
+
+def test_the_plain_loop_passes():
+    assert checks.evaluate("train_model", training_loop()).passed
+
+
+@pytest.mark.parametrize("loop, phrase", [
+    (training_loop(zero_grad=False), "optimizer.zero_grad() is missing"),
+    (training_loop(schedule=False), "the learning rate never follows the schedule"),
+    (training_loop(reduce="mean"), "averaged before backward(); the paper sums them"),
+    (training_loop(seeded=False), "the loss of the first step differs"),
+    (training_loop(detach=False), "still carry the autograd graph"),
+    (training_loop(stack=False), "return one tensor of shape (steps, instances)"),
+    (training_loop(optimizer=torch.optim.AdamW), "leave the reference loop's at step"),
+    (training_loop(optimizer=torch.optim.SGD), ""),  # "W did not change" or "leave the reference loop's", by case
+    (training_loop(step=False), "the model's W did not change"),
+])
+def test_the_training_loop_check_catches(loop, phrase):
+    assert phrase in failure("train_model", loop)
+
+
+# --------------------------------------------------------------------------------------
+# phase_losses: the n=2, m=1 closed form
+# --------------------------------------------------------------------------------------
+
+
+def _phase(ignore_cost, both_cost, order=(0, 1, 2)):
+    def phase_losses(r, s):
+        r, s = torch.broadcast_tensors(torch.as_tensor(r, dtype=torch.float64), torch.as_tensor(s, dtype=torch.float64))
+        columns = [r * ignore_cost(s), both_cost(r, s), ignore_cost(s)]
+        return torch.stack([columns[k] for k in order], dim=-1)
+
+    return phase_losses
+
+
+VARIANCE = lambda s: s / 3 - s**2 / 4
+BOTH = lambda r, s: (1 + r) * s**2 / 6
+
+
+@pytest.mark.parametrize("wrong, phrase", [
+    (_phase(lambda s: s / 3, BOTH), "it costs the variance"),
+    (_phase(lambda s: s / 12, BOTH), "ignores that it is off with probability 1 - s"),
+    (_phase(VARIANCE, lambda r, s: (1 + r) * s**2 / 4), "is 1/6, not 1/4 or 1/3"),
+    (_phase(VARIANCE, lambda r, s: (1 + r) * s / 6), "probability s², not s"),
+    (_phase(VARIANCE, BOTH, order=(2, 1, 0)), "the columns are out of order"),
+    (_phase(VARIANCE, lambda r, s: 2 * s**2 / 6), "differs from the reference"),
+    (lambda r, s: geometry.phase_losses(r, s)[..., :2], "output has shape"),
+])
+def test_phase_losses_check_catches(wrong, phrase):
+    assert phrase in failure("phase_losses", wrong)
+
+
+def test_phase_losses_accepts_float32_and_plain_floats():
+    assert checks.evaluate("phase_losses", lambda r, s: geometry.phase_losses(r, s).float()).passed
+    assert checks.evaluate("phase_losses", _phase(VARIANCE, BOTH)).passed
+
+
+# --------------------------------------------------------------------------------------
+# one_sparse_terms: feature benefit and interference
+# --------------------------------------------------------------------------------------
+
+
+def _terms(norm_power=2, include_diagonal=False, weight="j", squared=True, importance_used=True, swap=False):
+    def one_sparse_terms(W, importance):
+        I = importance if importance_used else torch.ones_like(importance)
+        gram = torch.einsum("ihf,ihg->ifg", W, W)
+        n2 = gram.diagonal(dim1=-2, dim2=-1)
+        benefit = (I * (1 - n2 ** (norm_power / 2)) ** 2).sum(-1)
+        overlaps = gram.square() if squared else gram
+        if not include_diagonal:
+            overlaps = overlaps - torch.diag_embed(overlaps.diagonal(dim1=-2, dim2=-1))
+        weights = I[:, None, :] if weight == "j" else I[:, :, None]
+        interference = (overlaps * weights).sum(dim=(-2, -1))
+        return (interference, benefit) if swap else (benefit, interference)
+
+    return one_sparse_terms
+
+
+def test_the_plain_terms_pass():
+    assert checks.evaluate("one_sparse_terms", _terms()).passed
+
+
+@pytest.mark.parametrize("wrong, phrase", [
+    (_terms(norm_power=1), "the feature benefit term: output differs from the reference and matches a known "
+                           "mistake: the feature benefit uses ‖W_i‖"),
+    (_terms(include_diagonal=True), "the interference term includes i = j"),
+    (_terms(squared=False), "are not squared"),
+    (_terms(importance_used=False), "the importance is left out"),
+    (_terms(swap=True), "the feature benefit term"),
+    (lambda W, importance: geometry.one_sparse_terms(W, importance)[0], "return two tensors"),
+])
+def test_one_sparse_terms_check_catches(wrong, phrase):
+    assert phrase in failure("one_sparse_terms", wrong)

@@ -62,7 +62,7 @@ def test_find_searches_directories_and_skips_checkpoints(tmp_path):
     assert [p.relative_to(tmp_path).as_posix() for p in found] == ["a/01_toy_models.ipynb", "b__01_toy_models.ipynb"]
 
 
-def test_the_chapter_notebook_defines_the_five_exercises_in_order():
+def test_the_chapter_notebook_defines_the_nine_exercises_in_order():
     assert submissions.chapter_exercises(nbs.CHAPTER.parent, CHAPTER, checks.EXERCISES) == EXERCISES
 
 
@@ -72,7 +72,7 @@ def test_exercises_only_plan_skips_the_training_cells_of_chapter_01():
     heavy = nbs.heavy_cell_indices(nb)
     assert heavy and all(steps[i].mode == "skip" for i in heavy if "import" not in steps[i].source)
     assert [i for i, s in steps.items() if s.role == "setup"] == [2, 3]
-    assert [i for i, s in steps.items() if s.role == "exercise"] == [5, 7, 9, 11]
+    assert [i for i, s in steps.items() if s.role == "exercise"] == [5, 7, 9, 11, 13, 15, 33, 40]
     assert all(s.mode == "cell" for s in steps.values() if s.role != "other")
     widget = next(s for s in steps.values() if "toy_model_explorer()" in s.source)
     assert widget.mode == "definitions" and widget.code.strip() == "from course_utils.widgets import toy_model_explorer"
@@ -290,9 +290,11 @@ def graded(tmp_path_factory):
     files = _class(root / "submissions")
     before = {path: path.read_bytes() for path in files.values()}
     # Hidden cases for feature_norms; a generous time limit for importance_weighted_loss, so
-    # that the function that eats memory is stopped by the memory limit, even on a busy machine.
+    # that the function that eats memory is stopped by the memory limit, even on a busy machine,
+    # and for train_model, whose check trains eight small models.
     (root / "grading.json").write_text(json.dumps({"exercises": {
-        "feature_norms": {"hidden_seeds": [1001, 1002, 1003]}, "importance_weighted_loss": {"time_limit": 30}}}))
+        "feature_norms": {"hidden_seeds": [1001, 1002, 1003]}, "importance_weighted_loss": {"time_limit": 30},
+        "train_model": {"time_limit": 60}}}))
     out = root / "out" / "grades.csv"
     command = [sys.executable, "-m", "course_utils.grade", str(root / "submissions"), "--out", str(out),
                "--jobs", "2", "--cell-timeout", "5", "--timeout", "120", "--memory-mb", str(MEMORY_MB),
@@ -336,7 +338,7 @@ def test_every_submission_gets_a_row_per_exercise_with_an_outcome_and_a_reason(g
         assert row["outcome"] in worker.OUTCOMES
         assert row["message"].strip(), row
         assert float(row["points"]) == (float(row["max_points"]) if row["outcome"] == "passed" else 0)
-    assert graded["report"]["summary"]["rows"] == len(table) == 5 * (len(students) - 1) + 1
+    assert graded["report"]["summary"]["rows"] == len(table) == len(EXERCISES) * (len(students) - 1) + 1
     assert f"graded {len(students)} submission(s)" in graded["stdout"]
 
 
@@ -354,9 +356,13 @@ def test_a_correct_submission_passes_and_a_stub_is_not_attempted(graded):
 
 def test_wrong_answers_fail_with_the_checks_message(graded):
     rows = rows_of(graded, "partial")
+    # The capstone class is graded on its own: it calls the wrong toy_forward, so it fails too,
+    # while the training loop, checked on the course's model, passes.
     assert outcomes(graded, "partial") == {"toy_forward": "failed", "generate_batch": "passed",
                                            "importance_weighted_loss": "failed", "feature_norms": "failed",
-                                           "superposition_interference": "passed"}
+                                           "superposition_interference": "passed", "ToyModel": "failed",
+                                           "train_model": "passed", "phase_losses": "passed",
+                                           "one_sparse_terms": "passed"}
     assert "the ReLU is missing" in rows["toy_forward"]["message"]
     assert "a sum over batch and features instead of a mean" in rows["importance_weighted_loss"]["message"]
     assert "squared norms" in rows["feature_norms"]["message"]
@@ -376,13 +382,16 @@ def test_a_file_without_a_chapter_gets_one_error_row(graded):
 
 def test_deleted_cells_are_missing_and_reordered_cells_are_fine(graded):
     rows = rows_of(graded, "shuffled")
-    assert outcomes(graded, "shuffled") == dict(zip(EXERCISES, ["passed"] * 3 + ["missing"] * 2))
+    kept = ["toy_forward", "generate_batch", "importance_weighted_loss"]
+    assert outcomes(graded, "shuffled") == {name: "passed" if name in kept else "missing" for name in EXERCISES}
     assert rows["feature_norms"]["message"] == "`feature_norms` is not defined: no cell of the notebook defines it"
     # A definition moved above the imports fails to define (its annotations need Tensor).
     rows = rows_of(graded, "misordered")
     assert rows["toy_forward"]["outcome"] == "missing"
     assert "cell 3, which defines it, raised NameError: name 'Tensor' is not defined" in rows["toy_forward"]["message"]
-    assert all(rows[name]["outcome"] == "passed" for name in EXERCISES[1:])
+    # The capstone class calls toy_forward, which the notebook never defined: it fails, the rest pass.
+    assert rows["ToyModel"]["outcome"] == "failed" and "NameError" in rows["ToyModel"]["message"]
+    assert all(rows[name]["outcome"] == "passed" for name in EXERCISES if name not in ("toy_forward", "ToyModel"))
 
 
 def test_an_endless_loop_is_interrupted_and_a_memory_hog_killed_and_grading_goes_on(graded):
@@ -426,12 +435,14 @@ def test_learner_functions_that_attack_the_grader_fail_alone(graded):
     # deleted only its own sandbox: it is graded like any other, and the batch is intact.
     assert rows["superposition_interference"]["outcome"] == "passed"
     assert all(path.exists() for path in graded["files"].values())
-    assert "the sandbox that runs the learner's functions was restarted 4 time(s)" in notes(graded, "evil")
+    # The capstone class calls the evil toy_forward: it fails too, and ends its sandbox once more.
+    assert rows["ToyModel"]["outcome"] == "failed"
+    assert "the sandbox that runs the learner's functions was restarted 5 time(s)" in notes(graded, "evil")
 
 
 def test_printed_passes_patched_checks_imports_and_special_cases_do_not_pass(graded):
     rows = rows_of(graded, "cheater")
-    assert set(outcomes(graded, "cheater").values()) == {"failed"}
+    assert {outcomes(graded, "cheater")[name] for name in nbs.TINY_ORDER[:5]} == {"failed"}
     # The notebook patched the checks and printed "passed": the grader's own check decides.
     assert "all zeros" in rows["toy_forward"]["message"]
     text = notes(graded, "cheater")
@@ -466,14 +477,14 @@ def grade(tmp_path, files: dict[str, nbformat.NotebookNode], *options) -> tuple[
 
 
 def test_the_notebook_time_limit_grades_what_was_defined_before(tmp_path):
-    # Cells: 1 title, 2 imports, 3 toy_forward, 4 generate_batch, 5 sleeps, 6-8 the others.
+    # Cells: 1 title, 2 imports, 3 toy_forward, 4 generate_batch, 5 sleeps, 6-12 the others.
     nb = nbs.tiny(extra={2: "import time\ntime.sleep(1000)"})
     table, report = grade(tmp_path, {"slow": nb}, "--timeout", "8", "--cell-timeout", "60")
     rows = {row["exercise"]: row for row in table}
-    assert [rows[name]["outcome"] for name in EXERCISES] == ["passed"] * 2 + ["missing"] * 3
+    assert [rows[name]["outcome"] for name in nbs.TINY_ORDER] == ["passed"] * 2 + ["missing"] * 7
     text = "\n".join(report["submissions"][0]["notes"])
     assert "the notebook time limit (8 s) was reached during cell 5 (`import time`)" in text
-    assert "cells 6-8 were not run; graded the definitions made before" in text
+    assert "cells 6-12 were not run; graded the definitions made before" in text
     assert rows["feature_norms"]["message"] == "`feature_norms` is not defined: cell 7, which defines it, was not run"
 
 
@@ -490,5 +501,5 @@ def test_exercises_only_grades_the_real_chapter_without_its_training_runs(tmp_pa
     ann = next(s for s in report["submissions"] if s["student"] == "ann")
     cells = {c["cell"]: c["status"] for c in ann["cells"]}
     assert all(cells[i] == "skipped" for i in nbs.heavy_cell_indices(solved)[:-1])
-    assert "--exercises-only: ran 6 of 19 code cells in full" in "\n".join(ann["notes"])
+    assert "--exercises-only: ran 10 of 25 code cells in full" in "\n".join(ann["notes"])
     assert ann["seconds"]["notebook"] < 30

@@ -14,7 +14,13 @@ RESULTS = NotebookResults(
     pent_W="pent.W.detach().cpu()", pent_b="pent.b.detach().cpu()", pent_loss="pent_loss.cpu()",
     sparsities="sparsities",
     sweep_W="{activation: model.W.detach().cpu() for activation, model in sweep.items()}",
-    relative_importance="relative_importance", density="density", diagram_W="diagram.W.detach().cpu()",
+    relative_importance="relative_importance", density="density", diagram_W="diagram_W",
+    benefit="benefit.item()", interference="interference.item()", mean_v2="float(v.square().mean())",
+    paid_linear="interference_paid(torch.zeros_like(b_best), 'linear')",
+    paid_relu="interference_paid(torch.zeros_like(b_best), 'relu')",
+    paid_relu_bias="interference_paid(b_best, 'relu')",
+    implementations="[checks.is_reference(f) for f in (forward, make_batch, weighted_loss, Model, train_fn, "
+                    "norms_fn, interference_fn, phase_fn, terms_fn)]",
 )
 pytestmark = pytest.mark.xdist_group(RESULTS.notebook)
 
@@ -103,3 +109,20 @@ def test_n2_m1_phase_diagram_matches_closed_form():
     # All three phases appear where predicted: dense and r < 1 -> ignore feature 2,
     # dense and r > 1 -> ignore feature 1, sparse -> antipodal pair.
     assert trained[0, -1] == 0 and trained[-1, -1] == 2 and trained[4, 0] == 1
+
+
+def test_the_solutions_run_the_learners_code_not_the_references():
+    """Every implementation the chapter ran is the notebook's own (the checks passed)."""
+    assert RESULTS.get()["implementations"] == [False] * 9
+
+
+def test_feature_benefit_and_interference_and_what_the_bias_buys():
+    """The paper's split of the linear readout's one-hot loss, on the best pentagon: the linear
+    readout pays the whole interference term (× E[v²]); the ReLU alone pays a small part of it
+    (the pentagon's large overlaps are negative), and with the trained negative bias almost none."""
+    r = RESULTS.get()
+    assert r["interference"] > 1.0  # four neighbours overlap each of the five features
+    assert r["paid_linear"] == pytest.approx(r["interference"] * r["mean_v2"], rel=1e-4)
+    assert 0.05 * r["paid_linear"] < r["paid_relu"] < 0.25 * r["paid_linear"]
+    assert r["paid_relu_bias"] < 0.02 * r["paid_linear"]
+    assert 0 < r["benefit"] < 0.5  # the norms sit a little above 1: the benefit term is small, not zero

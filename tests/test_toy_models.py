@@ -193,3 +193,21 @@ def test_snapshots_record_W_at_the_requested_steps():
         train(model, steps=5, snapshot_every=0, progress=False)
     with pytest.raises(ValueError, match="no snapshots"):
         train(model, steps=5, progress=False).W_history()
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_the_plain_loop_and_the_fused_trainer_agree_step_by_step(schedule):
+    """train_model (what chapter 01's learner writes) and train (fused gradients, hand-written
+    Adam) take the same steps from the same seed when they draw the same batches."""
+    from course_utils.toy_models import train_model
+
+    models = [ToyModel(5, 2, 4, feature_probability=torch.tensor([[0.05], [0.1], [0.3], [1.0]]),
+                       importance=0.9 ** torch.arange(5.0), device="cpu",
+                       generator=torch.Generator().manual_seed(3)) for _ in range(2)]
+    plain = train_model(models[0], steps=300, schedule=schedule, seed=5, progress=False)
+    fused = train(models[1], steps=300, schedule=schedule, seed=5, progress=False, sampler="torch", log_every=1)
+    assert plain.shape == (300, 4)
+    torch.testing.assert_close(torch.stack(fused.losses), plain, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(models[1].W, models[0].W, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="sampler must be"):
+        train(models[1], steps=1, sampler="numpy", progress=False)

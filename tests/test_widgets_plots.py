@@ -6,6 +6,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 import pytest
+import numpy as np
 import torch
 
 from course_utils import geometry, plots
@@ -59,7 +60,29 @@ def test_phase_plot_has_boundary():
     phase = geometry.phase_closed_form(rr, ss)
     fig = plots.plot_phase_diagram(r, s, phase, phase)
     assert len(fig.axes) == 2
-    assert any(line.get_label() == "closed-form boundary" for line in fig.axes[0].lines)
+    # The boundary drawn is where the cheapest closed-form solution changes: its points lie on
+    # s*(r) (both sides of r = 1).
+    from matplotlib.contour import ContourSet
+
+    contours = [c for c in fig.axes[0].collections if isinstance(c, ContourSet)]
+    points = np.concatenate([path.vertices for path in contours[0].get_paths() if len(path.vertices)])
+    expected = geometry.antipodal_boundary_density(torch.as_tensor(points[:, 0])).numpy()
+    assert len(points) > 100 and np.allclose(points[:, 1], expected, rtol=0.03)
+    plt.close("all")
+
+
+def test_phase_plot_draws_the_learners_boundary():
+    """Chapter 01 passes the learner's phase_losses: the plot draws its boundary, not the library's."""
+    from matplotlib.contour import ContourSet
+
+    r, s = torch.logspace(-1, 1, 4), torch.logspace(-2, 0, 4)
+    phase = torch.zeros(4, 4, dtype=torch.long)
+    halved = lambda rr, ss: geometry.phase_losses(rr, ss) * torch.tensor([1.0, 0.5, 1.0], dtype=torch.float64)
+    fig = plots.plot_phase_diagram(r, s, phase, phase_losses=halved)
+    contour = next(c for c in fig.axes[0].collections if isinstance(c, ContourSet))
+    points = np.concatenate([path.vertices for path in contour.get_paths() if len(path.vertices)])
+    library = geometry.antipodal_boundary_density(torch.as_tensor(points[:, 0])).numpy()
+    assert (points[:, 1] > 1.2 * library).mean() > 0.9  # a cheaper pair wins at higher densities
     plt.close("all")
 
 

@@ -102,6 +102,7 @@ def _forward_mistakes(case: Case) -> dict[str, Tensor]:
 
 @exercise(
     "toy_forward",
+    reference=ref.toy_forward,
     cases=_forward_case,
     seeds=range(8),
     hints=[
@@ -254,6 +255,7 @@ def _sampled_batch(learner, case: Case) -> Tensor:
 
 @exercise(
     "generate_batch",
+    reference=ref.generate_batch,
     cases=_batch_case,
     seeds=range(4),
     passed="{n}/{n} cases have the right distribution.",
@@ -272,12 +274,29 @@ def check_generate_batch(learner, case: Case) -> None:
     independence.  Deterministic: each case seeds torch (and passes ``generator`` if your
     function takes one)."""
     p = case.feature_probability
+    if not accepts_argument(learner, "generator"):
+        raise CheckFailed("your function takes no `generator` argument: keep the signature "
+                          "generate_batch(feature_probability, batch_size, generator=None)")
     x = _sampled_batch(learner, case)
     _expect_in_unit_interval(x)
     _expect_rows_differ(x)
     _expect_frequencies(x, p.detach().to("cpu", torch.float64))
     _expect_uniform_values(x)
     _expect_independent(x)
+    _expect_uses_generator(learner, p)
+
+
+def _expect_uses_generator(learner, p: Tensor) -> None:
+    """The same generator seed gives the same batch whatever torch's global state; another seed
+    another batch."""
+    def draw(seed: int, global_seed: int) -> Tensor:
+        torch.manual_seed(global_seed)
+        return expect_tensor(learner(p, 64, generator=_generator(seed)))
+
+    first, again, other = draw(1, 2), draw(1, 3), draw(4, 3)
+    if not torch.equal(first, again) or torch.equal(first, other):
+        raise CheckFailed("your batches do not come from the `generator` you are given: pass "
+                          "generator=generator to every torch.rand call")
 
 
 # --------------------------------------------------------------------------------------
@@ -317,6 +336,7 @@ def _loss_mistakes(case: Case) -> dict[str, Tensor]:
 
 @exercise(
     "importance_weighted_loss",
+    reference=ref.importance_weighted_loss,
     cases=_loss_case,
     seeds=range(6),
     hints=[
@@ -367,6 +387,7 @@ def _norms_mistakes(W: Tensor) -> dict[str, Tensor]:
 
 @exercise(
     "feature_norms",
+    reference=geometry.feature_norms,
     cases=_geometry_case,
     seeds=range(4),
     hints=[
@@ -406,6 +427,7 @@ def _interference_mistakes(W: Tensor) -> dict[str, Tensor]:
 
 @exercise(
     "superposition_interference",
+    reference=geometry.superposition_interference,
     cases=_geometry_case,
     seeds=range(4),
     hints=[
@@ -424,3 +446,445 @@ def check_superposition_interference(learner, case: Case) -> None:
     out = expect_output(out, expected, "(instances, features)", finite_note=(
         " (a zero column W_i has norm 0: keep Ŵ_i = 0 there instead of dividing by 0)"))
     expect_close(out, expected, suspects=_interference_mistakes(case.W))
+
+
+# --------------------------------------------------------------------------------------
+# The capstone, part 1: the ToyModel class
+# --------------------------------------------------------------------------------------
+
+INIT_INSTANCES, INIT_HIDDEN, INIT_FEATURES = 300, 4, 6  # 7,200 weights for the initialisation's statistics
+
+
+def _model_case(seed: int) -> Case:
+    """Constructor arguments; seed % 4 picks the shape of feature_probability and importance
+    (scalar, per feature, per instance, per instance and feature) and the activation cycles."""
+    gen = _generator(seed)
+    instances, hidden, features = _model_shape(gen, seed)
+    activation = "relu" if seed % 3 else "linear"
+    kind = seed % 4
+    p = [0.3, 0.05 + 0.9 * torch.rand(features, generator=gen),
+         0.05 + 0.9 * torch.rand(instances, 1, generator=gen),
+         0.05 + 0.9 * torch.rand(instances, features, generator=gen)][kind]
+    importance = [1.0, 0.8 ** torch.arange(features, dtype=torch.float32),
+                  0.2 + torch.rand(instances, 1, generator=gen),
+                  0.2 + torch.rand(instances, features, generator=gen)][(kind + 1) % 4]
+    device = "cuda" if torch.cuda.is_available() and seed % 4 == 3 else "cpu"
+    shape = lambda v: "a scalar" if not isinstance(v, Tensor) else f"shape {tuple(v.shape)}"
+    label = (f"n_features={features}, n_hidden={hidden}, n_instances={instances}, activation={activation!r}, "
+             f"feature_probability {shape(p)}, importance {shape(importance)}"
+             + (", device='cuda'" if device == "cuda" else ""))
+    return Case(label, n_features=features, n_hidden=hidden, n_instances=instances, activation=activation,
+                feature_probability=p, importance=importance, device=device, seed=seed)
+
+
+def _build(learner, case: Case, generator: torch.Generator | None, **changes):
+    arguments = dict(n_features=case.n_features, n_hidden=case.n_hidden, n_instances=case.n_instances,
+                     activation=case.activation, feature_probability=case.feature_probability,
+                     importance=case.importance, device=case.device, generator=generator)
+    arguments.update(changes)
+    model = learner(**arguments)
+    if not isinstance(model, torch.nn.Module):
+        raise CheckFailed(f"ToyModel(...) made a {type(model).__name__}, not an nn.Module: "
+                          "subclass nn.Module and call super().__init__() first")
+    return model
+
+
+def _method(model, name: str, *args):
+    """Call ``model.<name>(*args)``, naming the method in any failure."""
+    method = getattr(model, name, None)
+    if not callable(method):
+        raise CheckFailed(f"your model has no method `{name}`")
+    try:
+        return method(*args)
+    except NotImplementedError:
+        raise CheckFailed(f"your `{name}` still raises NotImplementedError: write it too") from None
+    except CheckFailed:
+        raise
+    except Exception as error:
+        from ._framework import _describe_raise
+
+        raise CheckFailed(f"your `{name}` raised {_describe_raise(error, method)}") from None
+
+
+def _parameter(model, name: str, shape, axes: str) -> Tensor:
+    value = getattr(model, name, None)
+    if not isinstance(value, torch.nn.Parameter):
+        what = "is missing" if value is None else f"is a {type(value).__name__}, not an nn.Parameter"
+        raise CheckFailed(f"`self.{name}` {what}: wrap it in nn.Parameter so the optimiser trains it")
+    if not any(value is p for p in model.parameters()):
+        raise CheckFailed(f"`self.{name}` is not among model.parameters(): assign it after super().__init__()")
+    expect_shape(value, shape, axes)
+    expect_dtype(value, torch.float32, why="like torch.randn")
+    return value
+
+
+def _expect_buffer(model, name: str, expected: Tensor, device) -> None:
+    value = getattr(model, name, None)
+    if not isinstance(value, Tensor):
+        raise CheckFailed(f"`self.{name}` should be a tensor of shape (instances, features) "
+                          "(per_instance(...) broadcasts what was given)")
+    expect_shape(value, expected.shape, "(instances, features)",
+                 note=f" for self.{name}; broadcast it with per_instance(...)")
+    expect_device(value, device)
+    if not torch.allclose(value.detach().cpu().float(), expected):
+        raise CheckFailed(f"`self.{name}` holds other values than the {name} the model was given")
+
+
+def _init_statistics(learner, device) -> None:
+    """Xavier-normal W (std √(2/(hidden + features)), per instance) and a zero b."""
+    model = learner(n_features=INIT_FEATURES, n_hidden=INIT_HIDDEN, n_instances=INIT_INSTANCES,
+                    device=device, generator=_generator(7))
+    W = getattr(model, "W", None)
+    if not isinstance(W, Tensor) or W.shape != (INIT_INSTANCES, INIT_HIDDEN, INIT_FEATURES):
+        return  # the per-case checks name what is wrong with W
+    w = W.detach().to("cpu", torch.float64).flatten()
+    n, var = w.numel(), float(w.var())
+    target = 2 / (INIT_HIDDEN + INIT_FEATURES)
+    if abs(float(w.mean())) > Z * math.sqrt(target / n) or abs(var - target) > Z * target * math.sqrt(2 / n):
+        torch_3d = 2 / (INIT_HIDDEN * INIT_FEATURES + INIT_INSTANCES * INIT_FEATURES)
+        if abs(var - torch_3d) < Z * torch_3d * math.sqrt(2 / n):
+            raise CheckFailed("W's initial spread matches nn.init.xavier_normal_ applied to the whole "
+                              "(instances, hidden, features) tensor, which takes its fans from the wrong "
+                              "axes; use the std of Xavier's formula for one instance's (hidden, features)")
+        raise CheckFailed("W's initial entries do not have Xavier-normal's spread for one instance: "
+                          "mean 0 and std √(2 / (n_hidden + n_features))")
+    kurtosis = float(((w - w.mean()) ** 4).mean() / var**2)
+    if abs(kurtosis - 3) > Z * math.sqrt(24 / n):
+        raise CheckFailed("W's initial entries have the right spread but are not normally distributed "
+                          "(torch.randn, not torch.rand)")
+    b = getattr(model, "b", None)
+    if isinstance(b, Tensor) and b.detach().abs().max() > 0:
+        raise CheckFailed("b should start at zero")
+
+
+@exercise(
+    "ToyModel",
+    cases=_model_case,
+    seeds=range(8),
+    time_limit=40,
+    passed="{n}/{n} models built, initialised and run like the reference.",
+    reference=ref.ToyModel,
+    hints=[
+        "__init__ stores the sizes and the activation, broadcasts feature_probability and importance "
+        "to (instances, features) with per_instance(...), and creates W (instances, hidden, "
+        "features) and b (instances, features) as nn.Parameters; forward, loss and generate_batch "
+        "call your functions from exercises 1-3.",
+        "Xavier-normal for one instance's (hidden, features) matrix: std = √(2 / (n_hidden + "
+        "n_features)). torch.randn(..., generator=generator) * std, then .to(device); b starts at zero.",
+        "nn.init.xavier_normal_ on the 3-D W would take its fans from the wrong axes. register_buffer "
+        "keeps feature_probability and importance on the model's device.",
+    ],
+)
+def check_toy_model(learner, case: Case) -> None:
+    """Check your ``ToyModel`` class: its parameters and their initialisation, its buffers, and
+    ``forward``, ``loss`` and ``generate_batch`` against the reference functions, with gradients
+    reaching W and b."""
+    if case.seed == 0:
+        _init_statistics(learner, case.device)
+    before = torch.get_rng_state()
+    model = _build(learner, case, _generator(case.seed))
+    if not torch.equal(before, torch.get_rng_state()):
+        raise CheckFailed("building the model drew from torch's global random state: draw W from the "
+                          "`generator` argument instead (torch.randn(..., generator=generator))")
+    instances, hidden, features = case.n_instances, case.n_hidden, case.n_features
+    W = _parameter(model, "W", (instances, hidden, features), "(instances, hidden, features)")
+    b = _parameter(model, "b", (instances, features), "(instances, features)")
+    for name, value in (("W", W), ("b", b)):
+        expect_device(value, case.device)
+    if b.detach().abs().max() > 0:
+        raise CheckFailed("b should start at zero")
+    if getattr(model, "activation", None) != case.activation:
+        raise CheckFailed("`self.activation` should keep the activation the model was given")
+    for name in ("n_features", "n_hidden", "n_instances"):
+        if getattr(model, name, None) != getattr(case, name):
+            raise CheckFailed(f"`self.{name}` should keep the {name} the model was given "
+                              "(the course's tools read it)")
+    p = ref.per_instance(case.feature_probability, instances, features)
+    importance = ref.per_instance(case.importance, instances, features)
+    _expect_buffer(model, "feature_probability", p, case.device)
+    _expect_buffer(model, "importance", importance, case.device)
+    again = _build(learner, case, _generator(case.seed))
+    other = _build(learner, case, _generator(case.seed + 1000))
+    if not torch.equal(W.detach(), again.W.detach()) or torch.equal(W.detach(), other.W.detach()):
+        raise CheckFailed("W does not come from the `generator` argument: the same generator seed "
+                          "should give the same W, another seed another W")
+
+    x = _sparse_features(_generator(case.seed + 1), (instances, 6, features)).to(case.device)
+    with torch.no_grad():
+        out = _method(model, "forward", x)
+        expected = ref.toy_forward(W, b, x, case.activation)
+        out = expect_output(out, expected, "(instances, batch, features)")
+        mistakes = _forward_mistakes(Case("", W=W.detach().cpu(), b=b.detach().cpu(), x=x.cpu(),
+                                          activation=case.activation))
+        expect_close(out, expected, suspects=mistakes)
+    loss = _method(model, "loss", x)
+    expected_loss = ref.importance_weighted_loss(ref.toy_forward(W, b, x, case.activation), x, importance.to(x.device))
+    loss_tensor = expect_output(loss, expected_loss.detach(), "(instances,)")
+    with torch.no_grad():
+        reference_out = ref.toy_forward(W, b, x, case.activation)
+        loss_mistakes = _loss_mistakes(Case("", out=reference_out.cpu(), x=x.cpu(), importance=importance))
+    expect_close(loss_tensor.detach(), expected_loss.detach(), suspects=loss_mistakes)
+    if not loss_tensor.requires_grad:
+        raise CheckFailed("your loss carries no gradient (was it computed under torch.no_grad() or "
+                          "with .detach()?): training could not change W and b")
+    W.grad = b.grad = None
+    loss_tensor.sum().backward()
+    for name, parameter in (("W", W), ("b", b)):
+        if parameter.grad is None or not torch.isfinite(parameter.grad).all() or not parameter.grad.abs().sum() > 0:
+            raise CheckFailed(f"no gradient reaches {name} from your loss: compute the output from "
+                              f"self.{name} itself")
+
+    batch = _method(model, "generate_batch", 4000, _generator(case.seed + 2))
+    batch = expect_tensor(batch)
+    expect_shape(batch, (instances, 4000, features), "(instances, batch_size, features)")
+    expect_device(batch, case.device)
+    _expect_frequencies(batch.detach().to("cpu", torch.float64), p.double())
+    repeat = _method(model, "generate_batch", 4000, _generator(case.seed + 2))
+    if not torch.equal(batch, repeat):
+        raise CheckFailed("generate_batch does not draw from the `generator` it is given: the same "
+                          "generator seed should give the same batch")
+
+
+# --------------------------------------------------------------------------------------
+# The capstone, part 2: the training loop
+# --------------------------------------------------------------------------------------
+
+TRAIN_STEPS = 150
+SCHEDULES = ("cosine", "constant", "linear")
+
+
+def _train_case(seed: int) -> Case:
+    """A small model (5 features, 2 dimensions, 3 instances) and the loop's arguments; the
+    schedule, learning rate, batch size and importance scale change with the seed (a tiny
+    importance makes Adam sensitive to a mean taken where the paper sums)."""
+    gen = _generator(seed)
+    schedule = SCHEDULES[seed % 3]
+    lr = (1e-3, 3e-3)[seed % 2]
+    batch_size = (64, 128)[(seed // 2) % 2]
+    scale = 1e-5 if seed % 4 == 0 else 1.0  # first, so that a mean taken for the sum fails fast
+    p = 0.05 + 0.5 * torch.rand(3, 1, generator=gen)
+    label = (f"5 features, 2 dimensions, 3 instances, steps={TRAIN_STEPS}, batch_size={batch_size}, "
+             f"lr={lr:g}, schedule={schedule!r}, seed={seed}" + (", importance × 1e-5" if scale != 1 else ""))
+    return Case(label, schedule=schedule, lr=lr, batch_size=batch_size, seed=seed,
+                feature_probability=p, importance=scale * ref.importance_decay(5, 0.9))
+
+
+def _fresh_model(case: Case) -> ref.ToyModel:
+    return ref.ToyModel(5, 2, 3, feature_probability=case.feature_probability, importance=case.importance,
+                        device="cpu", generator=_generator(case.seed + 17))
+
+
+def _train_arguments(case: Case) -> dict:
+    return dict(steps=TRAIN_STEPS, batch_size=case.batch_size, lr=case.lr, schedule=case.schedule, seed=case.seed)
+
+
+def _loop_mistakes(case: Case) -> dict[str, tuple[Tensor, Tensor]]:
+    """(losses, final W) of known wrong loops on this case."""
+    def run(zero_grad=True, schedule=True, reduce="sum"):
+        model = _fresh_model(case)
+        optimizer = torch.optim.Adam(model.parameters(), lr=case.lr)
+        multiplier = ref.lr_schedule(case.schedule)
+        generator = torch.Generator().manual_seed(case.seed)
+        losses = []
+        for step in range(TRAIN_STEPS):
+            if schedule:
+                for group in optimizer.param_groups:
+                    group["lr"] = case.lr * multiplier(step, TRAIN_STEPS)
+            loss = model.loss(model.generate_batch(case.batch_size, generator))
+            if zero_grad:
+                optimizer.zero_grad()
+            getattr(loss, reduce)().backward()
+            optimizer.step()
+            losses.append(loss.detach())
+        return torch.stack(losses), model.W.detach()
+
+    mistakes = {"the gradients are never zeroed (optimizer.zero_grad() is missing), so they "
+                "accumulate from step to step": run(zero_grad=False),
+                "the per-instance losses are averaged before backward(); the paper sums them, "
+                "so each instance trains on its own loss": run(reduce="mean")}
+    if case.schedule != "constant":
+        mistakes["the learning rate never follows the schedule (set it at every step)"] = run(schedule=False)
+    return mistakes
+
+
+@exercise(
+    "train_model",
+    cases=_train_case,
+    seeds=range(4),
+    time_limit=90,
+    passed="{n}/{n} training runs follow the reference loop step by step.",
+    reference=ref.train_model,
+    hints=[
+        "One Adam optimiser over model.parameters(); at every step set the learning rate from the "
+        "schedule, draw a fresh batch with model.generate_batch(batch_size, generator), compute "
+        "model.loss(x) (one loss per instance), and take one optimiser step on the summed loss.",
+        "The batches come from one generator made before the loop: torch.Generator(device=...)"
+        ".manual_seed(seed). The learning rate at step t is lr * lr_schedule(schedule)(t, steps), "
+        "set on every optimizer.param_groups entry.",
+        "Inside the loop: optimizer.zero_grad(), loss.sum().backward(), optimizer.step(); write "
+        "loss.detach() into row `step` of a (steps, instances) tensor made before the loop, and "
+        "return it.",
+    ],
+)
+def check_train_model(learner, case: Case) -> None:
+    """Check your ``train_model(model, steps, batch_size, lr, schedule, seed, ...)``: it trains a
+    small model for 150 steps from one seed, and its losses and final W must follow the course's
+    loop (Adam, the schedule, fresh batches from the seeded generator, the summed loss)."""
+    mine, theirs = _fresh_model(case), _fresh_model(case)
+    W0 = mine.W.detach().clone()
+    torch.manual_seed(case.seed + 99_991)  # torch's global stream is not the loop's seeded one
+    kwargs = {"progress": False} if accepts_argument(learner, "progress") else {}
+    losses = learner(mine, **_train_arguments(case), **kwargs)
+    expected = ref.train_model(theirs, **_train_arguments(case), progress=False)
+    if isinstance(losses, (list, tuple)) and losses and all(isinstance(t, Tensor) for t in losses):
+        raise CheckFailed(f"your loop returned a {type(losses).__name__} of tensors: return one "
+                          "tensor of shape (steps, instances), filled row by row")
+    losses = expect_tensor(losses)
+    if losses.requires_grad:
+        raise CheckFailed("your losses still carry the autograd graph: keep loss.detach() of each step "
+                          "(otherwise every step's graph stays in memory)")
+    expect_shape(losses, expected.shape, "(steps, instances)",
+                 note="; keep every step's per-instance loss, not their mean")
+    expect_finite(losses)
+    if torch.equal(mine.W.detach(), W0):
+        raise CheckFailed("the model's W did not change: train the model you are given, and call "
+                          "optimizer.step() after backward()")
+    close = lambda a, b: torch.allclose(a, b, rtol=1e-3, atol=1e-7 * float(case.importance.max()) + 1e-9)
+    if not close(losses[0], expected[0]):
+        raise CheckFailed("the loss of the first step differs from the reference loop's, before any "
+                          "update: draw each batch with model.generate_batch(batch_size, generator) from a "
+                          "generator seeded with `seed`, and record model.loss(x) of that batch")
+    if close(losses, expected) and torch.allclose(mine.W.detach(), theirs.W.detach(), rtol=1e-3, atol=1e-5):
+        return
+    for description, (wrong_losses, wrong_W) in _loop_mistakes(case).items():
+        if close(losses, wrong_losses) and torch.allclose(mine.W.detach(), wrong_W, rtol=1e-3, atol=1e-5):
+            raise CheckFailed(f"your training matches a known mistake: {description}")
+    apart = ~torch.isclose(losses, expected, rtol=1e-3, atol=1e-7 * float(case.importance.max()) + 1e-9)
+    first = int(apart.any(dim=1).float().argmax()) if apart.any() else TRAIN_STEPS
+    raise CheckFailed(f"your losses leave the reference loop's at step {first} of {TRAIN_STEPS} (or the "
+                      "final W differs): check the optimiser, the learning rate at each step, and the "
+                      "order zero_grad, backward, step")
+
+
+# --------------------------------------------------------------------------------------
+# The n=2, m=1 phase diagram, derived
+# --------------------------------------------------------------------------------------
+
+
+def _phase_case(seed: int) -> Case:
+    """r and s as tensors of several shapes (broadcast against each other), or plain floats."""
+    gen = _generator(seed)
+    kind = seed % 3
+    if kind == 0:
+        r, s = torch.logspace(-1, 1, 7), torch.logspace(-2, 0, 5)[:, None]
+        label = "r (7,), s (5, 1): broadcast to (5, 7)"
+    elif kind == 1:
+        r, s = 0.1 + 5 * torch.rand(4, 3, generator=gen), 0.01 + 0.99 * torch.rand(4, 3, generator=gen)
+        label = "r and s of shape (4, 3)"
+    else:
+        r, s = float(0.2 + 3 * torch.rand(1, generator=gen)), float(0.05 + 0.9 * torch.rand(1, generator=gen))
+        label = "r and s plain floats"
+    return Case(label, r=r, s=s)
+
+
+def _phase_mistakes(r, s) -> dict[str, Tensor]:
+    r, s = torch.broadcast_tensors(torch.as_tensor(r, dtype=torch.float64), torch.as_tensor(s, dtype=torch.float64))
+    mean_square, variance = s / 3, s / 3 - s**2 / 4
+    both = (1 + r) * s**2 / 6
+    return {
+        "an ignored feature costs its mean square E[x²], but its bias can absorb the mean: it costs "
+        "the variance": torch.stack([r * mean_square, both, mean_square], dim=-1),
+        "the variance of an active feature alone (1/12) ignores that it is off with probability 1 - s":
+            torch.stack([r * s / 12, both, s / 12], dim=-1),
+        "E[min(x₁, x₂)²] for two U[0, 1] values is 1/6, not 1/4 or 1/3":
+            torch.stack([r * variance, (1 + r) * s**2 / 4, variance], dim=-1),
+        "the antipodal pair errs only when both features are on (probability s², not s)":
+            torch.stack([r * variance, (1 + r) * s / 6, variance], dim=-1),
+        "the columns are out of order: (ignore feature 2, antipodal pair, ignore feature 1)":
+            torch.stack([variance, both, r * variance], dim=-1),
+    }
+
+
+@exercise(
+    "phase_losses",
+    cases=_phase_case,
+    seeds=range(6),
+    reference=geometry.phase_losses,
+    hints=[
+        "Three expected losses per (r, s), stacked on a last axis of 3 in the order of "
+        "geometry.PHASES: ignore feature 2, antipodal pair, ignore feature 1.",
+        "An ignored feature's best output is a constant (its bias): its mean. The cost is then its "
+        "importance times its variance, E[x²] − E[x]², for x = 0 with probability 1 − s, else U[0, 1].",
+        "The antipodal pair is exact unless both features are on (probability s²); then each output "
+        "misses by min(x₁, x₂), and E[min²] for two independent U[0, 1] values is 1/6. Broadcast with "
+        "torch.broadcast_tensors and stack with dim=-1.",
+    ],
+)
+def check_phase_losses(learner, case: Case) -> None:
+    """Check your ``phase_losses(r, s)``: the three solutions' expected losses, shape (..., 3)."""
+    out = learner(case.r, case.s)
+    expected = geometry.phase_losses(case.r, case.s)
+    out = expect_tensor(out)
+    expect_shape(out, expected.shape, "(..., 3) = the broadcast shape of r and s, then the three solutions")
+    expect_finite(out)
+    expect_close(out.double(), expected, suspects=_phase_mistakes(case.r, case.s))
+
+
+# --------------------------------------------------------------------------------------
+# one_sparse_terms: feature benefit and interference
+# --------------------------------------------------------------------------------------
+
+
+def _terms_case(seed: int) -> Case:
+    gen = _generator(seed)
+    instances, hidden, features = _model_shape(gen, seed)
+    W = torch.randn(instances, hidden, features, generator=gen) / math.sqrt(hidden)
+    importance = 0.1 + torch.rand(instances, features, generator=gen)
+    label = f"instances={instances}, hidden={hidden}, features={features}, importance varies per feature"
+    return Case(label, W=W, importance=importance)
+
+
+def _terms_mistakes(W: Tensor, importance: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
+    benefit, interference = geometry.one_sparse_terms(W, importance)
+    gram = torch.einsum("ihf,ihg->ifg", W, W)
+    norms_squared = gram.diagonal(dim1=-2, dim2=-1)
+    off = gram.square() - torch.diag_embed(norms_squared.square())
+    return {
+        "the feature benefit uses ‖W_i‖ where the paper has ‖W_i‖²":
+            ((importance * (1 - norms_squared.sqrt()) ** 2).sum(-1), interference),
+        "the interference term includes i = j": (benefit, interference + (importance * norms_squared**2).sum(-1)),
+        "the overlaps W_j · W_i are not squared": (benefit, (gram - torch.diag_embed(norms_squared))
+                                                   .mul(importance[:, None, :]).sum(dim=(-2, -1))),
+        "the importance is left out": ((1 - norms_squared).square().sum(-1), off.sum(dim=(-2, -1))),
+    }
+
+
+@exercise(
+    "one_sparse_terms",
+    cases=_terms_case,
+    seeds=range(6),
+    reference=geometry.one_sparse_terms,
+    passed="{n}/{n} cases match the reference (both terms).",
+    hints=[
+        "Both terms come from the Gram matrix W_i · W_j, (instances, features, features): its diagonal "
+        "holds ‖W_i‖², its off-diagonal entries the overlaps.",
+        "feature benefit = Σ_i I_i (1 − ‖W_i‖²)²; interference = Σ over i ≠ j of I_j (W_j · W_i)²: "
+        "feature i active, error on output j, weighted by output j's importance.",
+        "einsum('ihf,ihg->ifg', W, W) is the Gram matrix; remove its diagonal before squaring and "
+        "summing, and broadcast importance[:, None, :] over the first feature axis.",
+    ],
+)
+def check_one_sparse_terms(learner, case: Case) -> None:
+    """Check your ``one_sparse_terms(W, importance)``: (feature benefit, interference), each (instances,)."""
+    out = call_pure(learner, {"W": case.W, "importance": case.importance})
+    if not (isinstance(out, (tuple, list)) and len(out) == 2):
+        raise CheckFailed("return two tensors, (feature_benefit, interference)")
+    expected = geometry.one_sparse_terms(case.W, case.importance)
+    mistakes = _terms_mistakes(case.W, case.importance)
+    for k, (mine, theirs, name) in enumerate(zip(out, expected, ("feature benefit", "interference"))):
+        mine = expect_output(mine, theirs, f"(instances,) for the {name}")
+        suspects = {description: pair[k] for description, pair in mistakes.items()}
+        try:
+            expect_close(mine, theirs, suspects=suspects)
+        except CheckFailed as failure:
+            raise CheckFailed(f"the {name} term: {failure}") from None

@@ -17,7 +17,8 @@ The stand-in behaves like a local call, as far as a check can tell:
   crafted return value cannot run code in the grader.  Anything else comes back as an
   object of the same type name, so the check's message ("returned a numpy.ndarray") holds;
 * an input the learner changed in place is changed in place in the grader too, so the
-  checks' in-place tests work; a ``torch.Generator`` argument and the global torch, NumPy
+  checks' in-place tests work (an ``nn.Module`` argument, such as the model a training loop
+  trains, gets back the child's parameters and buffers); a ``torch.Generator`` argument and the global torch, NumPy
   and ``random`` states go there and back;
 * ``NotImplementedError`` means "not attempted"; any other exception, ``sys.exit()``
   included, is reported with the learner's line, as in a notebook.
@@ -382,6 +383,15 @@ def _apply_changes(reply: dict, args: tuple, kwargs: dict, generators: dict) -> 
                 generators[key].set_state(state)
             except (RuntimeError, TypeError):
                 pass
+    for key, state in (reply.get("modules") or {}).items():
+        module = _lookup(str(key), args, kwargs)
+        if isinstance(module, torch.nn.Module) and isinstance(state, dict):
+            ours = module.state_dict()
+            with torch.no_grad():
+                for name, new in state.items():  # only what the grader's copy has, shape for shape
+                    old = ours.get(name)
+                    if isinstance(old, torch.Tensor) and isinstance(new, torch.Tensor) and old.shape == new.shape:
+                        old.copy_(new.to(old.dtype))
     for key, new in (reply.get("changed") or {}).items():
         old = _lookup(str(key), args, kwargs)
         if isinstance(old, torch.Tensor) and isinstance(new, torch.Tensor):
@@ -564,6 +574,10 @@ def _call(fn, request: dict) -> dict:
     reply["generators"] = {key: g.get_state() for key, g in generators.items()}
     reply["changed"] = {key: inputs[key].detach().clone() for key, old in before.items()
                         if _changed(old, inputs[key])}
+    # A model passed in (a training loop's argument) comes back as its parameters and buffers.
+    reply["modules"] = {key: {name: t.detach().clone() for name, t in value.state_dict().items()
+                              if isinstance(t, torch.Tensor)}
+                        for key, value in inputs.items() if isinstance(value, torch.nn.Module)}
     if reply["status"] == "returned":
         reply.update(_encode_output(out))
     return reply
