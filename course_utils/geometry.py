@@ -301,14 +301,18 @@ def recognise_polytope(W_component: Tensor, tolerance: float = D_TOLERANCE,
 
 def describe_configuration(W: Tensor, threshold: float = COSINE_THRESHOLD,
                            norm_threshold: float = NORM_THRESHOLD,
-                           tolerance: float = D_TOLERANCE) -> list[list[tuple[str, list[int]]]]:
+                           tolerance: float = D_TOLERANCE, recognise=None) -> list[list[tuple[str, list[int]]]]:
     """Every tegum factor of every instance with its polytope's name.
 
     (instances, hidden, features) -> per instance, a list of (name, feature indices), in
     the order of ``tegum_factors``.  ``summarise_configuration`` turns one instance's list
-    into words.
+    into words.  ``recognise(W_component) -> name`` replaces ``recognise_polytope``
+    (chapter 02 passes the learner's).
     """
-    return [[(recognise_polytope(W[k][:, factor], tolerance), factor) for factor in factors]
+    if recognise is None:
+        def recognise(W_component):
+            return recognise_polytope(W_component, tolerance)
+    return [[(recognise(W[k][:, factor]), factor) for factor in factors]
             for k, factors in enumerate(tegum_factors(W, threshold, norm_threshold))]
 
 
@@ -316,17 +320,29 @@ _PLURAL = {"orthogonal": ("orthogonal feature", "orthogonal features"),
            OTHER: ("other factor", "other factors")}
 
 
-def summarise_configuration(description: list[tuple[str, list[int]]]) -> str:
+def summarise_configuration(description: list[tuple[str, list[int]]], W: Tensor | None = None) -> str:
     """One instance's ``describe_configuration`` in words, smallest factors first, e.g.
-    "1 orthogonal feature + 2 digons + 1 triangle"; "nothing represented" if empty."""
+    "1 orthogonal feature + 2 digons + 1 triangle"; "nothing represented" if empty.
+
+    With that instance's ``W`` (hidden, features), or (1, hidden, features), a factor that is
+    no named polytope is described by its size instead of "other factor", e.g.
+    "1 group of 35 features in 12 dimensions"."""
     counts: dict[str, int] = {}
-    for name, _ in description:
+    others: list[str] = []
+    if W is not None and W.dim() == 3:
+        W = W[0]
+    for name, factor in description:
+        if name == OTHER and W is not None:
+            rank = effective_rank(W[:, factor].detach().to("cpu", torch.float64))
+            others.append(f"1 group of {len(factor)} features in {rank} dimension{'s' if rank != 1 else ''}")
+            continue
         counts[name] = counts.get(name, 0) + 1
     parts = []
     for name in [*POLYTOPES, OTHER]:
         if name in counts:
             one, many = _PLURAL.get(name, (name, name + "s"))
             parts.append(f"{counts[name]} {one if counts[name] == 1 else many}")
+    parts += sorted(others, key=lambda text: int(text.split()[3]))
     return " + ".join(parts) if parts else "nothing represented"
 
 

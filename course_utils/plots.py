@@ -220,10 +220,11 @@ def plot_uniform_sweep(density: Tensor, W: Tensor, title: str = "", min_norm: fl
     return fig
 
 
-def plot_feature_3d(W: Tensor, titles: Sequence[str] | None = None, size: float = 3.2) -> Figure:
+def plot_feature_3d(W: Tensor, titles: Sequence[str] | None = None, size: float = 3.2,
+                    view: tuple[float, float] | None = None) -> Figure:
     """Per instance with a 3-D hidden space, each feature's direction W_i as an arrow from the
     origin (features with ‖W_i‖ < 0.1 are left out), e.g. an octahedron of three digons or a
-    square antiprism."""
+    square antiprism.  ``view=(elevation, azimuth)`` in degrees turns the camera."""
     W = _np(W)
     if W.shape[1] != 3:
         raise ValueError(f"a 3-D view needs hidden=3, got hidden={W.shape[1]}")
@@ -245,6 +246,8 @@ def plot_feature_3d(W: Tensor, titles: Sequence[str] | None = None, size: float 
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_zticks([])
+        if view is not None:
+            ax.view_init(elev=float(view[0]), azim=float(view[1]))
         ax.set_title(titles[k], fontsize=9)
     return fig
 

@@ -268,6 +268,41 @@ def lr_multiplier(step: int, steps: int, warmup: float = 0.1, final: float = 0.0
     return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def train_scaling_model(W: Tensor, b: Tensor, feature_probability: Tensor, weight_decay: Tensor,
+                        decay=None, steps: int = 1000, batch_size: int = 512, lr: float = 3e-2, seed: int = 0,
+                        progress: bool = True, description: str = "training") -> Tensor:
+    """The paper's training step, written plainly (chapter 02's learners write it): Adam on W
+    and b, with the signed weight decay applied to W before each Adam step, at that step's
+    learning rate ``lr * lr_multiplier(step, steps)``.
+
+    W (instances, hidden, features) and b (instances, features) are leaf tensors with
+    ``requires_grad``, trained in place; weight_decay γ: (instances,).  Every step draws
+    ``sample_batch(feature_probability, batch_size, generator)`` from one generator seeded
+    with ``seed``.  ``decay`` is the decay function (default ``signed_weight_decay_``).
+    Returns the loss of every step, (steps, instances).  ``train_scaling_models`` is the
+    fast version (sparse analytic gradients), tested equal to this loop.
+    """
+    from tqdm.auto import tqdm
+
+    decay = signed_weight_decay_ if decay is None else decay
+    optimizer = torch.optim.Adam([W, b], lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    losses = torch.zeros(steps, W.shape[0])
+    for step in tqdm(range(steps), desc=description, disable=not progress, mininterval=0.5):
+        current_lr = lr * lr_multiplier(step, steps)
+        for group in optimizer.param_groups:
+            group["lr"] = current_lr
+        x = sample_batch(feature_probability, batch_size, generator)
+        loss = scaling_loss(W, b, x)  # (instances,)
+        optimizer.zero_grad()
+        loss.sum().backward()
+        with torch.no_grad():
+            decay(W, weight_decay, current_lr)  # decoupled: it acts on W, not on the gradient
+        optimizer.step()
+        losses[step] = loss.detach()
+    return losses
+
+
 def train_scaling_models(
     n_features: int = 512,
     n_hidden: Sequence[int] = (8, 11, 16, 23, 32),
@@ -280,6 +315,8 @@ def train_scaling_models(
     seed: int = 0,
     log_every: int | None = None,
     progress: bool = True,
+    decay=None,
+    sampler: str = "numpy",
 ) -> tuple[list[tuple[Tensor, Tensor]], Tensor, list[int]]:
     """Train one model per (hidden size m, weight decay γ) on the paper's power-law data.
 
@@ -289,6 +326,10 @@ def train_scaling_models(
         history  (records, γ, m): the training loss every ``log_every`` steps
         logged   the step of each record.
     ``seed`` fixes the initialisation and the data; ``progress`` shows a tqdm bar.
+    ``decay`` replaces ``signed_weight_decay_`` (chapter 02 passes the learner's).
+    ``sampler="torch"`` draws the batches with ``sample_batch`` from a torch generator seeded
+    with ``seed``, the stream of ``train_scaling_model``, so the two can be compared step by
+    step; the default draws the same distribution with NumPy, faster.
     """
     from tqdm.auto import tqdm
 
@@ -297,7 +338,19 @@ def train_scaling_models(
     generator = torch.Generator().manual_seed(seed)
     params = [init_parameters(n_features, m, len(gamma), generator) for m in n_hidden]
     optimizer = _Adam([t for pair in params for t in pair])
-    batches = _SparseBatches(power_law_probability(n_features, alpha), batch_size, seed)
+    decay = signed_weight_decay_ if decay is None else decay
+    if sampler not in ("numpy", "torch"):
+        raise ValueError(f"sampler must be 'numpy' or 'torch', got {sampler!r}")
+    p = power_law_probability(n_features, alpha)
+    if sampler == "numpy":
+        batches = _SparseBatches(p, batch_size, seed)
+    else:
+        data_generator = torch.Generator().manual_seed(seed)
+
+        def batches():
+            x = sample_batch(p, batch_size, data_generator)
+            rows, features = x.nonzero(as_tuple=True)
+            return rows, features, x[rows, features]
     history, logged = [], []
     bar = tqdm(total=steps, desc="scaling sweep", disable=not progress, mininterval=0.5)
     for step in range(steps):
@@ -307,7 +360,7 @@ def train_scaling_models(
         losses, grads = [], []
         for W, b in params:
             loss, grad_W, grad_b = _loss_and_grads(W, b, rows, features, values, batch_size, log)
-            signed_weight_decay_(W, gamma, current_lr)
+            decay(W, gamma, current_lr)
             losses.append(loss)
             grads += [grad_W, grad_b]
         optimizer.step(grads, current_lr)
@@ -449,16 +502,19 @@ def scaling_sweep(
     seed: int = 0,
     eval_samples: int = 16_384,
     progress: bool = True,
+    decay=None,
 ) -> ScalingResult:
     """Train the sweep (``train_scaling_models``) and measure it: loss on fresh samples,
     fraction of represented features and their mean squared overlap, per (γ, m).
 
     The defaults are the notebook's run: strong (γ = −1) and weak (γ = +0.1)
     superposition at α = 0.25; pass larger values for a closer match to the paper.
+    ``decay`` replaces ``signed_weight_decay_`` in training (chapter 02 passes the learner's).
     """
     start = time.perf_counter()
     params, history, logged = train_scaling_models(n_features, n_hidden, weight_decay, alpha, steps,
-                                                   batch_size, lr, warmup, seed, progress=progress)
+                                                   batch_size, lr, warmup, seed, progress=progress,
+                                                   decay=decay)
     p = power_law_probability(n_features, alpha)
     loss = torch.stack([evaluate_loss(W, b, p, eval_samples, seed=seed + 12_345) for W, b in params], dim=1)
     represented = torch.stack([represented_fraction(W) for W, _ in params], dim=1)

@@ -252,6 +252,43 @@ def generate_correlated_batch(
     return features_from_uniforms(layout, u)
 
 
+def correlated_batch(feature_probability: Tensor, batch_size: int, sets,
+                     generator: torch.Generator | None = None) -> Tensor:
+    """Chapter 02's exercise, written plainly: the features of each set in ``sets`` are zero
+    or nonzero *together* (one draw per set and sample, with the probability of the set's
+    first feature), each with its own U[0, 1] value; every other feature is independent, as
+    in ``generate_batch``.  (instances, batch_size, features).  ``generate_correlated_batch``
+    draws the same distribution with fewer random numbers (the fast path)."""
+    p = feature_probability
+    x = generate_batch(p, batch_size, generator)
+    for members in sets:
+        members = list(members)
+        active = torch.rand(p.shape[0], batch_size, 1, device=p.device, generator=generator) < p[:, None, members[:1]]
+        values = torch.rand(p.shape[0], batch_size, len(members), device=p.device, generator=generator)
+        x[:, :, members] = values * active
+    return x
+
+
+def anticorrelated_batch(feature_probability: Tensor, batch_size: int, sets,
+                         generator: torch.Generator | None = None) -> Tensor:
+    """Chapter 02's exercise, written plainly: at most one feature of each set in ``sets``
+    is nonzero.  One uniform u per set and sample picks it: member k is active when u falls
+    in [p_0 + ... + p_(k-1), p_0 + ... + p_k), so it is active with its own probability p_k
+    and the set with Σ p; its value is U[0, 1].  Other features are independent.
+    (instances, batch_size, features)."""
+    p = feature_probability
+    x = generate_batch(p, batch_size, generator)
+    for members in sets:
+        members = list(members)
+        upper = p[:, members].cumsum(dim=1)[:, None, :]  # (instances, 1, k)
+        lower = upper - p[:, None, members]
+        u = torch.rand(p.shape[0], batch_size, 1, device=p.device, generator=generator)
+        active = (u >= lower) & (u < upper)  # (instances, batch, k): at most one True
+        values = torch.rand(p.shape[0], batch_size, len(members), device=p.device, generator=generator)
+        x[:, :, members] = values * active
+    return x
+
+
 # --------------------------------------------------------------------------------------
 # The model
 # --------------------------------------------------------------------------------------
@@ -302,6 +339,9 @@ class ToyModel(nn.Module):
             probability Σ p, the paper's 1 - S for the set).
             Both kinds are shared by all instances and must not overlap
             (``generate_correlated_batch`` draws the data).
+        batch_fn: a function ``batch_fn(feature_probability, batch_size, generator)`` that draws
+            the batches instead (chapter 02's learner-written generators, with their sets
+            bound in); such a model trains with the plain autograd step.
     """
 
     def __init__(
@@ -316,8 +356,15 @@ class ToyModel(nn.Module):
         generator: torch.Generator | None = None,
         correlated_sets=None,
         anticorrelated_sets=None,
+        batch_fn=None,
     ):
         super().__init__()
+        if batch_fn is not None and not callable(batch_fn):
+            raise TypeError(f"batch_fn must be a function (feature_probability, batch_size, generator), got {batch_fn!r}")
+        if batch_fn is not None and (correlated_sets or anticorrelated_sets):
+            raise ValueError("pass either batch_fn or correlated_sets/anticorrelated_sets, not both: "
+                             "a batch_fn draws the whole batch, sets included")
+        self.batch_fn = batch_fn
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
         for name, v in (("n_features", n_features), ("n_hidden", n_hidden), ("n_instances", n_instances)):
@@ -351,6 +398,8 @@ class ToyModel(nn.Module):
 
     def generate_batch(self, batch_size: int, generator: torch.Generator | None = None) -> Tensor:
         """A fresh batch (instances, batch_size, features) from the model's data distribution."""
+        if self.batch_fn is not None:
+            return self.batch_fn(self.feature_probability, batch_size, generator)
         return generate_correlated_batch(self.feature_probability, batch_size, self.correlated_sets,
                                          self.anticorrelated_sets, generator)
 
@@ -613,8 +662,12 @@ def train(
 
     if int(steps) != steps or steps < 1 or int(batch_size) != batch_size or batch_size < 1:
         raise ValueError(f"steps and batch_size must be positive integers, got {steps!r}, {batch_size!r}")
-    if fused is None:
-        fused = type(model) is ToyModel  # subclasses (e.g. computation.NeuronModel) change the forward pass
+    batch_fn = getattr(model, "batch_fn", None)
+    if fused is None:  # subclasses (e.g. computation.NeuronModel) change the forward pass
+        fused = type(model) is ToyModel and batch_fn is None
+    if fused and batch_fn is not None:
+        raise ValueError("the fused step draws its own batches, so it cannot use the model's batch_fn; "
+                         "pass fused=False (or train with train_model)")
     if fused and type(model) is not ToyModel and not _has_toy_model_parts(model):
         raise TypeError("the fused step needs a ToyModel (or a model with its parts: W, b, importance, "
                         f"feature_probability, activation and sizes); pass fused=False for other models")

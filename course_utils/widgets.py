@@ -131,20 +131,21 @@ def describe_sweep_point(W: Tensor, density: Tensor, index: int) -> str:
         raise ValueError(f"index must be in [0, {W.shape[0]}), got {index}")
     Wk = W[index : index + 1]
     represented = int((geometry.feature_norms(Wk) > 0.5).sum())
-    names = geometry.summarise_configuration(geometry.describe_configuration(Wk)[0])
+    names = geometry.summarise_configuration(geometry.describe_configuration(Wk)[0], Wk)
     dpf = float(geometry.dimensions_per_feature(Wk)[0])
     return (f"1/(1-S) = {1 / float(density[index]):.2f}: {represented} of {W.shape[-1]} features in "
             f"{W.shape[1]} dimensions, dimensions per feature {dpf:.3f}; configuration: {names}")
 
 
-def _draw_configuration(W: Tensor, title: str):
-    """The 2-D fan or the 3-D view of one instance (W: (1, hidden, features))."""
+def _draw_configuration(W: Tensor, title: str, view: tuple[float, float] | None = None):
+    """The 2-D fan or the 3-D view of one instance (W: (1, hidden, features)); ``view`` is
+    the 3-D camera's (elevation, azimuth)."""
     from .plots import plot_feature_3d, plot_feature_fan, plot_WtW
 
     if W.shape[1] == 2:
         return plot_feature_fan(W, titles=[title])
     if W.shape[1] == 3:
-        return plot_feature_3d(W, titles=[title])
+        return plot_feature_3d(W, titles=[title], view=view)
     return plot_WtW(W, torch.zeros(1, W.shape[-1]), titles=[title])
 
 
@@ -152,6 +153,9 @@ def configuration_explorer(W: Tensor, density: Tensor):
     """A slider over the sweep's sparsities; shows the configuration, D_i and its polytopes.
 
     W: (instances, hidden, features) trained weights, one instance per entry of ``density``.
+    With hidden = 3, two more sliders turn the 3-D view (azimuth and elevation): the plot is
+    a still matplotlib image, redrawn, so it turns the same way in JupyterLab, Colab and
+    Binder without a JavaScript plotting backend.
     Returns the widget box: make it the last expression of a cell to show it.
     """
     import ipywidgets as widgets
@@ -165,20 +169,28 @@ def configuration_explorer(W: Tensor, density: Tensor):
     options = [(f"{1 / float(p):.2f}", k) for k, p in enumerate(density)]
     slider = widgets.SelectionSlider(options=options, value=0, description="1/(1-S)", continuous_update=False)
     output = widgets.Output()
+    turn = []
+    if W.shape[1] == 3:
+        turn = [widgets.IntSlider(value=-60, min=-180, max=180, step=15, description="azimuth",
+                                  continuous_update=False),
+                widgets.IntSlider(value=30, min=-90, max=90, step=15, description="elevation",
+                                  continuous_update=False)]
 
     def redraw(_=None):
         with output:
             output.clear_output(wait=True)
             k = slider.value
             print(describe_sweep_point(W, density, k))
-            _draw_configuration(W[k : k + 1], "feature directions")
+            view = (turn[1].value, turn[0].value) if turn else None
+            _draw_configuration(W[k : k + 1], "feature directions", view)
             plot_dimensionality_strip(geometry.feature_dimensionality(W[k : k + 1])[0],
                                       geometry.feature_norms(W[k : k + 1])[0], title="D_i")
             plt.show()
 
-    slider.observe(redraw, names="value")
+    for control in [slider, *turn]:
+        control.observe(redraw, names="value")
     redraw()
-    return widgets.VBox([slider, output])
+    return widgets.VBox([slider, widgets.HBox(turn), output] if turn else [slider, output])
 
 
 def dynamics_frame(steps, W_history: Tensor, D: Tensor, loss: Tensor, index: int):
@@ -190,7 +202,7 @@ def dynamics_frame(steps, W_history: Tensor, D: Tensor, loss: Tensor, index: int
     if not 0 <= index < len(steps):
         raise ValueError(f"index must be in [0, {len(steps)}), got {index}")
     Wk = W_history[index][None]
-    names = geometry.summarise_configuration(geometry.describe_configuration(Wk)[0])
+    names = geometry.summarise_configuration(geometry.describe_configuration(Wk)[0], Wk)
     text = (f"step {int(steps[index])}: loss {float(loss[index]):.5f}; configuration: {names}; "
             f"D_i = {', '.join(f'{d:.2f}' for d in D[index].tolist())}")
     figures = [_draw_configuration(Wk, f"step {int(steps[index])}"),

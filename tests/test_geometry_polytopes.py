@@ -340,3 +340,17 @@ def test_a_merged_factor_is_other():
     W = torch.cat([polygon(3), torch.tensor([[0.0, 0.0], [1.0, -1.0]], dtype=torch.float64)], dim=1)[None]
     assert geometry.describe_configuration(W) == [[("other", [0, 1, 2, 3, 4])]]
     assert geometry.summarise_configuration(geometry.describe_configuration(W)[0]) == "1 other factor"
+
+
+def test_summarise_names_an_unnamed_group_by_its_size_when_given_W():
+    """A group that is no polytope of the table: "1 group of k features in d dimensions"."""
+    torch.manual_seed(0)
+    W = torch.zeros(4, 8)
+    group = torch.randn(3, 6)
+    W[:3, :6] = group / group.norm(dim=0)  # six unit features sharing three dimensions: no named polytope
+    W[3, 6], W[3, 7] = 1.0, -1.0  # and a digon
+    description = geometry.describe_configuration(W[None])[0]
+    assert geometry.summarise_configuration(description) == "1 digon + 1 other factor"
+    assert geometry.summarise_configuration(description, W) == "1 digon + 1 group of 6 features in 3 dimensions"
+    named = geometry.describe_configuration(W[None], recognise=lambda component: "digon")[0]
+    assert geometry.summarise_configuration(named) == "2 digons"

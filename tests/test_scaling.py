@@ -271,3 +271,26 @@ def test_at_alpha_one_both_regimes_scale_as_one_over_m():
     assert -1.35 < strong < -0.7 and -1.35 < weak < -0.7, result.summary()
     assert abs(strong - weak) < 0.35, result.summary()
     assert result.weak_theory_slope == pytest.approx(-1.0, abs=0.03)
+
+
+def test_the_plain_loop_and_the_fast_trainer_take_the_same_steps():
+    """train_scaling_model (autograd, the chapter's exercise) against train_scaling_models
+    (sparse analytic gradients) on the same batches (sampler='torch'), with a decay passed in."""
+    calls = []
+
+    def decay(W, gamma, lr):
+        calls.append(lr)
+        return scaling.signed_weight_decay_(W, gamma, lr)
+
+    gammas = torch.tensor([-1.0, 0.3])
+    W, b = scaling.init_parameters(64, 6, 2, torch.Generator().manual_seed(0))
+    W.requires_grad_(), b.requires_grad_()
+    plain = scaling.train_scaling_model(W, b, scaling.power_law_probability(64, 0.5), gammas, steps=80,
+                                        batch_size=128, progress=False)
+    params, history, _ = scaling.train_scaling_models(64, [6], gammas.tolist(), 0.5, steps=80, batch_size=128,
+                                                      sampler="torch", decay=decay, log_every=1, progress=False)
+    assert len(calls) == 80
+    torch.testing.assert_close(history[:, :, 0], plain, atol=1e-7, rtol=1e-5)
+    torch.testing.assert_close(params[0][0], W.detach(), atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="sampler"):
+        scaling.train_scaling_models(64, [6], [0.1], steps=2, sampler="numpi", progress=False)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from course_utils import toy_models
 from course_utils.toy_models import (
     NumpySampler,
     ToyModel,
@@ -211,3 +212,24 @@ def test_the_plain_loop_and_the_fused_trainer_agree_step_by_step(schedule):
     torch.testing.assert_close(models[1].W, models[0].W, rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match="sampler must be"):
         train(models[1], steps=1, sampler="numpy", progress=False)
+
+
+def test_a_batch_fn_draws_the_batches_and_keeps_the_model_off_the_fused_step():
+    calls = []
+
+    def batch_fn(p, size, generator):
+        calls.append(size)
+        return toy_models.correlated_batch(p, size, [[0, 1]], generator)
+
+    model = toy_models.ToyModel(4, 2, 2, feature_probability=0.2, batch_fn=batch_fn,
+                                generator=torch.Generator().manual_seed(0))
+    x = model.generate_batch(500, torch.Generator().manual_seed(1))
+    assert calls == [500] and ((x[..., 0] != 0) == (x[..., 1] != 0)).all()
+    with pytest.raises(ValueError, match="batch_fn"):
+        toy_models.train(model, steps=2, fused=True, progress=False)
+    result = toy_models.train(model, steps=3, progress=False)  # picks the autograd step
+    assert len(calls) == 4 and result.final_loss.shape == (2,)
+    with pytest.raises(ValueError, match="either batch_fn or"):
+        toy_models.ToyModel(4, 2, batch_fn=batch_fn, correlated_sets=[[0, 1]])
+    with pytest.raises(TypeError, match="batch_fn must be a function"):
+        toy_models.ToyModel(4, 2, batch_fn=3)

@@ -114,6 +114,13 @@ def test_configuration_explorer_and_dynamics_scrubber_build():
     assert box.children[0].description == "1/(1-S)" and len(box.children[0].options) == 2
     with pytest.raises(ValueError, match="instances"):
         configuration_explorer(W, torch.tensor([0.5]))
+    W3 = torch.randn(2, 3, 6, generator=torch.Generator().manual_seed(0))
+    box3 = configuration_explorer(W3, torch.tensor([0.5, 0.05]))
+    azimuth, elevation = box3.children[1].children
+    assert (azimuth.description, elevation.description) == ("azimuth", "elevation")
+    azimuth.value = 45  # turning the view redraws at the new angle
+    views = [ax for number in plt.get_fignums() for ax in plt.figure(number).axes if ax.name == "3d"]
+    assert views[-1].azim == 45
     steps = [0, 10]
     D = geometry.feature_dimensionality(W)
     loss = torch.tensor([0.01, 0.005])

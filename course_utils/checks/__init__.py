@@ -42,6 +42,7 @@ from .computation import (
     check_u_and_layer,
     check_u_and_readoff,
 )
+from .correlated import check_anticorrelated_batch, check_correlated_batch
 from .editing import (
     check_counterfact_scores,
     check_indirect_effect,
@@ -75,6 +76,7 @@ from .sae import (
     check_sae_metrics,
     check_topk_activation,
 )
+from .scaling import check_signed_weight_decay_, check_train_scaling_model
 from .toy_models import (
     check_feature_norms,
     check_generate_batch,
@@ -94,6 +96,8 @@ __all__ = [
     "check_feature_norms", "check_superposition_interference", "check_toy_model", "check_train_model",
     "check_phase_losses", "check_one_sparse_terms",
     "check_feature_dimensionality", "check_dimensions_per_feature", "check_recognise_polytope",
+    "check_correlated_batch", "check_anticorrelated_batch", "check_signed_weight_decay_",
+    "check_train_scaling_model",
     "check_autoencoder_loss", "check_count_polysemantic_neurons", "check_predicted_polysemantic",
     "check_initial_argmax_win_rate",
     "check_neuron_forward", "check_abs_batch", "check_abs_loss", "check_u_and_layer",

@@ -137,6 +137,7 @@ def _expect_orthogonal_features_not_divided_by_zero(out: Tensor, expected: Tenso
 
 @exercise(
     "feature_dimensionality",
+    reference=geometry.feature_dimensionality,
     cases=_dimensionality_case,
     seeds=range(6),
     hints=[
@@ -197,6 +198,7 @@ def _dimensions_mistakes(W: Tensor) -> dict[str, Tensor]:
 
 @exercise(
     "dimensions_per_feature",
+    reference=geometry.dimensions_per_feature,
     cases=_dimensions_case,
     seeds=range(4),
     hints=[
@@ -315,6 +317,7 @@ NAMES = (*geometry.POLYTOPES, geometry.OTHER)
 
 @exercise(
     "recognise_polytope",
+    reference=geometry.recognise_polytope,
     cases=_polytope_case,
     seeds=range(len(_POLYTOPE_KINDS)),
     passed="{n}/{n} configurations named correctly.",
@@ -324,7 +327,7 @@ NAMES = (*geometry.POLYTOPES, geometry.OTHER)
         "all equal d/k. Check all three; a size alone says little.",
         "The rank: count the singular values (torch.linalg.svdvals) above 0.2 × the largest one. "
         "An exact rank counts the tiny noise as extra dimensions.",
-        "D_i: your feature_dimensionality(W_component[None])[0]. Look up (k, d) in the table of "
+        "D_i: dimensionality(W_component[None])[0] (what exercise 1's check returned). Look up (k, d) in the table of "
         "polytopes and require every |D_i - d/k| <= 0.05; anything else is 'other'.",
     ],
 )
