@@ -27,6 +27,8 @@ sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "grading"))
 import submission_notebooks as nbs  # noqa: E402
 
 EXERCISES = nbs.EXERCISES
+PENTAGON = "result:pentagon"  # chapter 01's result check, graded after the exercises (tests/test_grade_results.py)
+ROWS = EXERCISES + [PENTAGON]  # the rows of a chapter 01 submission
 CHAPTER = "01_toy_models"
 MEMORY_MB = 1000
 
@@ -291,10 +293,11 @@ def graded(tmp_path_factory):
     before = {path: path.read_bytes() for path in files.values()}
     # Hidden cases for feature_norms; a generous time limit for importance_weighted_loss, so
     # that the function that eats memory is stopped by the memory limit, even on a busy machine,
-    # and for train_model, whose check trains eight small models.
+    # and for train_model, whose check trains eight small models; the pentagon's training
+    # (a few seconds) gets 20 s instead of its 60, for the evil submission's endless loop.
     (root / "grading.json").write_text(json.dumps({"exercises": {
         "feature_norms": {"hidden_seeds": [1001, 1002, 1003]}, "importance_weighted_loss": {"time_limit": 30},
-        "train_model": {"time_limit": 60}}}))
+        "train_model": {"time_limit": 60}, PENTAGON: {"time_limit": 20}}}))
     out = root / "out" / "grades.csv"
     command = [sys.executable, "-m", "course_utils.grade", str(root / "submissions"), "--out", str(out),
                "--jobs", "2", "--cell-timeout", "5", "--timeout", "120", "--memory-mb", str(MEMORY_MB),
@@ -333,12 +336,12 @@ def test_every_submission_gets_a_row_per_exercise_with_an_outcome_and_a_reason(g
     students = set(graded["files"])
     assert {row["student"] for row in table} == students
     for student in students - {"nameless"}:
-        assert sorted(rows_of(graded, student)) == sorted(EXERCISES), student
+        assert list(rows_of(graded, student)) == ROWS, student
     for row in table:
         assert row["outcome"] in worker.OUTCOMES
         assert row["message"].strip(), row
         assert float(row["points"]) == (float(row["max_points"]) if row["outcome"] == "passed" else 0)
-    assert graded["report"]["summary"]["rows"] == len(table) == len(EXERCISES) * (len(students) - 1) + 1
+    assert graded["report"]["summary"]["rows"] == len(table) == len(ROWS) * (len(students) - 1) + 1
     assert f"graded {len(students)} submission(s)" in graded["stdout"]
 
 
@@ -350,6 +353,8 @@ def test_the_originals_are_never_modified(graded):
 def test_a_correct_submission_passes_and_a_stub_is_not_attempted(graded):
     assert set(outcomes(graded, "good").values()) == {"passed"}
     assert all(row["points"] == "1" for row in rows_of(graded, "good").values())
+    # The capstones' result: the learner's ToyModel, trained by their train_model, is a pentagon.
+    assert "is a regular pentagon" in rows_of(graded, "good")[PENTAGON]["message"]
     assert set(outcomes(graded, "stub").values()) == {"not attempted"}
     assert "NotImplementedError" in rows_of(graded, "stub")["toy_forward"]["message"]
 
@@ -362,10 +367,12 @@ def test_wrong_answers_fail_with_the_checks_message(graded):
                                            "importance_weighted_loss": "failed", "feature_norms": "failed",
                                            "superposition_interference": "passed", "ToyModel": "failed",
                                            "train_model": "passed", "phase_losses": "passed",
-                                           "one_sparse_terms": "passed"}
+                                           "one_sparse_terms": "passed", PENTAGON: "failed"}
     assert "the ReLU is missing" in rows["toy_forward"]["message"]
     assert "a sum over batch and features instead of a mean" in rows["importance_weighted_loss"]["message"]
     assert "squared norms" in rows["feature_norms"]["message"]
+    # Without the ReLU, the trained model is linear: no pentagon.
+    assert "is not a regular pentagon" in rows[PENTAGON]["message"]
 
 
 def test_a_file_that_is_not_a_notebook_is_an_error_on_every_exercise(graded):
@@ -383,8 +390,11 @@ def test_a_file_without_a_chapter_gets_one_error_row(graded):
 def test_deleted_cells_are_missing_and_reordered_cells_are_fine(graded):
     rows = rows_of(graded, "shuffled")
     kept = ["toy_forward", "generate_batch", "importance_weighted_loss"]
-    assert outcomes(graded, "shuffled") == {name: "passed" if name in kept else "missing" for name in EXERCISES}
+    assert outcomes(graded, "shuffled") == {name: "passed" if name in kept else "missing" for name in ROWS}
     assert rows["feature_norms"]["message"] == "`feature_norms` is not defined: no cell of the notebook defines it"
+    assert rows[PENTAGON]["message"] == ("needs your `ToyModel` and `train_model`: `ToyModel` is not defined: no cell "
+                                         "of the notebook defines it; `train_model` is not defined: no cell of the "
+                                         "notebook defines it")
     # A definition moved above the imports fails to define (its annotations need Tensor).
     rows = rows_of(graded, "misordered")
     assert rows["toy_forward"]["outcome"] == "missing"
@@ -438,6 +448,12 @@ def test_learner_functions_that_attack_the_grader_fail_alone(graded):
     # The capstone class calls the evil toy_forward: it fails too, and ends its sandbox once more.
     assert rows["ToyModel"]["outcome"] == "failed"
     assert "the sandbox that runs the learner's functions was restarted 5 time(s)" in notes(graded, "evil")
+    # Training the capstone for the result check draws batches with the evil generate_batch,
+    # which never returns: stopped at the result check's time limit (20 s in this batch's config).
+    # It runs in a fresh sandbox: superposition_interference deleted the working directory of
+    # the one the exercises were graded in.
+    assert rows[PENTAGON]["outcome"] == "failed"
+    assert rows[PENTAGON]["message"] == "took longer than 20 s; the grader stopped it."
 
 
 def test_printed_passes_patched_checks_imports_and_special_cases_do_not_pass(graded):
@@ -458,6 +474,9 @@ def test_printed_passes_patched_checks_imports_and_special_cases_do_not_pass(gra
     assert rows["feature_norms"]["message"].endswith("[hidden case]")
     assert "L1" in rows["feature_norms"]["message"]
     assert graded["report"]["grader"]["exercises"]["feature_norms"] == {"default": 4, "hidden": 3, "points": 1.0}
+    assert graded["report"]["grader"]["result_checks"] == {PENTAGON: {
+        "title": "pentagon (result of ToyModel + train_model)", "uses": ["ToyModel", "train_model"],
+        "points": 1.0, "time_limit_s": 20.0}}
 
 
 # --------------------------------------------------------------------------------------
@@ -495,7 +514,7 @@ def test_exercises_only_grades_the_real_chapter_without_its_training_runs(tmp_pa
     wrong = nbs.chapter_notebook({"toy_forward": wrong_cell})
     table, report = grade(tmp_path, {"ann": solved, "ben": wrong}, "--exercises-only", "--jobs", "2")
     by_student = {(row["student"], row["exercise"]): row for row in table}
-    assert all(by_student["ann", name]["outcome"] == "passed" for name in EXERCISES)
+    assert all(by_student["ann", name]["outcome"] == "passed" for name in ROWS)
     assert by_student["ben", "toy_forward"]["outcome"] == "failed"
     assert "a ReLU is applied although activation='linear'" in by_student["ben", "toy_forward"]["message"]
     ann = next(s for s in report["submissions"] if s["student"] == "ann")

@@ -14,6 +14,12 @@ Outcomes are "passed", "failed" (with what is wrong, never the expected values) 
 "not attempted" (the stub still raises NotImplementedError).  Graders use
 ``checks.evaluate(name, fn, seeds=[...])`` -> Outcome, ``checks.EXERCISES`` (name -> check)
 and the JSON lines appended to $SUPERPOSITION_CHECK_LOG.
+
+A chapter can also declare **result checks**: what several exercises' definitions make
+together (chapter 01: the learner's ``ToyModel`` trained by their ``train_model`` is a
+pentagon).  ``checks.RESULT_CHECKS`` (id -> ResultCheck), ``checks.result_checks_for(names)``
+and ``checks.evaluate_result("pentagon", {"ToyModel": ..., "train_model": ...})``; the
+grader runs them after the exercises (see ``ResultCheck``).
 """
 
 from ._framework import (
@@ -21,16 +27,21 @@ from ._framework import (
     FAILED,
     NOT_ATTEMPTED,
     PASSED,
+    RESULT_CHECKS,
     Case,
     CheckFailed,
     Exercise,
     Outcome,
+    ResultCheck,
     clear_results,
     evaluate,
+    evaluate_result,
     exercise,
     hint,
     is_reference,
     made_with,
+    result_check,
+    result_checks_for,
     results,
 )
 from .computation import (
@@ -92,6 +103,7 @@ from .toy_models import (
 __all__ = [
     "EXERCISES", "PASSED", "FAILED", "NOT_ATTEMPTED", "Case", "CheckFailed", "Exercise", "Outcome",
     "clear_results", "evaluate", "exercise", "hint", "results", "made_with", "is_reference",
+    "RESULT_CHECKS", "ResultCheck", "result_check", "result_checks_for", "evaluate_result",
     "check_toy_forward", "check_generate_batch", "check_importance_weighted_loss",
     "check_feature_norms", "check_superposition_interference", "check_toy_model", "check_train_model",
     "check_phase_losses", "check_one_sparse_terms",

@@ -562,3 +562,137 @@ def _type_name(value) -> str:
 
 def _sentence(message: str) -> str:
     return message if message.endswith((".", "!", "?")) else message + "."
+
+
+# --------------------------------------------------------------------------------------
+# Result checks: what several of the learner's definitions make together
+# --------------------------------------------------------------------------------------
+
+RESULT_PREFIX = "result:"  # a result check's id, its row in the grader's report: "result:pentagon"
+RESULT_TIME_LIMIT = 60.0
+RESULT_SEED = 0  # torch, NumPy and random are seeded with it while a result is produced
+
+
+@dataclass(frozen=True)
+class ResultCheck:
+    """A check of what several exercises' definitions make together: a capstone's *result*
+    (chapter 01: the learner's ``ToyModel``, trained by their ``train_model``, is a pentagon).
+
+    It comes in two halves, so that the grader can keep the learner's code and the verdict
+    apart:
+
+    * ``produce(**definitions)`` gets the learner's definitions as keyword arguments named
+      like the exercises in ``uses``, runs them, and returns plain data (tensors, numbers,
+      strings, and dicts, lists and tuples of them).  It may raise ``CheckFailed`` to say
+      what went wrong on the way.  The grader runs it in the sandbox, where the learner's
+      code runs, under the check's time limit and the sandbox's memory limit.
+    * ``judge(data)`` runs where no learner code runs (the grader's own process): it returns
+      the message of a pass or raises ``CheckFailed`` saying what was measured.  It never
+      trusts ``data``'s types or shapes.
+
+    The grader grades a chapter's result checks after its exercises, whenever every
+    exercise in ``uses`` is graded, as rows of their own (``id``, e.g. "result:pentagon").
+    """
+
+    name: str
+    uses: tuple[str, ...]
+    produce: Callable[..., dict]
+    judge: Callable[[object], str]
+    points: float = 1.0
+    time_limit: float = RESULT_TIME_LIMIT
+    title: str = ""  # e.g. "pentagon (result of ToyModel + train_model)"
+
+    @property
+    def id(self) -> str:
+        return RESULT_PREFIX + self.name
+
+    def produce_safely(self, definitions: dict, time_limit: float | None = None) -> tuple[str, object]:
+        """Run ``produce`` on the learner's ``definitions`` (name -> object), seeded, under the
+        time limit: ("produced", data), or (NOT_ATTEMPTED or FAILED, message).  Never raises
+        for the learner's code (except KeyboardInterrupt)."""
+        limit = self.time_limit if time_limit is None else float(time_limit)
+        learner = [definitions[name] for name in self.uses if name in definitions]
+        try:
+            with _time_limit(limit), _seeded(RESULT_SEED):
+                data = self.produce(**{name: definitions[name] for name in self.uses})
+        except NotImplementedError as error:
+            return NOT_ATTEMPTED, (f"your code still raises {_describe_raise_any(error, learner)}; the result "
+                                   f"needs {_join([f'`{n}`' for n in self.uses])} written first.")
+        except CheckFailed as failure:
+            return FAILED, _sentence(str(failure))
+        except _TimedOut:
+            return FAILED, f"took longer than {limit:g} s; the grader stopped it."
+        except KeyboardInterrupt:
+            raise
+        except BaseException as error:  # noqa: BLE001 - SystemExit included: a learner's fault
+            return FAILED, f"your code raised {_describe_raise_any(error, learner)}."
+        return "produced", data
+
+    def judge_safely(self, data) -> Outcome:
+        """``judge(data)`` as an Outcome; an exception other than CheckFailed is a failure
+        to judge what came back, never a crash."""
+        try:
+            message = self.judge(data)
+        except CheckFailed as failure:
+            return Outcome(self.id, FAILED, _sentence(str(failure)))
+        except Exception as error:  # noqa: BLE001 - data of an unforeseen shape
+            return Outcome(self.id, FAILED, f"could not judge the result ({_exception_text(error)}).")
+        return Outcome(self.id, PASSED, _sentence(str(message)))
+
+    def evaluate(self, definitions: dict, time_limit: float | None = None) -> Outcome:
+        """Produce and judge in THIS process (tests, an instructor's own trusted code); the
+        grader runs ``produce`` in its sandbox instead."""
+        absent = [name for name in self.uses if name not in definitions]
+        if absent:
+            return Outcome(self.id, "missing", f"needs your {_join([f'`{n}`' for n in absent])}.")
+        status, data = self.produce_safely(definitions, time_limit)
+        if status != "produced":
+            return Outcome(self.id, status, str(data))
+        return self.judge_safely(data)
+
+
+RESULT_CHECKS: dict[str, ResultCheck] = {}  # id ("result:pentagon") -> ResultCheck
+
+
+def result_check(name: str, *, uses: Iterable[str], judge: Callable[[object], str], points: float = 1.0,
+                 time_limit: float = RESULT_TIME_LIMIT, title: str = ""):
+    """Register ``produce`` as result check ``name`` of the exercises ``uses`` (see
+    ``ResultCheck``); returns ``produce`` with the check as its ``.result_check``::
+
+        @result_check("pentagon", uses=("ToyModel", "train_model"), judge=_judge_pentagon)
+        def pentagon_result(ToyModel, train_model) -> dict: ...
+    """
+
+    def register(produce: Callable[..., dict]) -> Callable[..., dict]:
+        uses_ = tuple(uses)
+        spec = ResultCheck(name, uses_, produce, judge, float(points), float(time_limit),
+                           title or f"{name} (result of {' + '.join(uses_)})")
+        RESULT_CHECKS[spec.id] = spec
+        produce.result_check = spec
+        return produce
+
+    return register
+
+
+def result_checks_for(exercises: Iterable[str]) -> list[ResultCheck]:
+    """The result checks whose exercises are all among ``exercises``, in registration order."""
+    graded = set(exercises)
+    return [check for check in RESULT_CHECKS.values() if set(check.uses) <= graded]
+
+
+def evaluate_result(name: str, definitions: dict, time_limit: float | None = None) -> Outcome:
+    """Result check ``name`` ("pentagon" or "result:pentagon") on ``definitions`` (exercise
+    name -> the learner's function or class), produced and judged in this process."""
+    key = name if str(name).startswith(RESULT_PREFIX) else RESULT_PREFIX + str(name)
+    if key not in RESULT_CHECKS:
+        raise KeyError(f"no result check named {name!r}; known: {', '.join(sorted(RESULT_CHECKS)) or 'none'}")
+    return RESULT_CHECKS[key].evaluate(definitions, time_limit)
+
+
+def _describe_raise_any(error: BaseException, learner: list) -> str:
+    """``_describe_raise`` with the line of whichever of the learner's functions raised."""
+    for obj in learner:
+        text = _describe_raise(error, obj)
+        if " (line " in text:
+            return text
+    return _exception_text(error)

@@ -30,6 +30,7 @@ from ._framework import (
     expect_output,
     expect_shape,
     expect_tensor,
+    result_check,
 )
 
 Z = 5.0  # statistical tests reject at 5 standard errors: the reference never fails them
@@ -888,3 +889,128 @@ def check_one_sparse_terms(learner, case: Case) -> None:
             expect_close(mine, theirs, suspects=suspects)
         except CheckFailed as failure:
             raise CheckFailed(f"the {name} term: {failure}") from None
+
+
+# --------------------------------------------------------------------------------------
+# The capstones' result: the learner's ToyModel, trained by their train_model, is a pentagon
+# --------------------------------------------------------------------------------------
+
+# The chapter's pentagon (§7): 5 equally important features, 1 - S = 0.05, in 2 dimensions,
+# several seeds trained at once, the best by loss kept.  The grader's run is shorter than
+# the chapter's (10,000 steps at lr 1e-3).  With the reference ToyModel + train_model, the
+# best of 8 instances was a pentagon for 41 of 50 initialisation and data seeds after 300
+# steps at lr 3e-3, 160 of 160 after 400, 209 of 210 after 500, 260 of 260 after 1000 (every
+# gap within 1.8° of 72°): PENTAGON_STEPS leaves room for a sound but slower learner model
+# (docs/grading.md).
+PENTAGON_INSTANCES = 8
+PENTAGON_STEPS = 1000
+PENTAGON_LR = 3e-3
+PENTAGON_PROBABILITY = 0.05
+PENTAGON_SEED = 0  # the model's generator and train_model's seed
+PENTAGON_GAP_TOLERANCE = 5.0  # degrees: every gap between neighbouring features within 72 ± 5
+PENTAGON_NORM_SPREAD = 1.25  # the longest feature at most 1.25 × the shortest
+PENTAGON_EVAL_BATCH = 20_000  # the grader's own loss, to pick the best instance
+PENTAGON_EVAL_SEED = 4321
+
+
+def _plain_tensor(value) -> Tensor | None:
+    """A plain float32 CPU copy of a tensor (a subclass loses its class), else None."""
+    if not isinstance(value, Tensor):
+        return None
+    value = value.detach().to("cpu")
+    return torch.empty(value.shape, dtype=torch.float32).copy_(value)
+
+
+def _pentagon_call() -> str:
+    return (f"ToyModel(5, 2, n_instances={PENTAGON_INSTANCES}, feature_probability={PENTAGON_PROBABILITY}, "
+            f"generator=...)")
+
+
+def _pentagon_training() -> str:
+    return f"train_model(model, steps={PENTAGON_STEPS}, lr={PENTAGON_LR:g}, seed={PENTAGON_SEED})"
+
+
+@torch.no_grad()
+def _pentagon_losses(W: Tensor, b: Tensor) -> Tensor:
+    """The loss of each trained instance in the ReLU model, on one large batch the grader
+    draws itself: (instances,), inf for an instance with NaN or inf."""
+    instances, _, features = W.shape
+    p = torch.full((instances, features), PENTAGON_PROBABILITY)
+    x = ref.generate_batch(p, PENTAGON_EVAL_BATCH, _generator(PENTAGON_EVAL_SEED))
+    losses = ref.importance_weighted_loss(ref.toy_forward(W, b, x, "relu"), x, torch.ones(instances, features))
+    return torch.where(torch.isfinite(losses), losses, torch.full_like(losses, math.inf))
+
+
+def _degrees(values: Tensor) -> str:
+    return "[" + ", ".join(f"{v:.0f}°" for v in values.tolist()) + "]"
+
+
+def _judge_pentagon(data) -> str:
+    """Runs in the grader: is the best trained instance (by the grader's loss) a regular
+    pentagon?  Says what it measured either way."""
+    instances, shapes = PENTAGON_INSTANCES, {"W": (PENTAGON_INSTANCES, 2, 5), "b": (PENTAGON_INSTANCES, 5)}
+    if not isinstance(data, dict):
+        raise CheckFailed("the training gave the grader nothing it could read")
+    for name, shape in shapes.items():
+        value = data.get(name)
+        if not isinstance(value, Tensor):
+            raise CheckFailed(f"after training, your model has no tensor `{name}`")
+        if tuple(value.shape) != shape:
+            raise CheckFailed(f"after training, the model's `{name}` has shape {tuple(value.shape)}, "
+                              f"expected {shape}")
+    W, b = data["W"].float(), data["b"].float()
+    finite = torch.isfinite(W).all(dim=(1, 2)) & torch.isfinite(b).all(dim=1)
+    if not finite.all():
+        raise CheckFailed(f"after {_pentagon_training()}, W or b holds NaN or inf in "
+                          f"{int((~finite).sum())} of {instances} instances")
+    W0 = data.get("W0")
+    if isinstance(W0, Tensor) and W0.shape == W.shape and torch.equal(W0.float(), W):
+        raise CheckFailed(f"{_pentagon_training()} did not change the model's W")
+    losses = _pentagon_losses(W, b)
+    best = int(losses.argmin())
+    norms = geometry.feature_norms(W[best:best + 1])[0]
+    gaps = geometry.sorted_angle_gaps(W[best:best + 1])[0]
+    represented = int((norms > 0.5).sum())
+    where = (f"the best of {instances} instances (by loss) after {PENTAGON_STEPS} steps of your train_model "
+             f"(lr {PENTAGON_LR:g})")
+    measured = (f"{represented} of 5 features represented (‖W_i‖ > 0.5), angle gaps {_degrees(gaps)}, "
+                f"‖W_i‖ {', '.join(f'{n:.2f}' for n in norms.tolist())}")
+    regular = len(gaps) == 5 and float((gaps - 72).abs().max()) <= PENTAGON_GAP_TOLERANCE
+    even = represented == 5 and float(norms.max() / norms.min()) <= PENTAGON_NORM_SPREAD
+    if not (regular and even):
+        raise CheckFailed(f"{where} is not a regular pentagon: {measured}")
+    return (f"{where} is a regular pentagon: angle gaps {float(gaps.min()):.0f}°-{float(gaps.max()):.0f}°, "
+            f"‖W_i‖ {float(norms.min()):.2f}-{float(norms.max()):.2f}")
+
+
+@result_check("pentagon", uses=("ToyModel", "train_model"), judge=_judge_pentagon, points=1.0, time_limit=60,
+              title="pentagon (result of ToyModel + train_model)")
+def pentagon_result(ToyModel, train_model) -> dict:
+    """Runs where the learner's code runs (the grader's sandbox): build the chapter's
+    pentagon model with the learner's ``ToyModel``, train it with their ``train_model``,
+    and return W before and after, and b, as plain tensors for ``_judge_pentagon``."""
+    from ._framework import _describe_raise
+
+    for name, value in (("ToyModel", ToyModel), ("train_model", train_model)):
+        if not callable(value):
+            raise CheckFailed(f"`{name}` is a {type(value).__name__}, not something the grader can call")
+    try:
+        model = ToyModel(5, 2, n_instances=PENTAGON_INSTANCES, feature_probability=PENTAGON_PROBABILITY,
+                         device="cpu", generator=_generator(PENTAGON_SEED))
+    except (NotImplementedError, CheckFailed):
+        raise
+    except Exception as error:
+        raise CheckFailed(f"{_pentagon_call()} raised {_describe_raise(error, ToyModel)}") from None
+    if not isinstance(model, torch.nn.Module):
+        raise CheckFailed(f"{_pentagon_call()} made a {type(model).__name__}, not an nn.Module")
+    W0 = _plain_tensor(getattr(model, "W", None))
+    if W0 is None:
+        raise CheckFailed(f"the model {_pentagon_call()} made has no tensor `W`")
+    kwargs = {"progress": False} if accepts_argument(train_model, "progress") else {}
+    try:
+        train_model(model, steps=PENTAGON_STEPS, lr=PENTAGON_LR, seed=PENTAGON_SEED, **kwargs)
+    except (NotImplementedError, CheckFailed):
+        raise
+    except Exception as error:
+        raise CheckFailed(f"{_pentagon_training()} raised {_describe_raise(error, train_model)}") from None
+    return {"W0": W0, "W": _plain_tensor(getattr(model, "W", None)), "b": _plain_tensor(getattr(model, "b", None))}

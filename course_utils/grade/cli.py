@@ -58,8 +58,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _config(args, known) -> config_module.GradingConfig:
-    config = config_module.load(args.config, known) if args.config else config_module.GradingConfig()
+def _config(args, known, result_checks=()) -> config_module.GradingConfig:
+    """The config file's settings with the command line's on top.  ``known``: the exercise
+    names; ``result_checks``: the result check ids (a config may set their points and time
+    limits; ``--check-time-limit`` is for the exercises' checks only)."""
+    config = (config_module.load(args.config, set(known) | set(result_checks)) if args.config
+              else config_module.GradingConfig())
     if args.hidden_seeds is not None:
         config.hidden_seeds = config_module.parse_seeds(args.hidden_seeds)
     for option in ("cell_timeout", "timeout", "memory_mb"):
@@ -78,15 +82,18 @@ def _config(args, known) -> config_module.GradingConfig:
     return config
 
 
-def _worker_deadline(config, exercises: list[str] | None) -> float:
-    """Seconds after which a worker is stopped: the notebook's budget plus every check's."""
+def _worker_deadline(config, exercises: list[str] | None, results: list[tuple[str, float]] = ()) -> float:
+    """Seconds after which a worker is stopped: the notebook's budget plus every check's
+    (``results``: each result check's id and its registered time limit)."""
     per_exercise = [(config.time_limit(name) or DEFAULT_CHECK_TIME_LIMIT) + 45 for name in (exercises or [])]
-    return config.timeout + sum(per_exercise or [300]) + 180
+    per_result = [(config.time_limit(name) or limit) + 45 for name, limit in results]
+    return config.timeout + sum(per_exercise or [300]) + sum(per_result) + 180
 
 
 class _Job:
-    def __init__(self, number: int, submission: submissions.Submission, exercises, root: Path):
+    def __init__(self, number: int, submission: submissions.Submission, exercises, root: Path, results=()):
         self.number, self.submission, self.exercises = number, submission, exercises
+        self.results = list(results)  # (result check id, points, time limit): graded after the exercises
         self.dir = root / f"job-{number:03d}"
         self.result_path = self.dir / "result.json"
         self.sessions = self.dir / "sessions"
@@ -104,8 +111,11 @@ class _Job:
                                 "seconds": {"total": round(seconds, 2)}}
         result["exercises"] = [
             {"exercise": name, "outcome": "error", "points": 0.0, "max_points": points, "message": reason}
-            for name, points in (self.exercises or [])]
+            for name, points in [*(self.exercises or []), *((name, points) for name, points, _ in self.results)]]
         return result
+
+    def deadline(self, config) -> float:
+        return _worker_deadline(config, [e for e, _ in self.exercises], [(r, limit) for r, _, limit in self.results])
 
 
 def _start(job: _Job, config, mplconfig: Path, chapters_known: bool) -> dict | None:
@@ -189,7 +199,9 @@ def grade_batch(args, config, log=print) -> tuple[list[dict], dict]:
                     chapters_dir, submission.chapter, checks.EXERCISES)
             names = exercises_of[submission.chapter]
         with_points = [(name, config.points(name, checks.EXERCISES[name].exercise.points)) for name in names or []]
-        job = _Job(number, submission, with_points, root)
+        results = [(check.id, config.points(check.id, check.points), check.time_limit)
+                   for check in checks.result_checks_for(names or [])]
+        job = _Job(number, submission, with_points, root, results)
         job.known = names is not None
         jobs.append(job)
 
@@ -230,11 +242,10 @@ def grade_batch(args, config, log=print) -> tuple[list[dict], dict]:
                 if job.process.poll() is not None:
                     running.remove(job)
                     done(job, _finish(job))
-                elif time.monotonic() - job.started > _worker_deadline(config, [e for e, _ in job.exercises]):
+                elif time.monotonic() - job.started > job.deadline(config):
                     running.remove(job)
                     done(job, _finish(job, f"grading this submission took longer than "
-                                           f"{_worker_deadline(config, [e for e, _ in job.exercises]):.0f} s; "
-                                           "it was stopped"))
+                                           f"{job.deadline(config):.0f} s; it was stopped"))
             time.sleep(0.1)
     except KeyboardInterrupt:
         interrupted = True
@@ -257,13 +268,19 @@ def grade_batch(args, config, log=print) -> tuple[list[dict], dict]:
         all_seeds, hidden = config.seeds(name, checks.EXERCISES[name].exercise.seeds)
         seeds[name] = {"default": len(all_seeds) - hidden, "hidden": hidden,
                        "points": config.points(name, checks.EXERCISES[name].exercise.points)}
+    result_checks = {}
+    for name in sorted({name for job in jobs for name, _, _ in job.results}):
+        check = checks.RESULT_CHECKS[name]
+        result_checks[name] = {"title": check.title, "uses": list(check.uses),
+                               "points": config.points(name, check.points),
+                               "time_limit_s": config.time_limit(name) or check.time_limit}
     grader = {
         "command": "python -m course_utils.grade " + " ".join(getattr(args, "argv", sys.argv[1:])),
         "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "wall_s": round(wall, 2), "jobs": args.jobs,
         "limits": {"cell_timeout_s": config.cell_timeout, "timeout_s": config.timeout,
                    "memory_mb": config.memory_mb, "exercises_only": config.exercises_only},
-        "exercises": seeds, "chapters_dir": str(chapters_dir),
+        "exercises": seeds, "result_checks": result_checks, "chapters_dir": str(chapters_dir),
         "python": platform.python_version(), "torch": torch.__version__,
         "temp_dir": str(root) if args.keep_temp else None,
         "interrupted": interrupted,
@@ -280,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     from .. import checks
 
     try:
-        config = _config(args, set(checks.EXERCISES))
+        config = _config(args, set(checks.EXERCISES), set(checks.RESULT_CHECKS))
     except config_module.ConfigError as error:
         parser.error(str(error))
     missing = [str(p) for p in args.submissions if not p.exists()]

@@ -14,6 +14,10 @@ A config file is JSON or TOML (TOML needs Python 3.11+, or the ``tomli`` package
     points = 2                         # instead of the exercise's registered points
     time_limit = 30                    # seconds for the whole check (default: the exercise's)
 
+    [exercises."result:pentagon"]      # a result check (what several exercises make together)
+    points = 2                         # its points (default: its registered points, 1)
+    time_limit = 120                   # seconds for the whole run (default: its own, 60)
+
 Every key is optional.  Command-line options override the file.  An exercise's cases are
 its default seeds (``checks.EXERCISES[name].exercise.seeds``, the ones the notebook's own
 check runs) followed by the hidden ones; a seed already among the defaults is not repeated.
@@ -28,6 +32,8 @@ from pathlib import Path
 DEFAULTS = {"cell_timeout": 120.0, "timeout": 900.0, "memory_mb": 4096.0, "exercises_only": False}
 _TOP_KEYS = {"hidden_seeds", "exercises", *DEFAULTS}
 _EXERCISE_KEYS = {"hidden_seeds", "points", "time_limit"}
+RESULT_PREFIX = "result:"  # the ids of result checks (checks.RESULT_CHECKS); kept here so that
+                           # reading a config imports nothing heavy
 
 
 class ConfigError(Exception):
@@ -127,6 +133,9 @@ def _from_mapping(data: dict, source: str, known_exercises=None) -> GradingConfi
             raise ConfigError(f"{where}: no such exercise; known: {', '.join(sorted(known_exercises))}")
         if not isinstance(settings, dict) or set(settings) - _EXERCISE_KEYS:
             raise ConfigError(f"{where}: expected a table with {', '.join(sorted(_EXERCISE_KEYS))}")
+        if name.startswith(RESULT_PREFIX) and settings.get("hidden_seeds"):
+            raise ConfigError(f"{where}: a result check has no cases to add seeds to; "
+                              "set its points and time_limit only")
         config.exercises[name] = ExerciseConfig(
             hidden_seeds=_seed_list(settings.get("hidden_seeds", []), where),
             points=None if settings.get("points") is None else _number(settings["points"], f"{where}.points", positive=False),

@@ -12,8 +12,10 @@ CSV columns: ``student, chapter, exercise, outcome, points, max_points, message`
     error           it could not be graded: the file is not a notebook, the kernel could not
                     start, the definition could not be sent to the grader ...
 
-and ``points`` is ``max_points`` for passed, else 0.  A submission whose chapter cannot be
-told gets a single row with an empty exercise and outcome "error".  The JSON report (same
+and ``points`` is ``max_points`` for passed, else 0.  After a chapter's exercises come its
+result checks (what several exercises make together, e.g. ``result:pentagon``: the learner's
+ToyModel trained by their train_model), one row each, with the same outcomes.  A submission
+whose chapter cannot be told gets a single row with an empty exercise and outcome "error".  The JSON report (same
 path with ``.json``) holds, per submission, the same rows plus the notes (what went wrong
 while running it and what the grader did about it), a log of every cell, and timings.
 """

@@ -23,6 +23,11 @@ The stand-in behaves like a local call, as far as a check can tell:
 * ``NotImplementedError`` means "not attempted"; any other exception, ``sys.exit()``
   included, is reported with the learner's line, as in a notebook.
 
+A result check (``checks.ResultCheck``: what several definitions make together, e.g. a
+trained model) works the same way round: :meth:`Sandbox.produce` runs the check's
+``produce`` in the child on the learner's definitions, and only the plain data it returns
+comes back, for the check's ``judge`` to judge in the grader's process.
+
 Containment: the child runs in its own session, in a throwaway working directory that is
 also its HOME; its resident memory is watched (``limits.MemoryWatch``) and it is killed
 above the limit; a call that outlives the check's time limit kills it; ``os._exit``, a
@@ -339,6 +344,38 @@ class Sandbox:
             return FAILED, f"took longer than {time_limit:g} s; the grader stopped it."
         return FAILED, f"your definition {self._failure_text(reply)}."
 
+    def produce(self, check_id: str, time_limit: float) -> dict:
+        """Run result check ``check_id``'s ``produce`` in the child on the learner's
+        definitions of its exercises (each loaded with :meth:`define` first), under
+        ``time_limit``.  Returns one of
+
+        * ``{"status": "produced", "data": ...}``: plain data for the check's ``judge``, which
+          the caller runs here (it came back through ``weights_only`` loading);
+        * ``{"status": "failed" | "not attempted", "message": ...}``: the learner's code
+          raised, timed out in the child, or ``produce`` said what is wrong;
+        * ``{"status": "stopped", "message": ...}``: the child did not answer in time and was
+          stopped;
+        * ``{"status": "died", "message": ...}``: the child ended (exit, signal, memory limit)
+          or garbled the answer.
+        """
+        from ..checks._framework import CheckFailed
+
+        self._send({"op": "produce", "name": check_id, "time_limit": time_limit})
+        reply = self._receive(time.monotonic() + time_limit + CALL_GRACE_S)
+        status = reply.get("status")
+        if status == "produced":
+            try:
+                return {"status": "produced", "data": _decode_output(reply)}
+            except CheckFailed as failure:  # more data than the grader accepts
+                return {"status": "failed", "message": f"{failure}."}
+        if status in ("failed", "not attempted"):
+            return {"status": status, "message": str(reply.get("message", ""))}
+        if status == "timeout":
+            return {"status": "stopped", "message": f"took longer than {time_limit:g} s; the grader stopped it."}
+        if status == "error":  # the child could not even start the check
+            return {"status": "died", "message": f"the sandbox could not run it ({reply.get('error', '')})."}
+        return {"status": "died", "message": f"running your code {self._failure_text(reply)}."}
+
 
 def _encode_call(name: str, args: tuple, kwargs: dict):
     import torch
@@ -507,6 +544,15 @@ def _handle(request: dict, objects: dict) -> dict:
         outcome = checks.evaluate(name, objects[name], seeds=request["seeds"],
                                   time_limit=request["time_limit"])
         return {"status": "evaluated", "outcome": outcome.status, "message": outcome.message}
+    if op == "produce":
+        from course_utils import checks
+
+        check = checks.RESULT_CHECKS[name]
+        status, data = check.produce_safely({use: objects[use] for use in check.uses if use in objects},
+                                            time_limit=request["time_limit"])
+        if status != "produced":
+            return {"status": status, "message": str(data)}
+        return {"status": "produced", **_encode_output(data)}
     return {"status": "error", "error": f"unknown request {op!r}"}
 
 

@@ -8,7 +8,9 @@ no learner code itself.  It
    "error" on every exercise, with the reason);
 2. runs the notebook in a kernel and collects the exercise definitions (``execute.py``);
 3. judges each definition with the exercise's check, here, calling the learner's function
-   in a sandbox process (``sandbox.py``), on the default seeds plus the hidden ones;
+   in a sandbox process (``sandbox.py``), on the default seeds plus the hidden ones; then
+   each result check of the graded exercises (``checks.ResultCheck``: the learner's
+   definitions run together in the sandbox, the result judged here), one row each;
 4. writes the result (rows, notes, cell log, timings) as JSON for the batch command.
 """
 
@@ -73,11 +75,15 @@ def _mark_hidden(message: str, n_default: int) -> str:
 
 
 def evaluate(exercises: list[dict], definitions: dict, memory_bytes, env, root: Path | None,
-             notes: list[str], sandbox=None) -> list[dict]:
-    """Judge each exercise; returns one row dict per exercise (see report.py).
+             notes: list[str], sandbox=None, results: list[dict] | None = None) -> list[dict]:
+    """Judge each exercise, then each result check; returns one row dict per exercise and
+    per result check, in that order (see report.py).
 
     ``sandbox``: a Sandbox launched beforehand (its definitions are set here), else one is
-    made.
+    made.  ``results``: the result checks' specs (``result_specs``); each runs in a fresh
+    sandbox of its own, started after the exercises' sandbox is closed, so that what the
+    exercises' calls did there (a function that deleted the working directories it could
+    reach, changed torch's global state ...) cannot change a result.
     """
     import base64
 
@@ -137,10 +143,83 @@ def evaluate(exercises: list[dict], definitions: dict, memory_bytes, env, root: 
             if status == "passed":
                 row["points"] = float(spec["points"])
         starts = sandbox.starts
+        sandbox.close()
+        for spec in results or []:
+            began = time.monotonic()
+            with Sandbox(blobs, sandbox.memory_limit, sandbox.env, sandbox.root) as fresh:
+                row = _evaluate_result(spec, definitions, blobs, fresh)
+            row["seconds"] = round(time.monotonic() - began, 2)
+            if row["outcome"] == "passed":
+                row["points"] = float(spec["points"])
+            rows.append(row)
     if starts > 1:
         notes.append(f"the sandbox that runs the learner's functions was restarted {starts - 1} time(s) "
                      "(a function crashed it or was stopped)")
     return rows
+
+
+def result_specs(names, config, missing: dict[str, str]) -> list[dict]:
+    """The specs of the result checks of the exercises ``names`` (those whose exercises are
+    all graded), for ``evaluate``."""
+    from .. import checks
+
+    return [{"name": check.id, "title": check.title, "uses": list(check.uses),
+             "points": config.points(check.id, check.points),
+             "time_limit": config.time_limit(check.id) or check.time_limit,
+             "missing_reasons": {use: missing[use] for use in check.uses if use in missing}}
+            for check in checks.result_checks_for(names)]
+
+
+def _evaluate_result(spec: dict, definitions: dict, blobs: dict, sandbox) -> dict:
+    """One result check's row: its exercises' definitions loaded in the sandbox, the
+    check's ``produce`` run there, its ``judge`` here."""
+    from .. import checks
+    from .sandbox import SandboxError
+
+    check = checks.RESULT_CHECKS[spec["name"]]
+    uses = list(spec["uses"])
+    row = {"exercise": spec["name"], "max_points": spec["points"], "points": 0.0,
+           "title": spec.get("title") or check.title, "uses": uses}
+    needs = f"needs your {_join([f'`{name}`' for name in uses])}"
+    absent = [name for name in uses if name not in definitions]
+    if absent:
+        reasons = [spec.get("missing_reasons", {}).get(name) or f"`{name}` is not defined" for name in absent]
+        return row | {"outcome": "missing", "message": f"{needs}: " + "; ".join(reasons)}
+    for name in uses:
+        entry = definitions[name]
+        if entry.get("kind") == "value":
+            return row | {"outcome": "failed", "message": (
+                f"{needs}: `{name}` is a {entry.get('type', 'value')}, not a function or class.")}
+        if entry.get("kind") == "imported":
+            return row | {"outcome": "failed", "message": (
+                f"{needs}: `{name}` is {entry.get('module')}.{entry.get('name')}, imported from a module "
+                "instead of defined in the notebook; the grader grades the notebook's own definitions.")}
+        if name not in blobs:
+            return row | {"outcome": "error", "message": (
+                f"could not send your `{name}` from the notebook to the grader: "
+                f"{entry.get('error', 'unknown definition')}")}
+    try:
+        for name in uses:
+            loaded = sandbox.define(name)
+            if loaded.get("status") != "ok":
+                return row | {"outcome": "error",
+                              "message": f"the grader could not load your `{name}`: {loaded.get('error')}"}
+        reply = sandbox.produce(spec["name"], float(spec["time_limit"]))
+    except (SandboxError, OSError) as error:  # OSError: its directory could not be made
+        return row | {"outcome": "error", "message": f"could not grade the result: {error}"}
+    status = reply["status"]
+    if status == "produced":
+        outcome = check.judge_safely(reply["data"])
+        return row | {"outcome": outcome.status, "message": outcome.message}
+    if status in ("failed", "not attempted"):
+        return row | {"outcome": status, "message": reply["message"]}
+    if status == "stopped":
+        return row | {"outcome": "failed", "message": reply["message"]}
+    return row | {"outcome": "error", "message": reply["message"]}
+
+
+def _join(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def grade(job: dict) -> dict:
@@ -177,7 +256,7 @@ def grade(job: dict) -> dict:
     def fail_all(reason: str) -> dict:
         result["status"] = "error"
         result["error"] = reason
-        for spec in specs({}):
+        for spec in specs({}) + result_specs(names, config, {}):
             result["exercises"].append({"exercise": spec["name"], "outcome": "error", "points": 0.0,
                                         "max_points": spec["points"], "message": reason})
         result["seconds"] = {"total": round(time.monotonic() - started, 2)}
@@ -224,7 +303,8 @@ def grade(job: dict) -> dict:
     evaluated = time.monotonic()
     missing = {name: _missing_reason(name, steps, execution) for name in names
                if name not in execution.definitions}
-    rows = evaluate(specs(missing), execution.definitions, memory_bytes, None, None, result["notes"], sandbox)
+    rows = evaluate(specs(missing), execution.definitions, memory_bytes, None, None, result["notes"], sandbox,
+                    results=result_specs(names, config, missing))
     printed = {name: status for status, name in _PRINTED.findall(execution.printed)}
     for row in rows:
         said = printed.get(row["exercise"])
@@ -233,7 +313,7 @@ def grade(job: dict) -> dict:
             if said == "passed" and row["outcome"] != "passed":
                 result["notes"].append(
                     f"the notebook printed [passed] for {row['exercise']}, but the grader's check says "
-                    f"{row['outcome']}" + (" (it also ran hidden cases)" if row["seeds"]["hidden"] else ""))
+                    f"{row['outcome']}" + (" (it also ran hidden cases)" if row.get("seeds", {}).get("hidden") else ""))
         if row["exercise"] in execution.defined_in:
             row["defined_after_cell"] = execution.defined_in[row["exercise"]]
     result["exercises"] = rows
