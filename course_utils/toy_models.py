@@ -341,7 +341,8 @@ class ToyModel(nn.Module):
             (``generate_correlated_batch`` draws the data).
         batch_fn: a function ``batch_fn(feature_probability, batch_size, generator)`` that draws
             the batches instead (chapter 02's learner-written generators, with their sets
-            bound in); such a model trains with the plain autograd step.
+            bound in); ``train`` then draws every batch with it, on the fused step too (one
+            call per chunk of instances, from the generator seeded with ``seed``).
     """
 
     def __init__(
@@ -653,7 +654,7 @@ def train(
     ``weight_decay > 0`` trains with AdamW (decoupled weight decay) instead of Adam; it needs
     the autograd step.
     ``sampler="auto"`` draws the fused step's batches with NumPy on the CPU (fast) and with
-    torch elsewhere; ``sampler="torch"`` always draws them from torch's generator seeded with
+    torch elsewhere, unless the model has a ``batch_fn``, which then draws them; ``sampler="torch"`` always draws them from torch's generator seeded with
     ``seed``, the stream ``train_model`` uses, so that the two can be compared step by step.
     """
     import time
@@ -664,10 +665,7 @@ def train(
         raise ValueError(f"steps and batch_size must be positive integers, got {steps!r}, {batch_size!r}")
     batch_fn = getattr(model, "batch_fn", None)
     if fused is None:  # subclasses (e.g. computation.NeuronModel) change the forward pass
-        fused = type(model) is ToyModel and batch_fn is None
-    if fused and batch_fn is not None:
-        raise ValueError("the fused step draws its own batches, so it cannot use the model's batch_fn; "
-                         "pass fused=False (or train with train_model)")
+        fused = type(model) is ToyModel
     if fused and type(model) is not ToyModel and not _has_toy_model_parts(model):
         raise TypeError("the fused step needs a ToyModel (or a model with its parts: W, b, importance, "
                         f"feature_probability, activation and sizes); pass fused=False for other models")
@@ -689,7 +687,7 @@ def train(
         sets = (getattr(model, "correlated_sets", ()), getattr(model, "anticorrelated_sets", ()))
         if sampler not in ("auto", "torch"):
             raise ValueError(f"sampler must be 'auto' or 'torch', got {sampler!r}")
-        numpy_sampler = device.type == "cpu" and sampler == "auto"
+        numpy_sampler = device.type == "cpu" and sampler == "auto" and batch_fn is None
         sampler = NumpySampler(model.feature_probability, seed, *sets) if numpy_sampler else None
         layout = set_layout(model.feature_probability, *sets) if any(sets) and sampler is None else None
         x_buffer = torch.empty(chunk, batch_size, model.n_features) if sampler else None
@@ -715,7 +713,9 @@ def train(
             losses = []
             for first in range(0, model.n_instances, chunk):
                 sl = slice(first, min(first + chunk, model.n_instances))
-                if sampler is not None:
+                if batch_fn is not None:  # the model's own sampler (chapter 02: the learner's)
+                    x = batch_fn(model.feature_probability[sl], batch_size, torch_gen)
+                elif sampler is not None:
                     x = sampler.fill(sl, x_buffer[: sl.stop - sl.start])
                 elif layout is not None:
                     u = torch.rand((sl.stop - sl.start, layout.n_uniforms, batch_size), device=device,

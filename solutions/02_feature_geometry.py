@@ -52,7 +52,7 @@
 # 🔮 marks a **predict-then-see** question: write your prediction down before you run the next
 # cell; the answer is folded under it.
 #
-# **Time:** about 2 minutes of compute on a laptop CPU.
+# **Time:** about 2½ minutes of compute on a laptop CPU.
 # Exercises are marked ✏️; each has a check, and `checks.hint("name")` helps when you are stuck.
 
 # %%
@@ -471,10 +471,10 @@ anticorrelated = checks.check_anticorrelated_batch(anticorrelated_batch)
 
 # %% [markdown]
 # Now the models train on **your** batches: `ToyModel(..., batch_fn=...)` draws every batch with
-# the function it is given, and `toy_models.train_model` is chapter 01's plain training loop
-# (autograd, no fast path, since the fast trainer has its own sampler). We train four of the
-# paper's experiments, best of several seeds each (the 2-D landscapes have local minima
-# here too), 3,000 steps at learning rate 3e-3, about 35 seconds in all.
+# the function it is given, and the course's fast trainer (`train`, chapter 01's fused step)
+# calls it at every step instead of its own sampler. We train four of the paper's
+# experiments, best of several seeds each (the 2-D landscapes have local minima here too),
+# 3,000 steps at learning rate 3e-3, about 40 seconds in all.
 
 # %% tags=["nbval-ignore-output"]
 def train_best(n, m, probabilities, seeds, batch_fn, sets, name):
@@ -484,7 +484,7 @@ def train_best(n, m, probabilities, seeds, batch_fn, sets, name):
     model = ToyModel(n, m, p.shape[0], feature_probability=p, device=device,
                      generator=torch.Generator().manual_seed(0),
                      batch_fn=lambda prob, size, gen: batch_fn(prob, size, sets, gen))
-    toy_models.train_model(model, steps=3_000, lr=3e-3, description=f"n={n}, m={m}, {name}")
+    train(model, steps=3_000, lr=3e-3, description=f"n={n}, m={m}, {name}")
     best = select_best(model, evaluate_loss(model, batch_size=100_000), seeds)
     return model.W.detach().cpu()[best]
 
@@ -521,7 +521,7 @@ pair_colour = torch.tensor([0.0, 0.0, 1.0, 1.0])
 plots.plot_feature_fan(torch.cat([W_corr, W_anti]), importance=pair_colour,
                        titles=["correlated, p=0.05", "correlated, p=0.5", "anticorr., p=0.05", "anticorr., p=0.45"])
 plt.show()
-print(checks.made_with(correlated, anticorrelated))
+print(checks.made_with(correlated, anticorrelated), "Trained by the course's fast trainer.")
 
 # %% [markdown]
 # (Colour: the pair.) **Correlated** features that are sparse sit **orthogonally** to their
@@ -541,7 +541,7 @@ within = torch.cat([cos_local[:10, :10][off], cos_local[10:, 10:][off]]).abs()
 print(f"features per dimension 1/D* = {1 / geometry.dimensions_per_feature(W_local)[0]:.2f}; "
       f"|cos| within a set: max {within.max():.2f}; between the sets: mean {cos_local[:10, 10:].abs().mean():.2f}, "
       f"max {cos_local[:10, 10:].abs().max():.2f}")
-print(checks.made_with(correlated, per_feature))
+print(checks.made_with(correlated, per_feature), "Trained by the course's fast trainer.")
 
 # %% [markdown]
 # The model is in superposition as a whole (two features per dimension), yet each set on its
@@ -559,7 +559,7 @@ for k, p in enumerate([0.01, 0.1, 0.2, 0.5]):
 plots.plot_feature_fan(W_three, importance=torch.tensor([0.0, 0.0, 1.0, 1.0, 2.0, 2.0]),
                        titles=[f"p = {p}" for p in [0.01, 0.1, 0.2, 0.5]])
 plt.show()
-print(checks.made_with(correlated))
+print(checks.made_with(correlated), "Trained by the course's fast trainer.")
 
 # %% [markdown]
 # Very sparse, the six features form a **hexagon** with partners side by side (the paper's

@@ -214,7 +214,7 @@ def test_the_plain_loop_and_the_fused_trainer_agree_step_by_step(schedule):
         train(models[1], steps=1, sampler="numpy", progress=False)
 
 
-def test_a_batch_fn_draws_the_batches_and_keeps_the_model_off_the_fused_step():
+def test_a_batch_fn_draws_the_batches_on_the_fused_step_and_the_plain_loop_alike():
     calls = []
 
     def batch_fn(p, size, generator):
@@ -225,10 +225,14 @@ def test_a_batch_fn_draws_the_batches_and_keeps_the_model_off_the_fused_step():
                                 generator=torch.Generator().manual_seed(0))
     x = model.generate_batch(500, torch.Generator().manual_seed(1))
     assert calls == [500] and ((x[..., 0] != 0) == (x[..., 1] != 0)).all()
-    with pytest.raises(ValueError, match="batch_fn"):
-        toy_models.train(model, steps=2, fused=True, progress=False)
-    result = toy_models.train(model, steps=3, progress=False)  # picks the autograd step
-    assert len(calls) == 4 and result.final_loss.shape == (2,)
+    # The fused step draws its batches with batch_fn too, and takes the plain loop's steps.
+    fused = toy_models.train(model, steps=30, lr=1e-2, seed=3, progress=False, log_every=1)
+    assert len(calls) == 31
+    twin = toy_models.ToyModel(4, 2, 2, feature_probability=0.2, batch_fn=batch_fn,
+                               generator=torch.Generator().manual_seed(0))
+    plain = toy_models.train_model(twin, steps=30, lr=1e-2, seed=3, progress=False)
+    torch.testing.assert_close(torch.stack(fused.losses), plain, atol=1e-6, rtol=1e-4)
+    torch.testing.assert_close(model.W, twin.W, atol=1e-6, rtol=1e-4)
     with pytest.raises(ValueError, match="either batch_fn or"):
         toy_models.ToyModel(4, 2, batch_fn=batch_fn, correlated_sets=[[0, 1]])
     with pytest.raises(TypeError, match="batch_fn must be a function"):
