@@ -114,12 +114,14 @@ def make_class(folder: Path) -> dict[str, tuple[str, dict]]:
     kinds.append(("functions attacking the grader", nbs.chapter_notebook(evil),
                   ok | {"toy_forward": "failed"}))
     kinds.append(("faked passed / patched checks", nbs.chapter_notebook({"toy_forward": sol["toy_forward"].replace(
-        "checks.check_toy_forward(toy_forward)",
+        "forward = checks.check_toy_forward(toy_forward)",
         "import course_utils.checks._framework as fw\n"
         "fw.Exercise.evaluate = lambda self, *a, **k: fw.Outcome(self.name, 'passed', 'ok')\n"
-        "checks.check_toy_forward(toy_forward)").replace(
+        "forward = checks.check_toy_forward(toy_forward)").replace(
         "    return torch.relu(out) if", "    return torch.zeros_like(x)\n    return torch.relu(out) if")}),
-        ok | {"toy_forward": "failed"}))
+        # The faked check handed the notebook the broken forward pass, which the learner's ToyModel
+        # then uses: the grader's own checks fail all three.
+        ok | {"toy_forward": "failed", "ToyModel": "failed", "result:pentagon": "failed"}))
     kinds.append(("special-cased for visible cases", nbs.chapter_notebook({"feature_norms": special}),
                   ok | {"feature_norms": "failed"}))
     kinds.append(("no chapter in the file name", nbs.chapter_notebook(), {"": "error"}))

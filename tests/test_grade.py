@@ -87,6 +87,12 @@ def test_bound_names_and_definitions_only():
     assert execute.bound_names(source) == {"t", "b", "d", "x", "y", "z", "f", "K", "g"}
     assert execute.definitions_only(source) == "import torch as t\nfrom a import b, c as d\n@decorator\ndef g(): pass"
     assert execute.bound_names("def broken(:\n  pass\ndef ok(): pass") == {"broken", "ok"}
+    # A load-bearing exercise's hand-over is kept with the definitions (later cells use its name),
+    # bound to the course's reference without running the learner's code.
+    handover = "def toy_forward(): pass\nforward = checks.check_toy_forward(toy_forward)\ny = train(forward)\n" \
+               "z = other.check_x(1)\n"
+    assert execute.definitions_only(handover) == ("def toy_forward(): pass\n"
+                                                  "forward = checks.check_toy_forward.exercise.reference")
 
 
 @pytest.mark.parametrize("arguments, words", [

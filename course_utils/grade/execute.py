@@ -97,16 +97,29 @@ def bound_names(source: str) -> set[str]:
     return names
 
 
+def _is_check_binding(node) -> bool:
+    """``name = checks.check_x(...)``: a load-bearing exercise's hand-over (the chapter's later
+    cells and the learner's later definitions use ``name``), so it is kept with the definitions."""
+    return (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+            and isinstance(node.value, ast.Call) and isinstance(node.value.func, ast.Attribute)
+            and isinstance(node.value.func.value, ast.Name) and node.value.func.value.id == "checks"
+            and node.value.func.attr.startswith("check_"))
+
+
 def definitions_only(source: str) -> str:
     """The cell's top-level import, def and class statements (with their decorators), in
-    order; "" when it has none or does not parse."""
+    order, and its ``name = checks.check_x(...)`` hand-overs bound to the course's reference
+    without running the check (it may be what crashed the kernel, and it runs the learner's
+    code); "" when it has none or does not parse."""
     tree = _parse(source)
     if tree is None:
         return ""
     lines = source.splitlines()
     parts = []
     for node in tree.body:
-        if isinstance(node, _DEFINITION_NODES):
+        if _is_check_binding(node):
+            parts.append(f"{node.targets[0].id} = checks.{node.value.func.attr}.exercise.reference")
+        elif isinstance(node, _DEFINITION_NODES):
             first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
             parts.append("\n".join(lines[first - 1: node.end_lineno]))
     return "\n".join(parts)
@@ -325,6 +338,15 @@ def run_notebook(steps: list[Step], exercises: list[str], limits: Limits, workdi
                 else definitions_only(step.source)
             if again.strip():
                 replay.append(again)
+        # At the end, every definition once more, pickled with the notebook's final globals: a
+        # function or class whose cell ran before the cells that bind the names it uses (cells
+        # run out of order) works in the learner's kernel by now, and must in the grader too.
+        if kernel is not None and kernel.alive and not out.fatal and out.definitions:
+            final = kernel.harvest([name for name in exercises if name in out.definitions], again=True)
+            if isinstance(final, dict):
+                for name, entry in final.items():
+                    if entry.get("kind") in ("function", "class", "callable"):
+                        out.definitions[name] = entry
         # The last cells crashed the kernel after defining something: collect it.
         if (crashed_with_definitions is not None and kernel is None and not out.fatal
                 and restarts <= MAX_RESTARTS and time.monotonic() - start < limits.timeout):

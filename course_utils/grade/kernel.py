@@ -169,13 +169,13 @@ class Kernel:
             return Result("hung", after.seconds, stdout=after.stdout)
         return after
 
-    def harvest(self, names, timeout: float = HARVEST_TIMEOUT_S) -> dict | Result:
-        """The learner's definitions of ``names`` that changed since the last harvest
-        (``harvest.describe`` dicts), or the failed Result."""
+    def harvest(self, names, timeout: float = HARVEST_TIMEOUT_S, again: bool = False) -> dict | Result:
+        """The learner's definitions of ``names`` that changed since the last harvest (all of
+        them with ``again``) as ``harvest.describe`` dicts, or the failed Result."""
         start = time.monotonic()
         msg_id = self.client.execute("", silent=True, store_history=False, allow_stdin=False,
                                      stop_on_error=False,
-                                     user_expressions={"harvest": _harvest.expression(names)})
+                                     user_expressions={"harvest": _harvest.expression(names, again)})
         result = self._wait(msg_id, start + timeout, start)
         if result.status != "ok":
             if result.status == "timeout":
