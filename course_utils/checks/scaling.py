@@ -111,8 +111,7 @@ def check_signed_weight_decay_(learner, case: Case) -> None:
         raise CheckFailed("your function returned None: change W in place and `return W`")
     out = expect_tensor(out)
     changed = not torch.equal(W.detach(), case.W)
-    if out is not W and not (changed and torch.equal(out.detach(), W.detach())):
-        # (A copy equal to the changed W is fine: the grader's sandbox returns copies.)
+    if out is not W:
         if changed:
             raise CheckFailed("your function changed W in place but returned another tensor: return W itself")
         raise CheckFailed("your function left W unchanged and returned a new tensor: the loop relies on W "

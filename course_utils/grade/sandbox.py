@@ -16,7 +16,8 @@ The stand-in behaves like a local call, as far as a check can tell:
   ``torch.load(weights_only=True)`` (tensors, numbers, strings, tuples, lists, dicts), so a
   crafted return value cannot run code in the grader.  Anything else comes back as an
   object of the same type name, so the check's message ("returned a numpy.ndarray") holds;
-* an input the learner changed in place is changed in place in the grader too, so the
+* an input the learner changed in place is changed in place in the grader too, and a
+  function that returns its tensor input returns the grader's same object, so the
   checks' in-place tests work (an ``nn.Module`` argument, such as the model a training loop
   trains, gets back the child's parameters and buffers); a ``torch.Generator`` argument and the global torch, NumPy
   and ``random`` states go there and back;
@@ -287,6 +288,8 @@ class Sandbox:
         """A function for the grader's process that runs the learner's ``name`` in the child."""
         import inspect
 
+        import torch
+
         from ..checks._framework import CheckFailed, NotAttempted
 
         info = self.loaded[name]
@@ -305,6 +308,9 @@ class Sandbox:
             status = reply.get("status")
             if status == "returned":
                 _apply_changes(reply, args, kwargs, generators)
+                same = reply.get("returned_input")
+                if isinstance(same, str) and isinstance(_lookup(same, args, kwargs), torch.Tensor):
+                    return _lookup(same, args, kwargs)  # it returned its (changed) input: the same object here
                 return _decode_output(reply)
             if status == "not_implemented":
                 _apply_changes(reply, args, kwargs, generators)
@@ -626,6 +632,8 @@ def _call(fn, request: dict) -> dict:
                         for key, value in inputs.items() if isinstance(value, torch.nn.Module)}
     if reply["status"] == "returned":
         reply.update(_encode_output(out))
+        reply["returned_input"] = next((key for key, value in inputs.items()
+                                        if value is out and isinstance(value, torch.Tensor)), None)
     return reply
 
 
