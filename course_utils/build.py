@@ -25,6 +25,10 @@ Command line::
     python -m course_utils.build                      # every solutions/NN_*.py
     python -m course_utils.build solutions/01_x.py    # one chapter
     python -m course_utils.build --no-execute         # write everything, execute nothing
+    python -m course_utils.build --keep-outputs       # execute nothing; the solutions notebook
+                                                      # keeps each cell's committed outputs (cells
+                                                      # matched in order by type); nbval in
+                                                      # `make test` then proves them right
     python -m course_utils.build --check              # fast drift check, writes nothing
     python -m course_utils.build --sync-first-cell    # rewrite each source's first code
                                                       # cell to colab.COLAB_FIRST_CELL
@@ -499,8 +503,14 @@ def build_chapter(
     solutions_dir: Path | None = None,
     chapters_dir: Path = CHAPTERS_DIR,
     timeout: int = CELL_TIMEOUT_S,
+    keep_outputs: bool = False,
 ) -> list[Path]:
     """Write the three generated files of one chapter; return the paths that changed.
+
+    ``keep_outputs=True`` (with ``execute=False``) copies the outputs and execution counts of
+    the solutions notebook already on disk onto the new one, cell by cell in order, for a
+    source edit that cannot change any output (a renamed import, an explicit default); it
+    refuses when the two notebooks' cells differ in number or type.
 
     ``solutions_dir`` (where the executed notebook goes) defaults to the source's own
     directory, which is also the working directory of the execution.  Nothing is written
@@ -527,12 +537,28 @@ def build_chapter(
         normalise_notebook(solution_nb)
 
     stem = source_path.stem
+    if keep_outputs and not execute:
+        _copy_outputs(solutions_dir / f"{stem}.ipynb", solution_nb, name)
     outputs = {
         solutions_dir / f"{stem}.ipynb": _notebook_text(solution_nb),
         chapters_dir / f"{stem}.py": learner_text,
         chapters_dir / f"{stem}.ipynb": _notebook_text(learner_nb),
     }
     return [path for path, content in outputs.items() if _write_if_changed(path, content)]
+
+
+def _copy_outputs(old_path: Path, new_nb, name: str) -> None:
+    if not old_path.is_file():
+        raise BuildError(f"{name}: --keep-outputs needs the executed notebook {_show(old_path)}")
+    old_nb = nbformat.read(old_path, as_version=4)
+    if [c.cell_type for c in old_nb.cells] != [c.cell_type for c in new_nb.cells]:
+        raise BuildError(f"{name}: --keep-outputs needs the same cells as {_show(old_path)} "
+                         "(cells were added, removed or changed type): execute the chapter instead")
+    for old, new in zip(old_nb.cells, new_nb.cells):
+        if new.cell_type == "code":
+            new.outputs = old.outputs
+            new.execution_count = old.execution_count
+    new_nb.metadata = old_nb.metadata
 
 
 # --------------------------------------------------------------------------------------
@@ -688,6 +714,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sources", nargs="*", type=Path, help="chapter sources (default: all)")
     parser.add_argument("--check", action="store_true", help="report drift, write nothing, exit 1 on any")
     parser.add_argument("--no-execute", action="store_true", help="write notebooks without executing them")
+    parser.add_argument("--keep-outputs", action="store_true",
+                        help="execute nothing; keep the solutions notebook's committed outputs cell by cell")
     parser.add_argument(
         "--sync-first-cell",
         action="store_true",
@@ -728,7 +756,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"building {_show(source)}{' (no execution)' if args.no_execute else ''} ...", flush=True)
             written = build_chapter(
                 source,
-                execute=not args.no_execute,
+                execute=not (args.no_execute or args.keep_outputs),
+                keep_outputs=args.keep_outputs,
                 solutions_dir=solutions_dir,
                 chapters_dir=args.chapters_dir,
                 timeout=args.timeout,

@@ -1,0 +1,101 @@
+"""What every training loop in the course shares: the progress bar, the NaN guard, the loss
+history and the snapshots.  The loops themselves (``toy_models.train``, ``sae.train_sae``,
+``lm.train_lm``, ``polysemanticity.train_autoencoders``, ``scaling.train_scaling_models``)
+keep only their maths:
+
+    loop = TrainingLoop(steps, description="SAE", progress=True)
+    for step in loop:
+        loss = ...                                   # forward, backward, optimiser step
+        if loop.logging(step):
+            loop.log(step, loss, l0=l0)              # FloatingPointError if loss is NaN or inf
+    loop.steps_logged, loop.history["loss"], loop.seconds
+
+The loss may be a float or a tensor (one value per instance of a batched model); it is
+stored detached, on the CPU.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Iterator
+
+import torch
+from torch import Tensor
+
+
+class TrainingLoop:
+    """Iterate over ``range(steps)`` with a tqdm bar; log every ``log_every`` steps (default:
+    ``records`` records in all, the last step always included); keep CPU snapshots every
+    ``snapshot_every`` steps."""
+
+    def __init__(self, steps: int, description: str = "training", progress: bool = True,
+                 log_every: int | None = None, records: int = 100, snapshot_every: int | None = None,
+                 what: str = "the loss", advice: str = "lower the learning rate", leave: bool = True):
+        for name, value in (("steps", steps), ("log_every", log_every), ("snapshot_every", snapshot_every)):
+            if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        self.steps = int(steps)
+        self.log_every = int(log_every or max(1, self.steps // records))
+        self.snapshot_every = snapshot_every
+        self.description, self.progress, self.leave = description, progress, leave
+        self.what, self.advice = what, advice
+        self.steps_logged: list[int] = []
+        self.history: dict[str, list] = {}
+        self.snapshot_steps: list[int] = []
+        self.snapshots: dict[str, list[Tensor]] = {}
+        self.seconds = 0.0
+        self._bar = None
+
+    def __iter__(self) -> Iterator[int]:
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(total=self.steps, desc=self.description, disable=not self.progress,
+                         leave=self.leave, mininterval=0.5)
+        start = time.perf_counter()
+        try:
+            for step in range(self.steps):
+                yield step
+                self._bar.update(1)
+        finally:
+            self._bar.close()
+            self.seconds = time.perf_counter() - start
+
+    def logging(self, step: int) -> bool:
+        """Whether ``step`` is a logged one."""
+        return step % self.log_every == 0 or step == self.steps - 1
+
+    def log(self, step: int, loss, **extra) -> None:
+        """Record ``loss`` (and any ``extra`` values) at ``step``; raise ``FloatingPointError``
+        when the loss is NaN or infinite."""
+        value = loss.detach().float().cpu() if isinstance(loss, Tensor) else float(loss)
+        finite = torch.isfinite(value) if isinstance(value, Tensor) else torch.tensor(math.isfinite(value))
+        if not bool(finite.all()):
+            if self._bar is not None:
+                self._bar.close()
+            where = ""
+            if isinstance(value, Tensor) and value.numel() > 1:
+                where = f" (instances {torch.nonzero(~finite.flatten()).flatten().tolist()})"
+            details = ", ".join(f"{k}={float(v):.4g}" for k, v in extra.items()
+                                if not isinstance(v, Tensor) or v.numel() == 1)
+            raise FloatingPointError(f"{self.what} became NaN or infinite at step {step}{where}"
+                                     f"{f' ({details})' if details else ''}; {self.advice}")
+        self.steps_logged.append(step)
+        self.history.setdefault("loss", []).append(value)
+        for name, extra_value in extra.items():
+            if isinstance(extra_value, Tensor):
+                extra_value = extra_value.detach().cpu()
+            self.history.setdefault(name, []).append(extra_value)
+        if self._bar is not None and self.progress:
+            mean = float(value.mean()) if isinstance(value, Tensor) else value
+            self._bar.set_postfix(loss=f"{mean:.4g}", refresh=False)
+
+    def snapshot_due(self, step: int) -> bool:
+        """Whether a snapshot is taken before ``step`` (``step == steps``: after the last)."""
+        return bool(self.snapshot_every) and (step % self.snapshot_every == 0 or step == self.steps)
+
+    def snapshot(self, step: int, **tensors: Tensor) -> None:
+        """Keep CPU copies of ``tensors`` (e.g. W=..., b=...) as they are before ``step``."""
+        self.snapshot_steps.append(step)
+        for name, tensor in tensors.items():
+            self.snapshots.setdefault(name, []).append(tensor.detach().cpu().clone())
