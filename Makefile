@@ -23,7 +23,7 @@ STAMP := build/.setup.stamp
 # an editable install that points at another clone, whose code notebooks would otherwise run).
 INSTALLED := import importlib.metadata as m, importlib.util as u, os, sys; [m.version(d) for d in ('superposition-course', 'nbval', 'jupytext')]; \
 	sys.path[:] = [p for p in sys.path if p not in ('', os.getcwd())]; \
-	assert os.path.dirname(os.path.dirname(u.find_spec('course_utils').origin)) == os.getcwd()
+	assert all(os.path.dirname(os.path.dirname(u.find_spec(p).origin)) == os.getcwd() for p in ('course_utils', 'course_tools'))
 
 .PHONY: setup browser lab test test-full test-latest pins build check doctor benchmark
 
@@ -62,7 +62,7 @@ browser:
 	fi
 
 lab: setup
-	$(PYTHON) -m course_utils.workspace
+	$(PYTHON) -m course_tools.workspace
 	$(PYTHON) -m jupyter lab $$([ "$$(id -u)" = 0 ] && echo --allow-root) my_work/
 
 # One pytest run, two worker processes (pytest-xdist), one torch thread each.  nbval runs every
@@ -76,7 +76,7 @@ TEST_WORKERS ?= 2
 PYTEST_RUN = SUPERPOSITION_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PYTHON) -m pytest -p no:cacheprovider \
 	-n $(TEST_WORKERS) --dist loadgroup --durations=25 -o junit_family=xunit1
 test: setup browser
-	$(PYTHON) -m course_utils.build --check
+	$(PYTHON) -m course_tools.build --check
 	$(PYTEST_RUN) --junitxml=build/test-report.xml -m "not full" --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
 		--ignore=tests/fixtures solutions/*.ipynb tests
 
@@ -108,13 +108,13 @@ pins:
 	@echo "wrote requirements/constraints.txt; now run make test"
 
 build: setup
-	$(PYTHON) -m course_utils.build
+	$(PYTHON) -m course_tools.build
 
 check: setup
-	$(PYTHON) -m course_utils.build --check
+	$(PYTHON) -m course_tools.build --check
 
 doctor:
-	$(PYTHON) -m course_utils.doctor
+	$(PYTHON) -m course_tools.doctor
 
 benchmark: setup
 	$(PYTHON) benchmarks/toy_models.py

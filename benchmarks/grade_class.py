@@ -141,7 +141,7 @@ def make_class(folder: Path) -> dict[str, tuple[str, dict]]:
 
 
 def grade(folder: Path, out: Path, jobs: int, full: bool) -> tuple[float, subprocess.CompletedProcess]:
-    command = [sys.executable, "-m", "course_utils.grade", str(folder), "--out", str(out), "--jobs", str(jobs),
+    command = [sys.executable, "-m", "course_tools.grade", str(folder), "--out", str(out), "--jobs", str(jobs),
                "--hidden-seeds", HIDDEN_SEEDS, "--cell-timeout", "60", "--memory-mb", "2048"]
     if not full:
         command.append("--exercises-only")
@@ -194,7 +194,7 @@ def main() -> int:
             sample = tmp / "full"
             for i in range(args.full_sample):
                 nbs.write(nbs.chapter_notebook(), sample / f"full{i}" / f"{CHAPTER}.ipynb")
-            cmd = [sys.executable, "-m", "course_utils.grade", str(sample), "--out", str(tmp / "full.csv"),
+            cmd = [sys.executable, "-m", "course_tools.grade", str(sample), "--out", str(tmp / "full.csv"),
                    "--jobs", "1", "--hidden-seeds", HIDDEN_SEEDS, "--cell-timeout", "600", "--quiet"]
             start = time.perf_counter()
             subprocess.run(cmd, capture_output=True, text=True, check=True)
@@ -206,7 +206,7 @@ def main() -> int:
 
         result = {
             "benchmark": "grade a class of 30 chapter-01 submissions in one command",
-            "command": f"python -m course_utils.grade submissions/ --jobs {args.jobs} --hidden-seeds {HIDDEN_SEEDS} "
+            "command": f"python -m course_tools.grade submissions/ --jobs {args.jobs} --hidden-seeds {HIDDEN_SEEDS} "
                        f"--cell-timeout 60 --memory-mb 2048" + ("" if args.full else " --exercises-only"),
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
                         "load_average_before": load_before, "load_average_after": list(os.getloadavg())},

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from course_utils import CHAPTER_GLOB
-from course_utils.build import measure_notebook
+from course_tools.build import measure_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 BUDGET_S, BUDGET_MB = 180, 2048

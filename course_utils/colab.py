@@ -1,24 +1,25 @@
 """The first cell of every chapter, and the one library function it calls.
 
 Every chapter source (``solutions/NN_name.py``) starts its code with ``COLAB_FIRST_CELL``,
-exactly; ``python -m course_utils.build --check`` enforces it.  The cell is self-contained
+exactly; ``python -m course_tools.build --check`` enforces it.  The cell is self-contained
 because on Colab the course package is not installed yet when it runs: it installs the
 package from GitHub and then calls :func:`prepare`, where all the real setup lives, so that
 changing the setup is one library edit rather than one edit per chapter.  Elsewhere the cell
 only calls :func:`prepare`.
 
 On Colab the install is ``pip install --no-deps``: the package alone, none of its
-dependencies.  Colab already has everything the chapters import at run time (torch, numpy,
-matplotlib, ipywidgets, tqdm, IPython); the other requirements in ``pyproject.toml``
-(jupyterlab, jupyterlab_widgets, jupytext) serve a local JupyterLab and the build, not a
-running chapter.  Installing them would upgrade Colab's ipywidgets 7 / notebook stack to
-versions its front end does not render, and could replace its CUDA torch.  ``--no-deps``
-leaves every Colab package as it is; :func:`prepare` then turns on Colab's custom widget
+dependencies.  Colab already has everything the chapters import at run time, the learner's
+requirements in ``pyproject.toml`` (torch, numpy, matplotlib, ipywidgets, tqdm,
+safetensors; IPython comes with ipywidgets); the ``tools`` extra (jupyterlab,
+jupyterlab_widgets, jupytext, nbclient, cloudpickle, ...) serves a local JupyterLab and the
+course's tools (``course_tools``), never a running chapter.  Installing the requirements
+would upgrade Colab's ipywidgets 7 / notebook stack to versions its front end does not
+render, and could replace its CUDA torch.  ``--no-deps`` leaves every Colab package as it is; :func:`prepare` then turns on Colab's custom widget
 manager, and ``course_utils.widgets`` uses only widgets that ipywidgets 7.7 has too
 (FloatLogSlider, FloatSlider, Output, HBox, VBox).
 
 To change the cell itself: edit ``first_cell`` below, then run
-``python -m course_utils.build --sync-first-cell`` (rewrites each source's first code cell)
+``python -m course_tools.build --sync-first-cell`` (rewrites each source's first code cell)
 and rebuild.
 """
 

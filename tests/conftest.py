@@ -31,7 +31,7 @@ def make_course_tree(root: Path, source: Path = DEMO_SOURCE) -> tuple[Path, Path
     The copy's first code cell is rewritten to the current ``COLAB_FIRST_CELL``, so the
     fixtures keep working when that constant changes.  Returns (source, solutions, chapters).
     """
-    from course_utils.build import sync_first_cell
+    from course_tools.build import sync_first_cell
 
     solutions, chapters = root / "solutions", root / "chapters"
     solutions.mkdir(parents=True)
@@ -45,7 +45,7 @@ def make_course_tree(root: Path, source: Path = DEMO_SOURCE) -> tuple[Path, Path
 @pytest.fixture(scope="session")
 def built_demo(tmp_path_factory) -> Path:
     """A course tree with the demo chapter built and executed once per session (read-only)."""
-    from course_utils.build import build_chapter
+    from course_tools.build import build_chapter
 
     root = tmp_path_factory.mktemp("built_demo")
     source, solutions, chapters = make_course_tree(root)

@@ -98,7 +98,7 @@ def _execute_notebook(notebook: str) -> None:
     import nbformat
     from nbclient import NotebookClient
 
-    from course_utils.build import KERNEL_NAME
+    from course_tools.build import KERNEL_NAME
 
     path = SOLUTIONS / f"{notebook}.ipynb"
     warnings.warn(f"executing solutions/{notebook}.ipynb for its results (nbval did not run it in "

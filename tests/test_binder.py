@@ -1,6 +1,9 @@
 """The Binder environment (binder/) works: a fresh virtual environment built from
 binder/requirements.txt runs a chapter, binder/start sets the thread variables, and the
-configuration opens JupyterLab on chapters/.
+configuration opens JupyterLab on chapters/.  On its way, the same environment proves the
+learner's install: with the course's runtime requirements alone (no ``tools`` extra), every
+module of ``course_utils`` imports and none of the tools' packages (jupytext, jupyterlab,
+cloudpickle, nbformat, nbclient) is there.
 
 The build mirrors what repo2docker does on mybinder.org (``pip install -r
 binder/requirements.txt`` from the repository root, then ``binder/start`` wraps the server),
@@ -30,9 +33,31 @@ BINDER = ROOT / "binder"
 REQUIREMENTS = BINDER / "requirements.txt"
 START = BINDER / "start"
 CHAPTER = ROOT / "chapters" / "01_toy_models.ipynb"
+CONSTRAINTS = ROOT / "requirements" / "constraints.txt"
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 THREAD_VARIABLES = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "SUPERPOSITION_THREADS": "1"}
 INDEX_OPTIONS = ("--index-url", "--extra-index-url", "-i ", "--find-links", "-f ")
+
+# The packages of the `tools` extra that a learner's install must not need.
+TOOLS_ONLY = ("jupytext", "jupyterlab", "cloudpickle", "nbformat", "nbclient")
+# Every module and subpackage of this checkout's course_utils (device, toy_models, ..., checks,
+# widgets, colab, training, _fast): each must import in the learner's install.
+COURSE_UTILS = ROOT / "course_utils"
+LEARNER_MODULES = {"course_utils"} | {f"course_utils.{path.stem}" for path in COURSE_UTILS.glob("*.py")
+                                      if path.stem != "__init__"} \
+    | {f"course_utils.{path.parent.name}" for path in COURSE_UTILS.glob("*/__init__.py")}
+
+# Run in the learner's install: which tools' packages are importable, and every module of
+# course_utils (each package's submodules too, ``checks`` and ``_fast`` included), imported.
+LEARNER_PROBE = """\
+import importlib, importlib.util, json, pkgutil
+import course_utils
+found = [name for name in {tools!r} if importlib.util.find_spec(name) is not None]
+modules = ["course_utils"] + [m.name for m in pkgutil.walk_packages(course_utils.__path__, "course_utils.")]
+for name in modules:
+    importlib.import_module(name)
+print("PROBE", json.dumps({{"tools": found, "modules": modules, "file": course_utils.__file__}}))
+"""
 
 PROBE_CELL = """\
 import json, os, sys, torch
@@ -69,7 +94,7 @@ def test_requirement_lines_drop_comments_and_the_index():
     text = "# comment\n--extra-index-url https://x/cpu\ntorch>=2.1  # CPU\n\n-e .\n"
     assert requirement_lines(text) == ["torch>=2.1", "-e ."]
     lines = requirement_lines()
-    assert "-e ." in lines, "Binder installs the course from the repository"
+    assert "-e .[tools]" in lines, "Binder installs the course and its tools (doctor, workspace) from the repository"
     assert f"-c {ROOT / 'requirements' / 'constraints.txt'}" in lines, "Binder installs the pinned versions"
     assert any(line.startswith("ipywidgets>=8") for line in lines)
     assert any(line.startswith("jupyterlab_widgets>=3") for line in lines)
@@ -134,16 +159,28 @@ def test_a_fresh_binder_environment_runs_chapter_01(tmp_path):
     _run([sys.executable, "-m", "venv", venv], log)  # not --system-site-packages
     pip = [python, "-m", "pip", "install", "--progress-bar", "off", "--disable-pip-version-check"]
     _run([*pip, *torch_requirement()], log, env=env)
+
+    # First the learner's install: the package with its runtime requirements only.
+    _run([*pip, "-e", ROOT, "-c", CONSTRAINTS], log, env=env, cwd=tmp_path)
+    probe = _run([python, "-c", LEARNER_PROBE.format(tools=TOOLS_ONLY)], log, env={**env, "MPLBACKEND": "Agg"},
+                 cwd=tmp_path).stdout
+    learner = json.loads(probe.split("PROBE ", 1)[1].splitlines()[0])
+    assert Path(learner["file"]).resolve().parents[1] == ROOT, "the venv imports this checkout's course_utils"
+    assert learner["tools"] == [], f"the learner's install pulled in the tools' packages {learner['tools']}"
+    assert {"course_utils.toy_models", "course_utils.sae", "course_utils.checks"} <= LEARNER_MODULES
+    assert LEARNER_MODULES <= set(learner["modules"]), LEARNER_MODULES - set(learner["modules"])
+
+    # Then Binder's: the tools and JupyterLab on top, at the pinned versions.
     requirements = tmp_path / "requirements.txt"
     requirements.write_text("\n".join(requirement_lines()) + "\n")
-    _run([*pip, "-r", requirements], log, env=env, cwd=ROOT)  # `-e .` is the repository, as on Binder
+    _run([*pip, "-r", requirements], log, env=env, cwd=ROOT)  # `-e .[tools]` is the repository, as on Binder
 
     installed = _run([python, "-m", "pip", "list", "--format=json"], log, env=env).stdout
     names = {re.sub(r"[-_.]+", "-", d["name"]).lower() for d in json.loads(installed)}
     assert {"torch", "ipywidgets", "jupyterlab", "jupyterlab-widgets", "superposition-course"} <= names
     assert not {n for n in names if n.startswith("nvidia")}, "a CUDA torch was pulled in"
 
-    doctor = _run([python, "-m", "course_utils.doctor"], log, env=env, cwd=tmp_path).stdout
+    doctor = _run([python, "-m", "course_tools.doctor"], log, env=env, cwd=tmp_path).stdout
     assert "[FAIL]" not in doctor, doctor
     assert "[OK] every installed package is at the version the course was tested with" in doctor, doctor
 

@@ -8,8 +8,8 @@ import time
 import nbformat
 import pytest
 
-from course_utils import build
-from course_utils.build import BuildError, build_chapter, check, strip_solutions
+from course_tools import build
+from course_tools.build import BuildError, build_chapter, check, strip_solutions
 from course_utils.colab import COLAB_FIRST_CELL
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from course_utils import CHAPTER_GLOB
-from course_utils.build import measure_notebook
+from course_tools.build import measure_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "chapters").glob(CHAPTER_GLOB + ".ipynb"))
@@ -22,7 +22,7 @@ LOAD_BEARING = {"01_toy_models": 9, "02_feature_geometry": 7}
 
 
 def test_there_are_chapters():
-    assert CHAPTERS, "no chapters/NN_*.ipynb: run python -m course_utils.build"
+    assert CHAPTERS, "no chapters/NN_*.ipynb: run python -m course_tools.build"
 
 
 def stream_text(cell) -> str:

@@ -26,11 +26,11 @@ from course_utils.colab import COLAB_FIRST_CELL, REPO_URL, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "chapters").glob(CHAPTER_GLOB + ".ipynb"))
-# What Colab has preinstalled and the chapters use at run time.  Everything else in the
-# package's dependencies (jupyterlab, jupyterlab_widgets, jupytext) must not be needed by a
-# running chapter, because the Colab cell installs the course with --no-deps.
+# What the Colab cell's --no-deps install leaves out, so a running chapter must not need it:
+# the `tools` extra (jupyterlab, jupyterlab_widgets, jupytext, nbclient, cloudpickle, ...) and
+# the test tools.  The chapters need only what Colab has preinstalled.
 NOT_ON_COLAB = ("jupytext", "jupyterlab", "jupyterlab_widgets", "nbformat", "nbclient", "nbconvert", "nbval",
-                "pytest", "jupyter_server")
+                "pytest", "jupyter_server", "cloudpickle")
 
 
 class FakeColab:

@@ -1,4 +1,4 @@
-"""``python -m course_utils.doctor``: one line per check, non-zero exit on any FAIL."""
+"""``python -m course_tools.doctor``: one line per check, non-zero exit on any FAIL."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from course_utils import doctor
+from course_tools import doctor
 
 REAL_DIST_VERSION = doctor._dist_version
 
@@ -34,7 +34,7 @@ def test_this_machine_passes_and_prints_one_line_per_check(capsys):
 
 
 def test_module_entry_point_exit_code():
-    result = subprocess.run([sys.executable, "-m", "course_utils.doctor"], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "course_tools.doctor"], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "[FAIL]" not in result.stdout
 

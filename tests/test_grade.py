@@ -1,5 +1,5 @@
 """The instructor's grader: naming, config, cell plan, the sandbox, and one batch of bad
-submissions graded end to end with ``python -m course_utils.grade``.
+submissions graded end to end with ``python -m course_tools.grade``.
 
 The batch (``graded``, run once per module) holds one submission per kind of trouble; each
 test below asserts the rows and reasons of one of them.  Tiny notebooks keep it fast; the
@@ -20,8 +20,8 @@ import nbformat
 import pytest
 
 from course_utils import checks
-from course_utils.grade import config as grade_config
-from course_utils.grade import execute, submissions, worker
+from course_tools.grade import config as grade_config
+from course_tools.grade import execute, submissions, worker
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "grading"))
 import submission_notebooks as nbs  # noqa: E402
@@ -102,7 +102,7 @@ def test_bound_names_and_definitions_only():
     (["{empty}", "--jobs", "0"], "--jobs must be at least 1"),
 ])
 def test_usage_errors_say_what_is_wrong(tmp_path, capsys, arguments, words):
-    from course_utils.grade import cli
+    from course_tools.grade import cli
 
     with pytest.raises(SystemExit) as exit_info:
         cli.main([a.format(empty=tmp_path) for a in arguments])
@@ -142,7 +142,7 @@ def notebook_function(source: str):
     in __main__ (so pickled by value), its cell's text in linecache."""
     import linecache
 
-    from course_utils.grade import harvest
+    from course_tools.grade import harvest
 
     text = "import torch\nfrom torch import Tensor\n" + source
     filename = f"<cell {abs(hash(text))}>"
@@ -305,7 +305,7 @@ def graded(tmp_path_factory):
         "feature_norms": {"hidden_seeds": [1001, 1002, 1003]}, "importance_weighted_loss": {"time_limit": 30},
         "train_model": {"time_limit": 60}, PENTAGON: {"time_limit": 20}}}))
     out = root / "out" / "grades.csv"
-    command = [sys.executable, "-m", "course_utils.grade", str(root / "submissions"), "--out", str(out),
+    command = [sys.executable, "-m", "course_tools.grade", str(root / "submissions"), "--out", str(out),
                "--jobs", "2", "--cell-timeout", "5", "--timeout", "120", "--memory-mb", str(MEMORY_MB),
                "--check-time-limit", "4", "--config", str(root / "grading.json")]
     run = subprocess.run(command, capture_output=True, text=True, cwd=root, timeout=600)
@@ -494,7 +494,7 @@ def grade(tmp_path, files: dict[str, nbformat.NotebookNode], *options) -> tuple[
     for student, nb in files.items():
         nbs.write(nb, tmp_path / "subs" / f"{student}__{CHAPTER}.ipynb")
     out = tmp_path / "grades.csv"
-    run = subprocess.run([sys.executable, "-m", "course_utils.grade", str(tmp_path / "subs"), "--out", str(out),
+    run = subprocess.run([sys.executable, "-m", "course_tools.grade", str(tmp_path / "subs"), "--out", str(out),
                           "--quiet", *options], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
     with open(out, newline="") as handle:

@@ -7,7 +7,7 @@ import json
 import re
 from pathlib import Path
 
-from course_utils.grade import harvest, worker
+from course_tools.grade import harvest, worker
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ["correlated_batch", "anticorrelated_batch", "signed_weight_decay_", "train_scaling_model"]

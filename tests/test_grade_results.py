@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from course_utils import checks
-from course_utils.grade import config as grade_config
-from course_utils.grade import harvest, worker
+from course_tools.grade import config as grade_config
+from course_tools.grade import harvest, worker
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "grading"))
 import submission_notebooks as nbs  # noqa: E402
@@ -183,7 +183,7 @@ EXITS = first_in_loop("import os\nos._exit(1)")
 
 
 def test_broken_and_malicious_code_is_reported_and_the_grader_goes_on(monkeypatch):
-    from course_utils.grade import sandbox
+    from course_tools.grade import sandbox
 
     monkeypatch.setattr(sandbox, "CALL_GRACE_S", 1.0)  # the grader waits 1 s past the limit, not 10
     row, _ = grade_result(notebook_definitions({"train_model": SYSTEM_EXIT}))

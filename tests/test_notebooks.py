@@ -53,7 +53,7 @@ def test_nbval_sanitizer_tags_and_a_freshly_built_chapter(built_demo, tmp_path):
     # ipywidgets Output widget fails untagged (nbval sees it as stdout, the stored notebook
     # does not) and passes tagged nbval-ignore-output.
     assert [outcomes[f"tags.ipynb::Cell {i}"] for i in range(5)] == ["PASSED", "SKIPPED", "FAILED", "FAILED", "PASSED"]
-    # the demo chapter as built by course_utils.build (first cell, widgets, raises-exception...)
+    # the demo chapter as built by course_tools.build (first cell, widgets, raises-exception...)
     assert [outcomes[f"01_demo.ipynb::Cell {i}"] for i in range(7)] == ["PASSED"] * 7
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import nbformat
 
-from course_utils import build, workspace
+from course_tools import build, workspace
 
 
 def _tree(fresh_demo) -> tuple[Path, Path, Path, Path]:

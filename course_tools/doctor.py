@@ -1,4 +1,4 @@
-"""``python -m course_utils.doctor``: is this machine ready for the course?
+"""``python -m course_tools.doctor``: is this machine ready for the course?
 
 One line per check, ``[OK]``, ``[INFO]`` or ``[FAIL]``; the exit code is 1 if any line is
 ``[FAIL]``.  Each check is a function returning ``(status, message)``; ``run_checks()``

@@ -81,5 +81,5 @@ def harvest(namespace: dict, names, again: bool = False) -> str:
 
 def expression(names, again: bool = False) -> str:
     """The user expression the grader sends: evaluated in the notebook's namespace."""
-    return ("__import__('course_utils.grade.harvest', fromlist=['harvest'])"
+    return ("__import__('course_tools.grade.harvest', fromlist=['harvest'])"
             f".harvest(get_ipython().user_ns, {list(names)!r}, again={bool(again)!r})")

@@ -22,15 +22,15 @@ empty diff (outputs aside).
 
 Command line::
 
-    python -m course_utils.build                      # every solutions/NN_*.py
-    python -m course_utils.build solutions/01_x.py    # one chapter
-    python -m course_utils.build --no-execute         # write everything, execute nothing
-    python -m course_utils.build --keep-outputs       # execute nothing; the solutions notebook
+    python -m course_tools.build                      # every solutions/NN_*.py
+    python -m course_tools.build solutions/01_x.py    # one chapter
+    python -m course_tools.build --no-execute         # write everything, execute nothing
+    python -m course_tools.build --keep-outputs       # execute nothing; the solutions notebook
                                                       # keeps each cell's committed outputs (cells
                                                       # matched in order by type); nbval in
                                                       # `make test` then proves them right
-    python -m course_utils.build --check              # fast drift check, writes nothing
-    python -m course_utils.build --sync-first-cell    # rewrite each source's first code
+    python -m course_tools.build --check              # fast drift check, writes nothing
+    python -m course_tools.build --sync-first-cell    # rewrite each source's first code
                                                       # cell to colab.COLAB_FIRST_CELL
 """
 
@@ -46,8 +46,8 @@ from pathlib import Path
 import jupytext
 import nbformat
 
-from . import CHAPTER_GLOB
-from .colab import COLAB_FIRST_CELL
+from course_utils import CHAPTER_GLOB
+from course_utils.colab import COLAB_FIRST_CELL
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS_DIR = REPO_ROOT / "solutions"
@@ -297,7 +297,7 @@ def check_first_cell(source_text: str, filename: str) -> None:
         found = "no code cell" if first is None else f"first line {first.splitlines()[0]!r}" if first else "an empty cell"
         raise BuildError(
             f"{filename}: the first code cell must be exactly course_utils.colab.COLAB_FIRST_CELL "
-            f"(found {found}); run `python -m course_utils.build --sync-first-cell {filename}` "
+            f"(found {found}); run `python -m course_tools.build --sync-first-cell {filename}` "
             "to rewrite it"
         )
 
@@ -640,7 +640,7 @@ def check_chapter(
             problems.append(
                 f"{_show(solution_path)}: not executed (code cell {unrun[0]} has no execution_count"
                 f"{f' and {len(unrun) - 1} more' if len(unrun) > 1 else ''}); "
-                f"run `python -m course_utils.build {name}`"
+                f"run `python -m course_tools.build {name}`"
             )
 
     learner_path = chapters_dir / f"{stem}.ipynb"
@@ -708,7 +708,7 @@ def check(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m course_utils.build",
+        prog="python -m course_tools.build",
         description="Generate solutions/*.ipynb and chapters/* from solutions/NN_name.py.",
     )
     parser.add_argument("sources", nargs="*", type=Path, help="chapter sources (default: all)")
@@ -737,7 +737,7 @@ def main(argv: list[str] | None = None) -> int:
         for problem in problems:
             print(f"[DRIFT] {problem}")
         if problems:
-            print(f"{len(problems)} problem(s); rebuild with `python -m course_utils.build`.")
+            print(f"{len(problems)} problem(s); rebuild with `python -m course_tools.build`.")
             return 1
         print("build --check: every generated file is up to date.")
         return 0

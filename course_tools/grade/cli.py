@@ -1,4 +1,4 @@
-"""``python -m course_utils.grade SUBMISSION... --out grades.csv``: grade a batch.
+"""``python -m course_tools.grade SUBMISSION... --out grades.csv``: grade a batch.
 
 Runs one worker process per submission (``--jobs`` at a time), each grading its
 submission in its own kernel and sandbox (see ``worker.py``), and writes the CSV and the
@@ -30,7 +30,7 @@ DEFAULT_CHECK_TIME_LIMIT = 20.0
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m course_utils.grade",
+        prog="python -m course_tools.grade",
         description="Grade submitted chapter notebooks: run each in its own kernel, check every "
                     "exercise from the grader's side, write a CSV (and a JSON report).",
         epilog="Student and chapter come from the file name: submissions/<student>/01_toy_models.ipynb "
@@ -139,7 +139,7 @@ def _start(job: _Job, config, mplconfig: Path, chapters_known: bool) -> dict | N
     cwd.mkdir()
     job.log = open(job.dir / "worker.log", "wb")  # noqa: SIM115 - closed in _finish
     env = {k: v for k, v in os.environ.items() if k != "SUPERPOSITION_CHECK_LOG"}
-    job.process = subprocess.Popen([sys.executable, "-m", "course_utils.grade.worker", str(job.dir / "job.json")],
+    job.process = subprocess.Popen([sys.executable, "-m", "course_tools.grade.worker", str(job.dir / "job.json")],
                                    cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=job.log,
                                    stderr=subprocess.STDOUT, start_new_session=True)
     job.started = time.monotonic()
@@ -179,7 +179,7 @@ def _finish(job: _Job, reason: str | None = None) -> dict:
 
 def grade_batch(args, config, log=print) -> tuple[list[dict], dict]:
     """Grade every submission named by ``args``; returns (results, grader info)."""
-    from .. import checks
+    from course_utils import checks
     from ..build import CHAPTERS_DIR
 
     chapters_dir = args.chapters_dir or CHAPTERS_DIR
@@ -275,7 +275,7 @@ def grade_batch(args, config, log=print) -> tuple[list[dict], dict]:
                                "points": config.points(name, check.points),
                                "time_limit_s": config.time_limit(name) or check.time_limit}
     grader = {
-        "command": "python -m course_utils.grade " + " ".join(getattr(args, "argv", sys.argv[1:])),
+        "command": "python -m course_tools.grade " + " ".join(getattr(args, "argv", sys.argv[1:])),
         "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "wall_s": round(wall, 2), "jobs": args.jobs,
         "limits": {"cell_timeout_s": config.cell_timeout, "timeout_s": config.timeout,
@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
-    from .. import checks
+    from course_utils import checks
 
     try:
         config = _config(args, set(checks.EXERCISES), set(checks.RESULT_CHECKS))

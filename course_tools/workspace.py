@@ -1,4 +1,4 @@
-"""The learner's own working copies: ``python -m course_utils.workspace``.
+"""The learner's own working copies: ``python -m course_tools.workspace``.
 
 Learners work in ``my_work/`` (gitignored), never in ``chapters/``, so that pulling a new
 version of the course, or rebuilding it, can never overwrite their answers.  This command
@@ -30,7 +30,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import CHAPTER_GLOB
+from course_utils import CHAPTER_GLOB
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS_DIR = REPO_ROOT / "chapters"
@@ -139,7 +139,7 @@ def update(chapters_dir: Path = CHAPTERS_DIR, work_dir: Path = WORK_DIR) -> list
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m course_utils.workspace",
+        prog="python -m course_tools.workspace",
         description="Copy the chapters you do not have yet into your working directory (my_work/); "
                     "never overwrite your copies; say which chapters changed upstream.")
     parser.add_argument("--chapters-dir", type=Path, default=CHAPTERS_DIR, help=argparse.SUPPRESS)

@@ -1,7 +1,7 @@
 """Call a learner's functions in a separate process; judge them in the grader's.
 
 The grader never runs learner code in its own process.  A :class:`Sandbox` is a child
-interpreter (``python -m course_utils.grade.sandbox``) that loads the learner's
+interpreter (``python -m course_tools.grade.sandbox``) that loads the learner's
 definitions (the cloudpickles collected from their kernel) and runs them on request.
 :meth:`Sandbox.learner` returns a stand-in function for the grader's process: calling it
 sends the arguments to the child, runs the learner's function there, and returns its
@@ -139,7 +139,7 @@ class Sandbox:
         workdir = self.workdir = Path(tempfile.mkdtemp(prefix="sandbox-", dir=self.root))
         env = dict(self.env, HOME=str(workdir), TMPDIR=str(workdir))
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "course_utils.grade.sandbox"], cwd=workdir, env=env,
+            [sys.executable, "-m", "course_tools.grade.sandbox"], cwd=workdir, env=env,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             start_new_session=True)
         register_session(self.process.pid)
@@ -290,7 +290,7 @@ class Sandbox:
 
         import torch
 
-        from ..checks._framework import CheckFailed, NotAttempted
+        from course_utils.checks._framework import CheckFailed, NotAttempted
 
         info = self.loaded[name]
         sandbox = self
@@ -340,7 +340,7 @@ class Sandbox:
     def evaluate_inside(self, name: str, seeds, time_limit: float) -> tuple[str, str]:
         """For a definition that is not a plain function (a class): run the whole check in
         the child and return its (status, message).  Weaker: the child decides."""
-        from ..checks import FAILED
+        from course_utils.checks import FAILED
 
         self._send({"op": "evaluate", "name": name, "seeds": list(seeds), "time_limit": time_limit})
         reply = self._receive(time.monotonic() + time_limit + CALL_GRACE_S)
@@ -364,7 +364,7 @@ class Sandbox:
         * ``{"status": "died", "message": ...}``: the child ended (exit, signal, memory limit)
           or garbled the answer.
         """
-        from ..checks._framework import CheckFailed
+        from course_utils.checks._framework import CheckFailed
 
         self._send({"op": "produce", "name": check_id, "time_limit": time_limit})
         reply = self._receive(time.monotonic() + time_limit + CALL_GRACE_S)
@@ -449,7 +449,7 @@ def _decode_output(reply: dict):
     import torch
 
     if reply.get("too_large"):
-        from ..checks._framework import CheckFailed
+        from course_utils.checks._framework import CheckFailed
 
         raise CheckFailed(f"your function returned {int(reply['too_large']) / 2**20:.0f} MB of data, "
                           f"more than the grader accepts ({MAX_MESSAGE // 2**20} MB)")
@@ -463,7 +463,7 @@ def _decode_output(reply: dict):
 
 
 # ======================================================================================
-# Child side: python -m course_utils.grade.sandbox
+# Child side: python -m course_tools.grade.sandbox
 # ======================================================================================
 
 

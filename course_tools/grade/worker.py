@@ -1,6 +1,6 @@
-"""Grade ONE submission: ``python -m course_utils.grade.worker JOB.json``.
+"""Grade ONE submission: ``python -m course_tools.grade.worker JOB.json``.
 
-The batch command (``python -m course_utils.grade``) starts one worker per submission, in a
+The batch command (``python -m course_tools.grade``) starts one worker per submission, in a
 fresh interpreter whose working directory is an empty temporary directory; the worker runs
 no learner code itself.  It
 
@@ -87,7 +87,7 @@ def evaluate(exercises: list[dict], definitions: dict, memory_bytes, env, root: 
     """
     import base64
 
-    from .. import checks
+    from course_utils import checks
     from .sandbox import Sandbox, SandboxError, _stand_in
 
     blobs = {name: {"blob": base64.b64decode(entry["pickle"]), "source_file": entry.get("source_file"),
@@ -161,7 +161,7 @@ def evaluate(exercises: list[dict], definitions: dict, memory_bytes, env, root: 
 def result_specs(names, config, missing: dict[str, str]) -> list[dict]:
     """The specs of the result checks of the exercises ``names`` (those whose exercises are
     all graded), for ``evaluate``."""
-    from .. import checks
+    from course_utils import checks
 
     return [{"name": check.id, "title": check.title, "uses": list(check.uses),
              "points": config.points(check.id, check.points),
@@ -173,7 +173,7 @@ def result_specs(names, config, missing: dict[str, str]) -> list[dict]:
 def _evaluate_result(spec: dict, definitions: dict, blobs: dict, sandbox) -> dict:
     """One result check's row: its exercises' definitions loaded in the sandbox, the
     check's ``produce`` run there, its ``judge`` here."""
-    from .. import checks
+    from course_utils import checks
     from .sandbox import SandboxError
 
     check = checks.RESULT_CHECKS[spec["name"]]
@@ -229,7 +229,7 @@ def grade(job: dict) -> dict:
     from .execute import Limits, plan, run_notebook
     from .sandbox import Sandbox
     from .submissions import exercises_in_notebook
-    from .. import checks
+    from course_utils import checks
     from .config import GradingConfig
 
     started = time.monotonic()

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import CHAPTER_GLOB
+from course_utils import CHAPTER_GLOB
 
 SEPARATOR = "__"
 _NUMBER = re.compile(r"^(\d{2}[a-z]?)(?:[_\W]|$)")

@@ -1,6 +1,6 @@
 """The instructor's command: grade a batch of submitted chapter notebooks.
 
-    python -m course_utils.grade submissions/ --out grades.csv --jobs 2 --hidden-seeds 1001,1002
+    python -m course_tools.grade submissions/ --out grades.csv --jobs 2 --hidden-seeds 1001,1002
 
 Each submission runs in its own kernel, in a temporary copy, under time and memory limits
 (``execute.py``, ``kernel.py``, ``limits.py``); the definitions it makes are collected
