@@ -42,12 +42,29 @@ def assert_reference_passes_and_stub_is_not_attempted(name, reference, capsys: p
         assert lines[3].startswith(f"  → using the course's {name} for the rest of the chapter: yours is not attempted")
 
 
-def assert_registered(names) -> None:
-    """Each exercise is registered under its name, exported, with >= 2 hints, >= 8 seeds and a
-    docstring that names it."""
+def assert_passes(name, learner, seeds=None) -> None:
+    """The check passes ``learner`` (on ``seeds``, else the default seeds)."""
+    outcome = checks.evaluate(name, learner, seeds=seeds)
+    assert outcome.passed, outcome.line
+
+
+def assert_names_mistake(name, learner, mistake: str, seeds=None) -> None:
+    """The check fails ``learner`` and names ``mistake``, one of its listed known mistakes."""
+    message = failure(name, learner, seeds=seeds)
+    assert f"matches a known mistake: {mistake}" in message, message
+
+
+def default_cases(name, make_case) -> list:
+    """The cases that exercise ``name`` runs by default, built by ``make_case(seed)``."""
+    return [make_case(seed) for seed in checks.EXERCISES[name].exercise.seeds]
+
+
+def assert_registered(names, min_seeds: int = 8) -> None:
+    """Each exercise is registered under its name, exported, with >= 2 hints, >= ``min_seeds``
+    seeds and a docstring that names it."""
     for name in names:
         check = getattr(checks, f"check_{name}")
         assert checks.EXERCISES[name] is check and f"check_{name}" in checks.__all__
         assert check.exercise.name == name
-        assert len(check.exercise.hints) >= 2 and len(check.exercise.seeds) >= 8
+        assert len(check.exercise.hints) >= 2 and len(check.exercise.seeds) >= min_seeds
         assert check.__doc__ and name in check.__doc__

@@ -9,11 +9,19 @@ import numpy as np
 import pytest
 import torch
 
-from check_helpers import assert_reference_passes_and_stub_is_not_attempted, failure
+from check_helpers import (
+    assert_names_mistake,
+    assert_passes,
+    assert_reference_passes_and_stub_is_not_attempted,
+    assert_registered,
+    default_cases,
+    failure,
+)
 
 from course_utils import checks
 from course_utils import computation as comp
 from course_utils.checks import computation as chapter
+from course_utils.checks._helpers import _close_number
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # the statistical checks crawl on busy threads
 
@@ -26,17 +34,6 @@ REFERENCES = {
     "predicted_u_and_readoffs": comp.predicted_u_and_readoffs,
     "naive_loss": comp.naive_loss_without_mixing,
 }
-CHECKS = {
-    "neuron_forward": checks.check_neuron_forward,
-    "abs_batch": checks.check_abs_batch,
-    "abs_loss": checks.check_abs_loss,
-    "u_and_layer": checks.check_u_and_layer,
-    "u_and_readoff": checks.check_u_and_readoff,
-    "predicted_u_and_readoffs": checks.check_predicted_u_and_readoffs,
-    "naive_loss": checks.check_naive_loss,
-}
-
-
 @pytest.mark.parametrize("name", REFERENCES)
 def test_reference_passes_and_stub_is_not_attempted(name, capsys):
     assert_reference_passes_and_stub_is_not_attempted(name, REFERENCES[name], capsys)
@@ -44,18 +41,11 @@ def test_reference_passes_and_stub_is_not_attempted(name, capsys):
 
 @pytest.mark.parametrize("name", REFERENCES)
 def test_reference_passes_hidden_seeds(name):
-    outcome = checks.evaluate(name, REFERENCES[name], seeds=range(100, 132))
-    assert outcome.passed, outcome.line
+    assert_passes(name, REFERENCES[name], seeds=range(100, 132))
 
 
 def test_registered_under_the_exercise_names():
-    for name, check in CHECKS.items():
-        assert checks.EXERCISES[name] is check
-        assert getattr(checks, f"check_{name}") is check and f"check_{name}" in checks.__all__
-        assert check.exercise.name == name
-        assert len(check.exercise.hints) >= 2
-        assert len(check.exercise.seeds) >= 8
-        assert check.__doc__ and name in check.__doc__
+    assert_registered(REFERENCES)
 
 
 def _raises(*args, **kwargs):
@@ -79,12 +69,8 @@ def test_printed_line_names_the_case_and_the_mistake(capsys):
 # --------------------------------------------------------------------------------------
 
 
-def _default_cases(name, make_case):
-    return [make_case(seed) for seed in CHECKS[name].exercise.seeds]
-
-
 def test_forward_cases_cover_edge_shapes_signs_and_both_relus():
-    cases = _default_cases("neuron_forward", chapter._forward_case)
+    cases = default_cases("neuron_forward", chapter._forward_case)
     assert any(c.W.shape[0] == 1 for c in cases) and any(c.W.shape[1] == 1 for c in cases)
     assert any(c.W.shape[1] == c.W.shape[2] for c in cases)
     assert any((c.x < 0).any() for c in cases) and any((c.x >= 0).all() for c in cases)
@@ -95,14 +81,14 @@ def test_forward_cases_cover_edge_shapes_signs_and_both_relus():
 
 
 def test_abs_loss_cases_have_negative_inputs_in_every_instance():
-    for c in _default_cases("abs_loss", chapter._loss_case):
+    for c in default_cases("abs_loss", chapter._loss_case):
         assert ((c.x < 0).flatten(1).any(dim=1)).all()
-    assert any(c.x.shape[0] == 1 for c in _default_cases("abs_loss", chapter._loss_case))
-    assert any(c.x.shape[1] == 1 for c in _default_cases("abs_loss", chapter._loss_case))
+    assert any(c.x.shape[0] == 1 for c in default_cases("abs_loss", chapter._loss_case))
+    assert any(c.x.shape[1] == 1 for c in default_cases("abs_loss", chapter._loss_case))
 
 
 def test_layer_cases_have_empty_and_full_rows_and_a_square_wiring():
-    cases = _default_cases("u_and_layer", chapter._layer_case)
+    cases = default_cases("u_and_layer", chapter._layer_case)
     assert any(c.W.shape[0] == c.W.shape[1] for c in cases)
     for c in cases:
         assert set(c.W.unique().tolist()) <= {0.0, 1.0}
@@ -111,7 +97,7 @@ def test_layer_cases_have_empty_and_full_rows_and_a_square_wiring():
 
 
 def test_readoff_cases_have_uncovered_pairs_and_shared_neurons():
-    cases = _default_cases("u_and_readoff", chapter._readoff_case)
+    cases = default_cases("u_and_readoff", chapter._readoff_case)
     for c in cases:
         coverage = comp.pair_coverage(c.W)
         assert coverage[0, 1] == 0 and (coverage > 1).any()
@@ -121,9 +107,9 @@ def test_readoff_cases_have_uncovered_pairs_and_shared_neurons():
 
 
 def test_prediction_and_naive_cases_cover_the_edges():
-    predictions = _default_cases("predicted_u_and_readoffs", chapter._prediction_case)
+    predictions = default_cases("predicted_u_and_readoffs", chapter._prediction_case)
     assert any(c.l == 2 for c in predictions) and min(c.p for c in predictions) <= 0.01
-    naive = _default_cases("naive_loss", chapter._naive_case)
+    naive = default_cases("naive_loss", chapter._naive_case)
     assert any(c.d == c.n for c in naive) and any(c.d > c.n for c in naive)
     assert any(comp.naive_loss_without_mixing(c.n, c.d, c.p) > 0 for c in naive)
 
@@ -203,8 +189,7 @@ def test_every_listed_forward_mistake_has_a_learner_here():
 def test_forward_names_each_listed_mistake(mistake):
     learner = FORWARD_MISTAKES[mistake]
     seeds = [3] if learner is forward_swapped_transposes else None  # seed 3: a square W
-    message = failure("neuron_forward", learner, seeds=seeds)
-    assert f"matches a known mistake: {mistake}" in message, message
+    assert_names_mistake("neuron_forward", learner, mistake, seeds=seeds)
 
 
 def test_forward_swapped_transposes_is_an_error_on_non_square_weights():
@@ -242,7 +227,7 @@ def forward_tuple(W, b, x):
 ])
 def test_neuron_forward_catches(wrong, phrase):
     if phrase is None:
-        assert checks.evaluate("neuron_forward", wrong, seeds=range(16)).passed
+        assert_passes("neuron_forward", wrong, seeds=range(16))
     else:
         assert phrase in failure("neuron_forward", wrong)
 
@@ -338,7 +323,7 @@ def batch_in_place(feature_probability, batch_size, generator=None):
 
 
 def test_abs_batch_passes_without_a_generator_and_deterministically():
-    assert checks.evaluate("abs_batch", batch_global_rng).passed
+    assert_passes("abs_batch", batch_global_rng)
     assert checks.evaluate("abs_batch", batch_swapped) == checks.evaluate("abs_batch", batch_swapped)
 
 
@@ -450,8 +435,7 @@ def test_every_listed_abs_loss_mistake_has_a_learner_here():
 
 @pytest.mark.parametrize("mistake", ABS_LOSS_MISTAKES)
 def test_abs_loss_names_each_listed_mistake(mistake):
-    message = failure("abs_loss", ABS_LOSS_MISTAKES[mistake])
-    assert f"matches a known mistake: {mistake}" in message, message
+    assert_names_mistake("abs_loss", ABS_LOSS_MISTAKES[mistake], mistake)
 
 
 def loss_scalar(y, x, importance):
@@ -480,7 +464,7 @@ def loss_none(y, x, importance):
 ])
 def test_abs_loss_catches(wrong, phrase):
     if phrase is None:
-        assert checks.evaluate("abs_loss", wrong, seeds=range(16)).passed
+        assert_passes("abs_loss", wrong, seeds=range(16))
     else:
         assert phrase in failure("abs_loss", wrong)
 
@@ -545,8 +529,7 @@ def test_every_listed_layer_mistake_has_a_learner_here():
 def test_layer_names_each_listed_mistake(mistake):
     learner = LAYER_MISTAKES[mistake]
     seeds = [3, 7] if learner is layer_untransposed else None  # square wirings
-    message = failure("u_and_layer", learner, seeds=seeds)
-    assert f"matches a known mistake: {mistake}" in message, message
+    assert_names_mistake("u_and_layer", learner, mistake, seeds=seeds)
 
 
 def test_layer_relu_before_bias_is_named_as_missing_relu():
@@ -576,7 +559,7 @@ def layer_in_place(W, x):
 ])
 def test_u_and_layer_catches(wrong, phrase):
     if phrase is None:
-        assert checks.evaluate("u_and_layer", wrong, seeds=range(16)).passed
+        assert_passes("u_and_layer", wrong, seeds=range(16))
     else:
         assert phrase in failure("u_and_layer", wrong)
 
@@ -665,8 +648,7 @@ READOFF_MISTAKES = {
 
 def test_readoff_right_answers_pass():
     for learner in (readoff_right_plain_division, readoff_right_loop):
-        outcome = checks.evaluate("u_and_readoff", learner, seeds=range(16))
-        assert outcome.passed, outcome.line
+        assert_passes("u_and_readoff", learner, seeds=range(16))
 
 
 def test_every_listed_readoff_mistake_has_a_learner_here():
@@ -679,8 +661,7 @@ def test_every_listed_readoff_mistake_has_a_learner_here():
 
 @pytest.mark.parametrize("mistake", READOFF_MISTAKES)
 def test_readoff_names_each_listed_mistake(mistake):
-    message = failure("u_and_readoff", READOFF_MISTAKES[mistake])
-    assert f"matches a known mistake: {mistake}" in message, message
+    assert_names_mistake("u_and_readoff", READOFF_MISTAKES[mistake], mistake)
 
 
 def test_readoff_zero_instead_of_nan_asks_for_nan():
@@ -736,7 +717,7 @@ def test_readoff_ignores_the_diagonal():
         out = readoff_right_plain_division(W, h)
         return out.masked_fill(torch.eye(W.shape[1], dtype=torch.bool), float("nan"))
 
-    assert checks.evaluate("u_and_readoff", readoff_nan_diagonal).passed
+    assert_passes("u_and_readoff", readoff_nan_diagonal)
 
 
 # --------------------------------------------------------------------------------------
@@ -796,8 +777,7 @@ PREDICTION_MISTAKES = {
 def test_predicted_right_answers_pass():
     for learner in (laws(_both, _one, _none), predicted_exact, predicted_tensors, predicted_extra_key):
         for seeds in (None, range(100, 132)):
-            outcome = checks.evaluate("predicted_u_and_readoffs", learner, seeds=seeds)
-            assert outcome.passed, outcome.line
+            assert_passes("predicted_u_and_readoffs", learner, seeds=seeds)
 
 
 def test_every_listed_prediction_mistake_has_a_learner_here():
@@ -863,7 +843,7 @@ def test_prediction_cases_tell_the_mistakes_apart_from_the_right_laws():
         right = comp.predicted_u_and_readoffs(case.p, case.l)
         exact = comp.predicted_u_and_readoffs(case.p, case.l, exact=True)
         for key, mistakes in chapter._prediction_mistakes(case.p, case.l).items():
-            caught = [not chapter._close_number(wrong, right[key]) and not chapter._close_number(wrong, exact[key])
+            caught = [not _close_number(wrong, right[key]) and not _close_number(wrong, exact[key])
                       for wrong in mistakes.values()]
             assert sum(caught) >= len(caught) - 1, (case.label, key)
 
@@ -929,8 +909,7 @@ NAIVE_MISTAKES = {
 def test_naive_right_answers_pass():
     for learner in (naive_right, naive_right_tensor):
         for seeds in (None, range(100, 132)):
-            outcome = checks.evaluate("naive_loss", learner, seeds=seeds)
-            assert outcome.passed, outcome.line
+            assert_passes("naive_loss", learner, seeds=seeds)
 
 
 def test_every_listed_naive_mistake_has_a_learner_here():
@@ -942,8 +921,7 @@ def test_every_listed_naive_mistake_has_a_learner_here():
 
 @pytest.mark.parametrize("mistake", NAIVE_MISTAKES)
 def test_naive_names_each_listed_mistake(mistake):
-    message = failure("naive_loss", NAIVE_MISTAKES[mistake])
-    assert f"matches a known mistake: {mistake}" in message, message
+    assert_names_mistake("naive_loss", NAIVE_MISTAKES[mistake], mistake)
 
 
 def naive_zero(n, d, p):

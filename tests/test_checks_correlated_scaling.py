@@ -5,7 +5,12 @@ attempted, and plausible wrong implementations fail with a message naming the mi
 import pytest
 import torch
 
-from check_helpers import assert_reference_passes_and_stub_is_not_attempted, assert_registered, failure
+from check_helpers import (
+    assert_passes,
+    assert_reference_passes_and_stub_is_not_attempted,
+    assert_registered,
+    failure,
+)
 from course_utils import checks, scaling
 from course_utils import toy_models as ref
 
@@ -24,11 +29,11 @@ def test_reference_passes_and_stub_is_not_attempted(name, capsys):
 
 @pytest.mark.parametrize("name", ["correlated_batch", "anticorrelated_batch", "signed_weight_decay_"])
 def test_reference_passes_hidden_seeds(name):
-    assert checks.evaluate(name, REFERENCES[name], seeds=range(100, 116)).passed
+    assert_passes(name, REFERENCES[name], seeds=range(100, 116))
 
 
 def test_the_scaling_loop_passes_hidden_seeds():
-    assert checks.evaluate("train_scaling_model", scaling.train_scaling_model, seeds=range(100, 104)).passed
+    assert_passes("train_scaling_model", scaling.train_scaling_model, seeds=range(100, 104))
 
 
 def test_registered_under_the_exercise_names():
@@ -40,8 +45,8 @@ def test_the_fast_generator_passes_both_checks():
     """The library's fast sampler draws the same distribution as the readable references."""
     fast_corr = lambda p, size, sets, generator=None: ref.generate_correlated_batch(p, size, sets, (), generator)
     fast_anti = lambda p, size, sets, generator=None: ref.generate_correlated_batch(p, size, (), sets, generator)
-    assert checks.evaluate("correlated_batch", fast_corr).passed
-    assert checks.evaluate("anticorrelated_batch", fast_anti).passed
+    assert_passes("correlated_batch", fast_corr)
+    assert_passes("anticorrelated_batch", fast_anti)
 
 
 # --------------------------------------------------------------------------------------
@@ -230,7 +235,7 @@ def scaling_loop(order="before", schedule=True, zero_grad=True, record="detach",
 
 
 def test_the_loop_written_as_the_chapter_asks_passes():
-    assert checks.evaluate("train_scaling_model", scaling_loop()).passed
+    assert_passes("train_scaling_model", scaling_loop())
 
 
 @pytest.mark.parametrize("wrong, phrase", [

@@ -8,7 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from check_helpers import assert_reference_passes_and_stub_is_not_attempted, assert_registered, failure
+from check_helpers import (
+    assert_passes,
+    assert_reference_passes_and_stub_is_not_attempted,
+    assert_registered,
+    default_cases,
+    failure,
+)
 
 from course_utils import checks, facts
 from course_utils import editing as lib
@@ -92,8 +98,7 @@ def test_reference_passes_and_stub_is_not_attempted(name, capsys):
 
 @pytest.mark.parametrize("name", REFERENCES)
 def test_reference_passes_hidden_seeds(name):
-    outcome = checks.evaluate(name, REFERENCES[name], seeds=range(100, 132))
-    assert outcome.passed, outcome.line
+    assert_passes(name, REFERENCES[name], seeds=range(100, 132))
 
 
 def test_registered_under_the_exercise_names():
@@ -130,8 +135,7 @@ def test_other_right_answers_pass():
                           ("interference_coefficients", lib.interference_coefficients),
                           ("interference_coefficients", interference_loop),
                           ("whitened_cosine", lib.whitened_cosine), ("whitened_cosine", cosine_by_cholesky)]:
-        outcome = checks.evaluate(name, learner)
-        assert outcome.passed, outcome.line
+        assert_passes(name, learner)
 
 
 # --------------------------------------------------------------------------------------
@@ -139,36 +143,32 @@ def test_other_right_answers_pass():
 # --------------------------------------------------------------------------------------
 
 
-def _cases(name, make_case):
-    return [make_case(seed) for seed in checks.EXERCISES[name].exercise.seeds]
-
-
 def test_cases_cover_the_edges():
-    rome = _cases("rome_update", chapter._rome_case)
+    rome = default_cases("rome_update", chapter._rome_case)
     assert any(c.W.shape[0] == c.W.shape[1] for c in rome) and any(c.W.shape[0] == 1 for c in rome)
     assert any(c.W.shape[0] > c.W.shape[1] for c in rome) and any(c.W.shape[0] < c.W.shape[1] for c in rome)
     for c in rome:  # C is far from a multiple of I, so C⁻¹ matters
         eigenvalues = torch.linalg.eigvalsh(c.C)
         assert eigenvalues.max() > 3 * eigenvalues.min()
-    covariance = _cases("key_covariance", chapter._covariance_case)
+    covariance = default_cases("key_covariance", chapter._covariance_case)
     assert {c.K.shape[0] == c.K.shape[1] for c in covariance} == {True, False}
     assert any(c.K.shape[1] < c.K.shape[0] for c in covariance)
     assert all(c.K.mean(dim=1).abs().max() > 0.1 for c in covariance)
-    interference = _cases("interference_coefficients", chapter._interference_case)
+    interference = default_cases("interference_coefficients", chapter._interference_case)
     assert any(c.K.shape[1] > c.K.shape[0] for c in interference)
     assert any(c.K.shape[1] == c.K.shape[0] for c in interference)
-    trace = _cases("indirect_effect", chapter._trace_case)
+    trace = default_cases("indirect_effect", chapter._trace_case)
     assert {c.hook.split(".")[-1] for c in trace} == set(chapter._TRACE_KINDS)
     effects = [abs(facts.indirect_effect(c.model, c.tokens, c.subject, c.answer, c.hook, c.position, c.noise))
                for c in trace]
     assert sum(e > 0.01 for e in effects) >= 4            # restoring moves p(answer) in most cases
     assert any(c.position == c.tokens.shape[0] - 1 for c in trace) and any(c.position in c.subject for c in trace)
-    scores = _cases("counterfact_scores", chapter._scores_case)
+    scores = default_cases("counterfact_scores", chapter._scores_case)
     assert all((c.neighbour_answers == c.new).any() for c in scores)
     for c in scores[:4]:     # top-1 and "p(new) > p(old)" disagree somewhere, so the two are told apart
         e = torch.cat([c.edit_probs, c.paraphrase_probs])
         assert ((e.argmax(-1) == c.new) != (e[:, c.new] > e[:, c.old])).any() or c is not scores[0]
-    cosine = _cases("whitened_cosine", chapter._whitened_case)
+    cosine = default_cases("whitened_cosine", chapter._whitened_case)
     values = [lib.whitened_cosine(c.C, c.k_i, c.k_j) for c in cosine]
     assert any(abs(v) < 1e-9 for v in values) and any(abs(v + 1) < 1e-9 for v in values)
 

@@ -5,11 +5,13 @@ A tiny exercise, "_double" (return 2·x), exercises the framework without any ch
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import signal
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -419,3 +421,16 @@ def test_keyboard_interrupt_still_stops_a_check(double):
 
     with pytest.raises(KeyboardInterrupt):
         line(interrupted)
+
+
+def test_chapter_check_modules_share_helpers_only_through_framework_and_helpers():
+    """A chapter's check module imports from ``_framework`` and ``_helpers`` and the library,
+    never from another chapter's check module; ``_helpers`` builds on ``_framework`` alone."""
+    allowed_by_module = {"__init__": None, "_framework": set(), "_helpers": {"_framework"}}
+    for path in sorted(Path(checks.__file__).parent.glob("*.py")):
+        allowed = allowed_by_module.get(path.stem, {"_framework", "_helpers"})
+        if allowed is None:  # the package re-exports every chapter's checks
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                assert node.module in allowed, f"{path.name} imports from .{node.module}"

@@ -3,12 +3,15 @@ wrong implementations fail with a message that names what is wrong."""
 
 from __future__ import annotations
 
-import re
-
 import pytest
 import torch
 
-from check_helpers import assert_reference_passes_and_stub_is_not_attempted, failure, stub
+from check_helpers import (
+    assert_passes,
+    assert_reference_passes_and_stub_is_not_attempted,
+    assert_registered,
+    failure,
+)
 
 from course_utils import checks, geometry
 from course_utils.checks import geometry as chapter
@@ -28,15 +31,11 @@ def test_reference_passes_and_stub_is_not_attempted(name, capsys):
 
 @pytest.mark.parametrize("name", REFERENCES)
 def test_reference_passes_hidden_seeds(name):
-    assert checks.evaluate(name, REFERENCES[name], seeds=range(100, 164)).passed
+    assert_passes(name, REFERENCES[name], seeds=range(100, 164))
 
 
 def test_registered_under_the_exercise_names():
-    assert checks.EXERCISES["feature_dimensionality"] is checks.check_feature_dimensionality
-    assert checks.EXERCISES["dimensions_per_feature"] is checks.check_dimensions_per_feature
-    assert checks.EXERCISES["recognise_polytope"] is checks.check_recognise_polytope
-    for name in REFERENCES:
-        assert len(checks.EXERCISES[name].exercise.hints) >= 2
+    assert_registered(REFERENCES, min_seeds=4)
 
 
 def test_default_cases_cover_the_edge_cases():
@@ -129,8 +128,8 @@ def dimensionality_keepdim(W):
 
 
 def test_feature_dimensionality_clamped_normalisation_passes():
-    assert checks.evaluate("feature_dimensionality", dimensionality_clamped).passed
-    assert checks.evaluate("feature_dimensionality", dimensionality_clamped, seeds=range(100, 130)).passed
+    assert_passes("feature_dimensionality", dimensionality_clamped)
+    assert_passes("feature_dimensionality", dimensionality_clamped, seeds=range(100, 130))
 
 
 @pytest.mark.parametrize("wrong, phrase", [
@@ -207,7 +206,7 @@ def test_dimensions_per_feature_catches(wrong, phrase):
 
 
 def test_dimensions_per_feature_other_right_answers_pass():
-    assert checks.evaluate("dimensions_per_feature", dpf_linalg).passed
+    assert_passes("dimensions_per_feature", dpf_linalg)
 
 
 # --------------------------------------------------------------------------------------
@@ -298,8 +297,8 @@ def polytope_returns_index(W_component):
 
 
 def test_recognise_polytope_learner_version_passes():
-    assert checks.evaluate("recognise_polytope", polytope_right).passed
-    assert checks.evaluate("recognise_polytope", polytope_right, seeds=range(100, 164)).passed
+    assert_passes("recognise_polytope", polytope_right)
+    assert_passes("recognise_polytope", polytope_right, seeds=range(100, 164))
 
 
 @pytest.mark.parametrize("wrong, phrase", [

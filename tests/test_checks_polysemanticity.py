@@ -9,7 +9,14 @@ import math
 import pytest
 import torch
 
-from check_helpers import assert_reference_passes_and_stub_is_not_attempted, failure
+from check_helpers import (
+    assert_names_mistake,
+    assert_passes,
+    assert_reference_passes_and_stub_is_not_attempted,
+    assert_registered,
+    default_cases,
+    failure,
+)
 
 from course_utils import checks
 from course_utils import polysemanticity as poly
@@ -23,13 +30,6 @@ REFERENCES = {
     "predicted_polysemantic": poly.predicted_polysemantic,
     "initial_argmax_win_rate": poly.initial_argmax_win_rate,
 }
-CHECKS = {
-    "autoencoder_loss": checks.check_autoencoder_loss,
-    "count_polysemantic_neurons": checks.check_count_polysemantic_neurons,
-    "predicted_polysemantic": checks.check_predicted_polysemantic,
-    "initial_argmax_win_rate": checks.check_initial_argmax_win_rate,
-}
-
 
 @pytest.fixture(autouse=True, scope="module")
 def memoised_simulation():
@@ -48,16 +48,11 @@ def test_reference_passes_and_stub_is_not_attempted(name, capsys):
 
 @pytest.mark.parametrize("name", REFERENCES)
 def test_reference_passes_hidden_seeds(name):
-    outcome = checks.evaluate(name, REFERENCES[name], seeds=range(100, 132))
-    assert outcome.passed, outcome.line
+    assert_passes(name, REFERENCES[name], seeds=range(100, 132))
 
 
 def test_registered_under_the_exercise_names():
-    for name, check in CHECKS.items():
-        assert checks.EXERCISES[name] is check
-        assert check.exercise.name == name
-        assert len(check.exercise.hints) >= 2
-        assert len(check.exercise.seeds) >= 8
+    assert_registered(REFERENCES)
 
 
 def test_failure_messages_name_the_case():
@@ -70,12 +65,8 @@ def test_failure_messages_name_the_case():
 # --------------------------------------------------------------------------------------
 
 
-def _default_cases(name, make_case):
-    return [make_case(seed) for seed in CHECKS[name].exercise.seeds]
-
-
 def test_loss_cases_cover_l1_zero_one_instance_square_and_large_weights():
-    cases = _default_cases("autoencoder_loss", chapter._loss_case)
+    cases = default_cases("autoencoder_loss", chapter._loss_case)
     assert any(c.l1 == 0 for c in cases) and any(c.l1 > 0 for c in cases)
     assert any(c.W.shape[0] == 1 for c in cases)
     assert any(c.W.shape[-2] == c.W.shape[-1] for c in cases)  # n = m
@@ -88,7 +79,7 @@ def test_loss_cases_cover_l1_zero_one_instance_square_and_large_weights():
 
 
 def test_count_cases_cover_one_instance_three_features_and_an_empty_instance():
-    cases = _default_cases("count_polysemantic_neurons", chapter._count_case)
+    cases = default_cases("count_polysemantic_neurons", chapter._count_case)
     assert any(c.W.shape[0] == 1 for c in cases)
     assert all(c.W.shape[-1] != c.W.shape[-2] for c in cases)
     # a neuron with three (or more) active features
@@ -125,7 +116,7 @@ def test_prediction_case_simulation_is_seeded_and_has_a_small_standard_error():
 
 
 def test_winner_cases_cover_one_instance_and_negative_largest_initial_weights():
-    cases = _default_cases("initial_argmax_win_rate", chapter._winner_case)
+    cases = default_cases("initial_argmax_win_rate", chapter._winner_case)
     assert any(c.W_init.shape[0] == 1 for c in cases)
     assert all(c.W.shape == c.W_init.shape for c in cases)
     signed_differs = [bool((c.W_init.abs().argmax(-1) != c.W_init.argmax(-1)).any()) for c in cases]
@@ -247,8 +238,8 @@ def loss_raises(W, l1=0.0):
 
 def test_autoencoder_loss_right_answers_pass():
     for learner in (loss_right, loss_right_einsum):
-        assert checks.evaluate("autoencoder_loss", learner).passed
-        assert checks.evaluate("autoencoder_loss", learner, seeds=range(100, 116)).passed
+        assert_passes("autoencoder_loss", learner)
+        assert_passes("autoencoder_loss", learner, seeds=range(100, 116))
 
 
 def test_every_listed_loss_mistake_has_a_learner_here():
@@ -274,8 +265,7 @@ LOSS_MISTAKES = {
 
 @pytest.mark.parametrize("mistake", LOSS_MISTAKES)
 def test_autoencoder_loss_names_each_listed_mistake(mistake):
-    message = failure("autoencoder_loss", LOSS_MISTAKES[mistake])
-    assert f"matches a known mistake: {mistake}" in message, message
+    assert_names_mistake("autoencoder_loss", LOSS_MISTAKES[mistake], mistake)
 
 
 def test_autoencoder_loss_names_the_relu_on_the_hidden_layer():
@@ -299,7 +289,7 @@ def test_autoencoder_loss_catches(wrong, phrase):
 def test_missing_penalty_passes_only_the_l1_zero_cases():
     l1_zero = [s for s in checks.check_autoencoder_loss.exercise.seeds if chapter._loss_case(s).l1 == 0]
     assert l1_zero
-    assert checks.evaluate("autoencoder_loss", loss_no_penalty, seeds=l1_zero).passed
+    assert_passes("autoencoder_loss", loss_no_penalty, seeds=l1_zero)
     assert checks.evaluate("autoencoder_loss", loss_penalty_over_all_instances,
                            seeds=[s for s in l1_zero if chapter._loss_case(s).W.shape[0] == 1]).passed
 
@@ -373,8 +363,8 @@ def count_nan(W):
 
 def test_count_right_answers_pass():
     for learner in (count_right, count_right_float):
-        assert checks.evaluate("count_polysemantic_neurons", learner).passed
-        assert checks.evaluate("count_polysemantic_neurons", learner, seeds=range(100, 116)).passed
+        assert_passes("count_polysemantic_neurons", learner)
+        assert_passes("count_polysemantic_neurons", learner, seeds=range(100, 116))
 
 
 def count_strict_bounds(W):  # 0.8 < |w| < 1.2: the boundaries excluded
@@ -402,8 +392,7 @@ def test_every_listed_count_mistake_has_a_learner_here():
 
 @pytest.mark.parametrize("mistake", COUNT_MISTAKES)
 def test_count_names_each_listed_mistake(mistake):
-    message = failure("count_polysemantic_neurons", COUNT_MISTAKES[mistake])
-    assert f"matches a known mistake: {mistake}" in message, message
+    assert_names_mistake("count_polysemantic_neurons", COUNT_MISTAKES[mistake], mistake)
 
 
 @pytest.mark.parametrize("wrong, phrase", [
@@ -427,7 +416,7 @@ def test_count_on_one_instance_and_an_empty_instance():
     has no active weight, that instance counts 0 and the mistakes that count it are caught."""
     one = [s for s in range(8) if chapter._count_case(s).W.shape[0] == 1]
     assert one
-    assert checks.evaluate("count_polysemantic_neurons", count_over_all_instances_broadcast, seeds=one).passed
+    assert_passes("count_polysemantic_neurons", count_over_all_instances_broadcast, seeds=one)
     empty = [s for s in range(8) if "no active weight" in chapter._count_case(s).label]
     assert empty
     for seed in empty:
@@ -514,8 +503,7 @@ def predicted_list(n, m):
 
 def test_predicted_right_answers_pass():
     for learner in (predicted_right, predicted_right_tensor, predicted_right_sum_over_counts):
-        outcome = checks.evaluate("predicted_polysemantic", learner)
-        assert outcome.passed, outcome.line
+        assert_passes("predicted_polysemantic", learner)
 
 
 PREDICTION_MISTAKES = {
@@ -536,8 +524,7 @@ def test_every_listed_prediction_mistake_has_a_learner_here():
 
 @pytest.mark.parametrize("mistake", PREDICTION_MISTAKES)
 def test_predicted_names_each_listed_mistake(mistake):
-    message = failure("predicted_polysemantic", PREDICTION_MISTAKES[mistake])
-    assert f"matches a known mistake: {mistake}" in message, message
+    assert_names_mistake("predicted_polysemantic", PREDICTION_MISTAKES[mistake], mistake)
 
 
 @pytest.mark.parametrize("wrong, phrase", [
@@ -642,8 +629,8 @@ def win_rate_mean_of_bool(W_init, W):  # bool has no mean in torch
 
 def test_win_rate_right_answers_pass():
     for learner in (win_rate_right, win_rate_right_float64):
-        assert checks.evaluate("initial_argmax_win_rate", learner).passed
-        assert checks.evaluate("initial_argmax_win_rate", learner, seeds=range(100, 116)).passed
+        assert_passes("initial_argmax_win_rate", learner)
+        assert_passes("initial_argmax_win_rate", learner, seeds=range(100, 116))
 
 
 WIN_RATE_MISTAKES = {
@@ -661,8 +648,7 @@ def test_every_listed_win_rate_mistake_has_a_learner_here():
 
 @pytest.mark.parametrize("mistake", WIN_RATE_MISTAKES)
 def test_win_rate_names_each_listed_mistake(mistake):
-    message = failure("initial_argmax_win_rate", WIN_RATE_MISTAKES[mistake])
-    assert f"matches a known mistake: {mistake}" in message, message
+    assert_names_mistake("initial_argmax_win_rate", WIN_RATE_MISTAKES[mistake], mistake)
 
 
 @pytest.mark.parametrize("wrong, phrase", [
@@ -685,4 +671,4 @@ def test_win_rate_catches(wrong, phrase):
 def test_win_rate_over_instances_is_invisible_with_one_instance():
     one = [s for s in range(8) if chapter._winner_case(s).W.shape[0] == 1]
     assert one
-    assert checks.evaluate("initial_argmax_win_rate", win_rate_over_all_instances, seeds=one).passed
+    assert_passes("initial_argmax_win_rate", win_rate_over_all_instances, seeds=one)

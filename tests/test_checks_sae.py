@@ -10,7 +10,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from check_helpers import assert_reference_passes_and_stub_is_not_attempted, assert_registered, failure
+from check_helpers import (
+    assert_passes,
+    assert_reference_passes_and_stub_is_not_attempted,
+    assert_registered,
+    default_cases,
+    failure,
+)
 
 from course_utils import checks
 from course_utils import sae as lib
@@ -116,8 +122,7 @@ def test_reference_passes_and_stub_is_not_attempted(name, capsys):
 
 @pytest.mark.parametrize("name", REFERENCES)
 def test_reference_passes_hidden_seeds(name):
-    outcome = checks.evaluate(name, REFERENCES[name], seeds=range(100, 124))
-    assert outcome.passed, outcome.line
+    assert_passes(name, REFERENCES[name], seeds=range(100, 124))
 
 
 def test_registered_under_the_exercise_names():
@@ -157,8 +162,7 @@ def test_other_right_answers_pass():
                           ("topk_activation", topk_relu_first), ("resample_dead", resample_loop),
                           ("sae_metrics", metrics_tensors),
                           ("mmcs", lambda t, s: lib.max_cosine_similarity(t, s).mean())]:
-        outcome = checks.evaluate(name, learner)
-        assert outcome.passed, outcome.line
+        assert_passes(name, learner)
 
 
 def test_resample_reference_matches_the_library_with_one_dead_latent():
@@ -182,32 +186,28 @@ def test_resample_reference_matches_the_library_with_one_dead_latent():
 # --------------------------------------------------------------------------------------
 
 
-def _cases(name, make_case):
-    return [make_case(seed) for seed in checks.EXERCISES[name].exercise.seeds]
-
-
 def test_encode_and_decode_cases_cover_the_edges():
-    encode = _cases("sae_encode", chapter._encode_case)
+    encode = default_cases("sae_encode", chapter._encode_case)
     assert any(c.W_enc.shape[0] == c.W_enc.shape[1] for c in encode)
     assert any(c.x.shape[0] == 1 for c in encode)
     assert any((sae_encode(c.x, c.W_enc, c.b_enc, c.b_dec)[:, 0] == 0).all() for c in encode)
-    decode = _cases("sae_decode", chapter._decode_case)
+    decode = default_cases("sae_decode", chapter._decode_case)
     assert any(c.W_dec.shape[0] == c.W_dec.shape[1] for c in decode)
     assert any((c.f[:, 0] == 0).all() for c in decode)
 
 
 def test_topk_cases_cover_the_edges():
-    cases = _cases("topk_activation", chapter._topk_case)
+    cases = default_cases("topk_activation", chapter._topk_case)
     assert {c.k == c.pre.shape[1] for c in cases} == {True, False}
     assert any(c.k == 1 for c in cases) and any(c.pre.shape[0] == 1 for c in cases)
     for c in cases:
         assert int((c.pre[0] > 0).sum()) < c.k  # the ReLU matters
-    batch = _cases("batch_topk_activation", chapter._batch_topk_case)
+    batch = default_cases("batch_topk_activation", chapter._batch_topk_case)
     assert any(int((c.pre > 0).sum()) < c.k * c.pre.shape[0] for c in batch)
 
 
 def test_jumprelu_cases_have_entries_inside_and_just_outside_the_window():
-    for c in _cases("jumprelu_grads", chapter._jumprelu_case):
+    for c in default_cases("jumprelu_grads", chapter._jumprelu_case):
         distance = (c.z - c.threshold).abs() / c.bandwidth
         inside, near = distance < 0.5, (distance > 0.5) & (distance < 1)
         assert inside[:, 0].any() and not inside[:, -1].any() and near.any()
@@ -216,9 +216,9 @@ def test_jumprelu_cases_have_entries_inside_and_just_outside_the_window():
 
 
 def test_metrics_and_mmcs_cases_cover_the_edges():
-    metrics = _cases("sae_metrics", chapter._metrics_case)
+    metrics = default_cases("sae_metrics", chapter._metrics_case)
     assert {lib.dead_fraction(c.f) == 0 for c in metrics} == {True, False}
-    mmcs_cases = _cases("mmcs", chapter._mmcs_case)
+    mmcs_cases = default_cases("mmcs", chapter._mmcs_case)
     assert any(c.learned.shape[0] == 1 for c in mmcs_cases) and any(c.true.shape[0] == 1 for c in mmcs_cases)
 
 
@@ -504,7 +504,7 @@ def test_every_listed_mistake_can_be_named(name):
 
 def test_loss_check_works_under_no_grad():
     with torch.no_grad():
-        assert checks.evaluate("l1_sae_loss", l1_sae_loss).passed
+        assert_passes("l1_sae_loss", l1_sae_loss)
 
 
 def test_printed_line_names_the_case_and_the_mistake(capsys):

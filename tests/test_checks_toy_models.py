@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from check_helpers import assert_reference_passes_and_stub_is_not_attempted, failure, stub
+from check_helpers import assert_passes, assert_reference_passes_and_stub_is_not_attempted, failure
 
 from course_utils import checks, geometry
 from course_utils import toy_models as ref
@@ -53,7 +53,7 @@ def test_printed_lines_for_toy_forward(capsys):
 @pytest.mark.parametrize("name", REFERENCES)
 def test_reference_passes_hidden_seeds(name):
     seeds = HIDDEN_SEEDS.get(name, range(100, 160))
-    assert checks.evaluate(name, REFERENCES[name], seeds=seeds).passed
+    assert_passes(name, REFERENCES[name], seeds=seeds)
 
 
 def test_default_cases_cover_the_edge_shapes():
@@ -146,7 +146,7 @@ def test_toy_forward_python_loop_over_batch_is_right():
         rows = [ref.toy_forward(W, b, x[:, k : k + 1], activation) for k in range(x.shape[1])]
         return torch.cat(rows, dim=1)
 
-    assert checks.evaluate("toy_forward", loop).passed
+    assert_passes("toy_forward", loop)
 
 
 # --------------------------------------------------------------------------------------
@@ -419,7 +419,7 @@ def model_class(**mistakes):
 
 
 def test_the_plain_model_class_passes():
-    assert checks.evaluate("ToyModel", model_class()).passed
+    assert_passes("ToyModel", model_class())
 
 
 @pytest.mark.parametrize("mistake, phrase", [
@@ -471,7 +471,7 @@ def training_loop(zero_grad=True, schedule=True, reduce="sum", seeded=True, deta
 
 
 def test_the_plain_loop_passes():
-    assert checks.evaluate("train_model", training_loop()).passed
+    assert_passes("train_model", training_loop())
 
 
 @pytest.mark.parametrize("loop, phrase", [
@@ -521,8 +521,8 @@ def test_phase_losses_check_catches(wrong, phrase):
 
 
 def test_phase_losses_accepts_float32_and_plain_floats():
-    assert checks.evaluate("phase_losses", lambda r, s: geometry.phase_losses(r, s).float()).passed
-    assert checks.evaluate("phase_losses", _phase(VARIANCE, BOTH)).passed
+    assert_passes("phase_losses", lambda r, s: geometry.phase_losses(r, s).float())
+    assert_passes("phase_losses", _phase(VARIANCE, BOTH))
 
 
 # --------------------------------------------------------------------------------------
@@ -547,7 +547,7 @@ def _terms(norm_power=2, include_diagonal=False, weight="j", squared=True, impor
 
 
 def test_the_plain_terms_pass():
-    assert checks.evaluate("one_sparse_terms", _terms()).passed
+    assert_passes("one_sparse_terms", _terms())
 
 
 @pytest.mark.parametrize("wrong, phrase", [

@@ -10,7 +10,6 @@ statistical tests (those of chapter 01's ``generate_batch``, plus the sign of th
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Mapping
 
 import torch
@@ -29,23 +28,23 @@ from ._framework import (
     expect_shape,
     expect_tensor,
 )
-from .polysemanticity import _as_number
-from .toy_models import (
+from ._helpers import (
     Z,
+    _as_number,
     _batch_case,
+    _dict_number,
+    _expect_entry,
     _expect_frequencies,
     _expect_independent,
     _expect_rows_differ,
     _generator,
     _model_shape,
     _randint,
+    _reduction_mistakes,
+    _relu,
     _sampled_batch,
     _uniform_test,
 )
-
-
-def _relu(t: Tensor) -> Tensor:
-    return torch.relu(t)
 
 
 # --------------------------------------------------------------------------------------
@@ -238,9 +237,7 @@ def _abs_loss_mistakes(case: Case) -> dict[str, Tensor]:
         "the importance is squared (it is inside the square: (I·(y − |x|))² instead of I·(y − |x|)²)":
             ((importance * error) ** 2).mean(dim=(1, 2)),
         "the absolute error instead of the squared error": (importance * error.abs()).mean(dim=(1, 2)),
-        "a sum over batch and features instead of a mean": weighted.sum(dim=(1, 2)),
-        "a mean over the batch but a sum over features": weighted.mean(dim=1).sum(dim=-1),
-        "a sum over the batch but a mean over features": weighted.sum(dim=1).mean(dim=-1),
+        **_reduction_mistakes(weighted),
         "the mean is taken over the instances too (one loss per instance is needed)":
             weighted.mean().expand(right.shape),
         "the square root of the loss": right.sqrt(),
@@ -486,23 +483,6 @@ def _prediction_mistakes(p: float, l: int) -> dict[str, dict[str, float]]:
     }
 
 
-def _readoff_value(out: Mapping, key: str) -> float:
-    value = out[key]
-    if isinstance(value, Tensor) and value.numel() == 1:
-        value = value.item()
-    if hasattr(value, "item") and not isinstance(value, Tensor) and getattr(value, "size", 1) == 1:
-        value = value.item()  # a NumPy scalar
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise CheckFailed(f"the entry {key!r} of your dict is {type(value).__name__}; expected a number")
-    if not math.isfinite(value):
-        raise CheckFailed(f"the entry {key!r} of your dict is {value}, not a finite number")
-    return float(value)
-
-
-def _close_number(a: float, b: float) -> bool:
-    return abs(a - b) <= 1e-6 + 1e-4 * abs(b)
-
-
 @exercise(
     "predicted_u_and_readoffs",
     cases=_prediction_case,
@@ -536,14 +516,7 @@ def check_predicted_u_and_readoffs(learner, case: Case) -> None:
     exact = comp.predicted_u_and_readoffs(case.p, case.l, exact=True)
     mistakes = _prediction_mistakes(case.p, case.l)
     for key in READOFF_KEYS:
-        value = _readoff_value(out, key)
-        if _close_number(value, first_order[key]) or _close_number(value, exact[key]):
-            continue
-        for description, wrong in mistakes[key].items():
-            if _close_number(value, wrong):
-                raise CheckFailed(f"the entry {key!r} is wrong and matches a known mistake: {description}")
-        direction = "too high" if value > first_order[key] else "too low"
-        raise CheckFailed(f"the entry {key!r} is {direction}")
+        _expect_entry(key, _dict_number(out, key), (first_order[key], exact[key]), mistakes[key])
 
 
 # --------------------------------------------------------------------------------------

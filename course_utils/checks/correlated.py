@@ -14,30 +14,18 @@ import torch
 from torch import Tensor
 
 from .. import toy_models as ref
-from ._framework import (
-    Case,
-    CheckFailed,
-    accepts_argument,
-    call_pure,
-    exercise,
-    expect_device,
-    expect_dtype,
-    expect_finite,
-    expect_shape,
-    expect_tensor,
-)
-from .toy_models import (
+from ._framework import Case, CheckFailed, call_pure, exercise
+from ._helpers import (
+    BATCH_SIZE,
     Z,
     _correlation,
-    _expect_frequencies,
-    _expect_in_unit_interval,
-    _expect_rows_differ,
-    _expect_uniform_values,
+    _expect_batch,
+    _expect_generator_argument,
+    _expect_sparse_uniform,
+    _expect_uses_generator,
     _generator,
     _randint,
 )
-
-BATCH_SIZE = 20_000
 
 
 def _set_text(members) -> str:
@@ -74,22 +62,14 @@ def _sets_case(seed: int, kind: str) -> Case:
 
 
 def _draw(learner, case: Case, name: str) -> Tensor:
-    if not accepts_argument(learner, "generator"):
-        raise CheckFailed(f"your function takes no `generator` argument: keep the signature "
-                          f"{name}(feature_probability, batch_size, sets, generator=None)")
+    """The learner's batch for this case, float64 (instances, batch_size, features), once it has
+    passed the tests every feature passes alone (range, frequency, uniform values)."""
+    _expect_generator_argument(learner, f"{name}(feature_probability, batch_size, sets, generator=None)")
     p = case.feature_probability
-    out = expect_tensor(call_pure(learner, {"feature_probability": p, "batch_size": case.batch_size,
-                                            "sets": [list(s) for s in case.sets]},
-                                  generator=_generator(case.seed)))
-    expect_shape(out, (p.shape[0], case.batch_size, p.shape[1]), "(instances, batch_size, features)")
-    expect_dtype(out, torch.float32, why="like torch.rand")
-    expect_device(out, p.device)
-    expect_finite(out)
-    x = out.detach().to("cpu", torch.float64)
-    _expect_in_unit_interval(x)
-    _expect_rows_differ(x)
-    _expect_frequencies(x, p.detach().to("cpu", torch.float64))
-    _expect_uniform_values(x)
+    x = _expect_batch(call_pure(learner, {"feature_probability": p, "batch_size": case.batch_size,
+                                          "sets": [list(s) for s in case.sets]},
+                                generator=_generator(case.seed)), case)
+    _expect_sparse_uniform(x, p)
     return x
 
 
@@ -115,17 +95,10 @@ def _expect_groups_independent(x: Tensor, case: Case, kind: str) -> None:
                     "set, needs its own random numbers")
 
 
-def _expect_uses_generator(learner, case: Case) -> None:
+def _expect_sets_use_generator(learner, case: Case) -> None:
+    """Batches for this case's sets come from the ``generator`` passed (``_expect_uses_generator``)."""
     sets = [list(s) for s in case.sets]
-
-    def draw(seed: int, global_seed: int) -> Tensor:
-        torch.manual_seed(global_seed)
-        return expect_tensor(learner(case.feature_probability, 64, sets, generator=_generator(seed)))
-
-    first, again, other = draw(1, 2), draw(1, 3), draw(4, 3)
-    if not torch.equal(first, again) or torch.equal(first, other):
-        raise CheckFailed("your batches do not come from the `generator` you are given: pass "
-                          "generator=generator to every torch.rand call")
+    _expect_uses_generator(lambda generator: learner(case.feature_probability, 64, sets, generator=generator))
 
 
 _CASE_NOTE = ("feature_probability is (instances, features); sets is a list of lists of feature "
@@ -173,7 +146,7 @@ def check_correlated_batch(learner, case: Case) -> None:
                 f"{members[0]} and {members[1]} are correlated when active): the set shares the decision "
                 "to be active, but each feature draws its own value")
     _expect_groups_independent(x, case, "correlated")
-    _expect_uses_generator(learner, case)
+    _expect_sets_use_generator(learner, case)
 
 
 @exercise(
@@ -207,4 +180,4 @@ def check_anticorrelated_batch(learner, case: Case) -> None:
                 f"in {crowded} samples two or more features of anticorrelated set {_set_text(members)} are nonzero "
                 "together: at most one feature of the set may be active")
     _expect_groups_independent(x, case, "anticorrelated")
-    _expect_uses_generator(learner, case)
+    _expect_sets_use_generator(learner, case)

@@ -6,8 +6,9 @@ Column-vector convention, as in the papers: W (d_v, d_k) maps a key k (d_k,) to 
 (d_v,); a batch of keys is K (d_k, n).  Cases are float64 (ROME solves with C, which is often
 badly conditioned) with a key covariance whose eigenvalues spread over one to two orders of
 magnitude, so that forgetting C⁻¹, or using C or C^{1/2} in its place, changes the answer.
-Each check compares the learner's function with ``course_utils.editing``; ``_*_mistakes``
-compute what common wrong answers give, so that a failure can name the mistake.  Case shapes
+Each check compares the learner's function with ``course_utils.editing`` (``counterfact_scores``
+with ``course_utils.rome``); ``_*_mistakes`` compute what common wrong answers give, so that a
+failure can name the mistake.  Case shapes
 cycle with the seed so the default seeds cover a square W (where a transposed outer product
 has the right shape), a single output, as many keys as dimensions and fewer.
 """
@@ -21,10 +22,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .. import editing as ref
+from .. import rome
 from ._framework import Case, CheckFailed, call_pure, exercise, expect_close, expect_output
-from .computation import _close_number
-from .polysemanticity import _as_number
-from .toy_models import _generator, _randint
+from ._helpers import _as_number, _close_number, _expect_entry, _generator, _randint
 
 f64 = torch.float64
 
@@ -38,6 +38,20 @@ def _covariance(gen: torch.Generator, d_k: int, condition: float = 30.0) -> Tens
 def _keys(gen: torch.Generator, C: Tensor, n: int) -> Tensor:
     """(d_k, n) keys with second moment C."""
     return ref.sample_keys(C, n, gen)
+
+
+def _key_shape(gen: torch.Generator, seed: int, most_keys: int) -> tuple[int, int]:
+    """(d_k, n) for n keys of d_k dimensions; seed % 4 picks: more keys than dimensions
+    (superposition, up to ``most_keys``), as many, fewer, two."""
+    kind = seed % 4
+    d_k = _randint(gen, 2 if kind < 2 else 3, 6)
+    if kind == 0:
+        return d_k, _randint(gen, d_k + 1, most_keys)
+    if kind == 1:
+        return d_k, d_k
+    if kind == 2:
+        return d_k, _randint(gen, 2, d_k - 1)
+    return d_k, 2
 
 
 def _cosine_columns(A: Tensor) -> Tensor:
@@ -137,16 +151,7 @@ def _covariance_case(seed: int) -> Case:
     """Keys K (d_k, n) with a nonzero mean (so centring changes the answer); seed % 4 picks:
     more keys than dimensions, as many (n = d_k, where Kᵀ K has the right shape), fewer, two."""
     gen = _generator(seed)
-    kind = seed % 4
-    d_k = _randint(gen, 3 if kind >= 2 else 2, 6)
-    if kind == 0:
-        n = _randint(gen, d_k + 1, 12)
-    elif kind == 1:
-        n = d_k
-    elif kind == 2:
-        n = _randint(gen, 2, d_k - 1)
-    else:
-        n = 2
+    d_k, n = _key_shape(gen, seed, most_keys=12)
     K = torch.randn(d_k, n, dtype=f64, generator=gen) * (0.5 + torch.rand(d_k, 1, dtype=f64, generator=gen))
     K = K + torch.randn(d_k, 1, dtype=f64, generator=gen)
     return Case(f"d_k={d_k}, n={n}", K=K)
@@ -203,16 +208,7 @@ def _interference_case(seed: int) -> Case:
     """C (d_k, d_k) and keys K (d_k, n) with second moment C; seed % 4 picks: more keys than
     dimensions (superposition), as many, fewer, two."""
     gen = _generator(seed)
-    kind = seed % 4
-    d_k = _randint(gen, 2 if kind < 2 else 3, 6)
-    if kind == 0:
-        n = _randint(gen, d_k + 1, 10)
-    elif kind == 1:
-        n = d_k
-    elif kind == 2:
-        n = _randint(gen, 2, d_k - 1)
-    else:
-        n = 2
+    d_k, n = _key_shape(gen, seed, most_keys=10)
     C = _covariance(gen, d_k)
     K = _keys(gen, C, n)
     return Case(f"d_k={d_k}, n={n}", C=C, K=K)
@@ -501,7 +497,7 @@ def _scores_mistakes(case: Case) -> dict[str, dict[str, float]]:
                             case.new, case.old)
     keep = a != new
     rows = torch.arange(len(q))
-    ref_scores = ref.counterfact_scores(e, p, q, new, old, a)
+    ref_scores = rome.counterfact_scores(e, p, q, new, old, a)
     mean3 = sum(ref_scores[k] for k in SCORE_KEYS[:3]) / 3
     return {
         "efficacy": {"this is the fraction where the new target is top-1; CounterFact's efficacy "
@@ -548,14 +544,8 @@ def check_counterfact_scores(learner, case: Case) -> None:
     missing = [k for k in SCORE_KEYS if k not in out]
     if missing:
         raise CheckFailed(f"your dict lacks the key(s) {', '.join(map(repr, missing))}")
-    expected = ref.counterfact_scores(case.edit_probs, case.paraphrase_probs, case.neighbour_probs, case.new,
+    expected = rome.counterfact_scores(case.edit_probs, case.paraphrase_probs, case.neighbour_probs, case.new,
                                       case.old, case.neighbour_answers)
     mistakes = _scores_mistakes(case)
     for key in SCORE_KEYS:
-        value = _as_number(out[key])
-        if _close_number(value, expected[key]):
-            continue
-        for description, wrong in mistakes[key].items():
-            if _close_number(value, wrong):
-                raise CheckFailed(f"the entry {key!r} is wrong and matches a known mistake: {description}")
-        raise CheckFailed(f"the entry {key!r} is too {'high' if value > expected[key] else 'low'}")
+        _expect_entry(key, _as_number(out[key]), (expected[key],), mistakes[key])

@@ -28,7 +28,7 @@ from ._framework import (
     expect_shape,
     expect_tensor,
 )
-from .toy_models import _generator, _randint
+from ._helpers import _generator, _randint
 
 
 def _expect_tensor_like(out, expected: Tensor, axes: str, note: str = "") -> Tensor:

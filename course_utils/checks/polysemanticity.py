@@ -9,7 +9,6 @@ answers give, so that a failure can name the mistake.
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 from torch import Tensor
@@ -27,7 +26,7 @@ from ._framework import (
     expect_shape,
     expect_tensor,
 )
-from .toy_models import _generator, _randint
+from ._helpers import _as_number, _generator, _randint
 
 # --------------------------------------------------------------------------------------
 # autoencoder_loss
@@ -220,19 +219,6 @@ def _prediction_mistakes(n: int, m: int) -> dict[str, float]:
         "C(n, 2)/(2m) is still the leading order (pairs), not the expected number of neurons":
             n * (n - 1) / (4 * m),
     }
-
-
-def _as_number(out) -> float:
-    if isinstance(out, Tensor):
-        if out.numel() != 1:
-            raise CheckFailed(f"your function returned a tensor of shape {tuple(out.shape)}; expected one number")
-        out = out.item()
-    if isinstance(out, bool) or not isinstance(out, numbers.Real):
-        kind = "None (did you forget to `return`?)" if out is None else type(out).__name__
-        raise CheckFailed(f"your function returned {kind}; expected a number")
-    if not math.isfinite(out):
-        raise CheckFailed(f"your function returned {out}, not a finite number")
-    return float(out)
 
 
 @exercise(

@@ -30,14 +30,7 @@ from ._framework import (
     expect_shape,
     expect_tensor,
 )
-from .computation import _close_number
-from .computation import _readoff_value as _dict_number
-from .polysemanticity import _as_number
-from .toy_models import _generator, _randint
-
-
-def _relu(t: Tensor) -> Tensor:
-    return torch.relu(t)
+from ._helpers import _as_number, _close_number, _dict_number, _expect_entry, _generator, _randint, _relu
 
 
 def _sae_shape(gen: torch.Generator, seed: int) -> tuple[int, int, int]:
@@ -1021,13 +1014,7 @@ def check_sae_metrics(learner, case: Case) -> None:
     expected = _metrics_reference(case.x, case.x_hat, case.f)
     mistakes = _metrics_mistakes(case)
     for key in METRIC_KEYS:
-        value = _dict_number(out, key)
-        if _close_number(value, expected[key]):
-            continue
-        for description, wrong in mistakes[key].items():
-            if _close_number(value, wrong):
-                raise CheckFailed(f"the entry {key!r} is wrong and matches a known mistake: {description}")
-        raise CheckFailed(f"the entry {key!r} is too {'high' if value > expected[key] else 'low'}")
+        _expect_entry(key, _dict_number(out, key), (expected[key],), mistakes[key])
 
 
 # --------------------------------------------------------------------------------------

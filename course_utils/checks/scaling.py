@@ -23,7 +23,7 @@ from ._framework import (
     expect_shape,
     expect_tensor,
 )
-from .toy_models import _generator, _randint
+from ._helpers import _generator, _randint
 
 # --------------------------------------------------------------------------------------
 # signed_weight_decay_
