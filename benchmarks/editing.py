@@ -1,4 +1,4 @@
-"""Benchmark: knowledge editing on the shipped fact models (course_utils.editing, chapter 06).
+"""Benchmark: knowledge editing on the shipped fact models (course_utils.rome, chapter 06).
 
 Workloads, each on the "roomy" (d_mlp 512) and "superposed" (d_mlp 64) model, layer 0:
 
@@ -30,8 +30,7 @@ from pathlib import Path
 import torch
 from _results import kept_rows, write_rows
 
-from course_utils import editing as E
-from course_utils import facts
+from course_utils import facts, rome
 
 RESULTS = Path(__file__).parent / "results" / "editing.json"
 WORKLOADS = ["covariance", "trace", "single_edit", "lifelong", "memit"]
@@ -48,7 +47,7 @@ def run(workload: str, name: str, device: str) -> dict:
     model, fs, vocab = facts.load_fact_model(name, device=device)
     model.eval()
     start = time.perf_counter()
-    C = E.estimate_key_covariance(model, facts.EDIT_LAYER, fs.training_tokens(), pad_id=vocab.index["."])
+    C = rome.estimate_key_covariance(model, facts.EDIT_LAYER, fs.training_tokens(), pad_id=vocab.index["."])
     if workload == "covariance":
         return dict(seconds=round(time.perf_counter() - start, 3))
     if workload == "trace":
@@ -56,19 +55,19 @@ def run(workload: str, name: str, device: str) -> dict:
         avg = facts.average_trace(model, fs.prompts("all"), n=40, samples=5, seed=0)
         effect = float(avg["effects"]["mlp"][facts.EDIT_LAYER, facts.TRACE_CATEGORIES.index("last subject")])
         return dict(seconds=round(time.perf_counter() - start, 3), subject_mlp_effect=round(effect, 3))
-    requests = E.lifelong_requests(fs, 100, seed=0)
-    untouched = E.untouched_prompts(fs, requests, n=300)
+    requests = rome.lifelong_requests(fs, 100, seed=0)
+    untouched = rome.untouched_prompts(fs, requests, n=300)
     if workload == "single_edit":
         start = time.perf_counter()
         scores = []
-        for q in E.lifelong_requests(fs, 10, seed=1):
-            out = E.rome_edit_model(model, facts.EDIT_LAYER, q, C)
-            scores.append(E.edit_metrics(model, q)["efficacy"])
-            E.undo_edit(model, facts.EDIT_LAYER, out["delta_W"])
+        for q in rome.lifelong_requests(fs, 10, seed=1):
+            out = rome.rome_edit_model(model, facts.EDIT_LAYER, q, C)
+            scores.append(rome.edit_metrics(model, q)["efficacy"])
+            rome.undo_edit(model, facts.EDIT_LAYER, out["delta_W"])
         return dict(seconds=round((time.perf_counter() - start) / 10, 3), efficacy=sum(scores) / 10)
     method = {"lifelong": dict(method="rome", record_every=25), "memit": dict(method="memit", lam=10.0,
                                                                                record_every=100)}[workload]
-    res = E.lifelong_edit(model, requests, facts.EDIT_LAYER, C, untouched=untouched, **method)
+    res = rome.lifelong_edit(model, requests, facts.EDIT_LAYER, C, untouched=untouched, **method)
     row = dict(seconds=round(res["seconds"], 3), edits_held=res["retention"][-1],
                untouched_accuracy=res["untouched_accuracy"][-1], p_std=round(res["p_stats"]["std"], 4))
     if workload == "lifelong":

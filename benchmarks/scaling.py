@@ -1,4 +1,5 @@
-"""Benchmark: the chapter-02 scaling sweep (course_utils.scaling.scaling_sweep).
+"""Benchmark: the chapter-02 scaling sweep (course_utils.scaling.scaling_sweep) on its fast path
+(``fast=True``: sparse batches, hand-derived gradients), as the notebook runs it.
 
 Workloads:
   notebook  the notebook's run: n=512, m = 8, 11, 16, 23, 32, γ = -1 (strong) and +0.1
@@ -53,7 +54,7 @@ def peak_rss_mb() -> float:
 def run(name: str, threads: int, seed: int = 0) -> dict:
     torch.set_num_threads(threads)
     load_before = os.getloadavg()[0]
-    result = scaling_sweep(seed=seed, progress=False, **WORKLOADS[name])
+    result = scaling_sweep(seed=seed, progress=False, fast=True, **WORKLOADS[name])
     per_m = torch.tensor(result.n_hidden, dtype=torch.float32)
     return dict(
         workload=name, threads=threads, seed=seed, seconds=round(result.seconds, 2),

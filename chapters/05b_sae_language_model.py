@@ -54,7 +54,7 @@ import matplotlib.pyplot as plt
 import torch
 from torch import Tensor
 
-from course_utils import checks, lm, plots, widgets
+from course_utils import checks, language, lm, plots, sae_io, universality, widgets
 from course_utils import sae as saelib
 from course_utils.device import set_seed
 
@@ -78,8 +78,8 @@ def fmt(values, digits: int = 2) -> str:
 
 # %%
 model, vocab = lm.load_lm("seed0", device=device)
-corpus = lm.generate_corpus(1_000, seed=123)  # SAE training text: 1,000 rows of 64 tokens
-held_out = lm.generate_corpus(200, seed=456)  # evaluation text
+corpus = language.generate_corpus(1_000, seed=123)  # SAE training text: 1,000 rows of 64 tokens
+held_out = language.generate_corpus(200, seed=456)  # evaluation text
 print(held_out.text(0)[:400], "…")
 info = lm.read_lm_metadata("seed0")
 print(f"\nmodel loss {lm.evaluate_lm(model, held_out.tokens):.3f} nats/token; a unigram model "
@@ -87,7 +87,7 @@ print(f"\nmodel loss {lm.evaluate_lm(model, held_out.tokens):.3f} nats/token; a 
 
 # %% [markdown]
 # The model is far better than a bigram model: it uses context. Every token carries 13
-# concept labels, computed from the text by `lm.concept_labels`:
+# concept labels, computed from the text by `language.concept_labels`:
 
 # %%
 for name in held_out.concepts:
@@ -113,7 +113,8 @@ print(f"{len(x):,} training activations, {len(x_held):,} held out; scale {scale:
 
 # %% tags=["nbval-ignore-output"]
 sae = saelib.TopKSAE(64, 256, k=8, device=device, generator=torch.Generator().manual_seed(0))
-run = saelib.train_sae(sae, x.to(device), steps=800, batch_size=1_024, lr=3e-3, description="TopK SAE, k = 8")
+run = saelib.train_sae(sae, x.to(device), steps=800, batch_size=1_024, lr=3e-3, fast=True,
+                       description="TopK SAE, k = 8")
 
 # %% [markdown]
 # Variance explained tells us how well the SAE reconstructs the activations, but not whether
@@ -143,7 +144,7 @@ print(f"loss: clean {ce['clean']:.3f}, with the SAE {ce['spliced']:.3f}, zeroed 
 by_k = {8: sae}
 for k in [1, 2, 4]:
     by_k[k] = saelib.TopKSAE(64, 256, k=k, device=device, generator=torch.Generator().manual_seed(0))
-    saelib.train_sae(by_k[k], x.to(device), steps=800, batch_size=1_024, lr=3e-3, description=f"k = {k}")
+    saelib.train_sae(by_k[k], x.to(device), steps=800, batch_size=1_024, lr=3e-3, fast=True, description=f"k = {k}")
 
 # %%
 ks = [1, 2, 4, 8]
@@ -270,23 +271,25 @@ model_b, _ = lm.load_lm("seed1", device=device)
 acts_b = lm.collect_activations(model_b, corpus.tokens, hook, exclude_bos=True)
 scale_b = float(acts_b.square().sum(dim=1).mean().sqrt()) / acts_b.shape[1] ** 0.5
 sae_b = saelib.TopKSAE(64, 256, k=8, device=device, generator=torch.Generator().manual_seed(0))
-run = saelib.train_sae(sae_b, (acts_b / scale_b).to(device), steps=800, batch_size=1_024, lr=3e-3, description="SAE on seed1")
+run = saelib.train_sae(sae_b, (acts_b / scale_b).to(device), steps=800, batch_size=1_024, lr=3e-3, fast=True,
+                       description="SAE on seed1")
 
 # %%
 with torch.no_grad():
     f_held_b = sae_b.encode((lm.collect_activations(model_b, held_out.tokens, hook, exclude_bos=True)
                              / scale_b).to(device)).cpu()
-pairs = lm.match_latents(f_held, f_held_b)
+pairs = universality.match_latents(f_held, f_held_b)
 W_a, W_b = sae.W_dec.detach().cpu(), sae_b.W_dec.detach().cpu()
-matched = lm.svcca(W_a[pairs["a"]], W_b[pairs["b"]])
-baseline = lm.svcca_baseline(W_a[pairs["a"]], W_b, samples=50)
+matched = universality.svcca(W_a[pairs["a"]], W_b[pairs["b"]])
+baseline = universality.svcca_baseline(W_a[pairs["a"]], W_b, samples=50)
 print(f"{len(pairs['a'])} live latents paired; activation correlation of the pairs: mean "
       f"{pairs['correlation'].mean():.2f}, above 0.9 for {(pairs['correlation'] > 0.9).double().mean():.0%}")
 print(f"SVCCA of the paired decoder spaces {matched:.3f}; random pairings {baseline.mean():.3f} "
       f"(max of 50: {baseline.max():.3f})")
 strong = pairs["correlation"] > 0.7
-print(f"pairs with correlation > 0.7: {int(strong.sum())}, SVCCA {lm.svcca(W_a[pairs['a'][strong]], W_b[pairs['b'][strong]]):.3f}"
-      f" vs random {lm.svcca_baseline(W_a[pairs['a'][strong]], W_b, samples=50).mean():.3f}")
+print(f"pairs with correlation > 0.7: {int(strong.sum())}, "
+      f"SVCCA {universality.svcca(W_a[pairs['a'][strong]], W_b[pairs['b'][strong]]):.3f}"
+      f" vs random {universality.svcca_baseline(W_a[pairs['a'][strong]], W_b, samples=50).mean():.3f}")
 best_b = {s["concept"]: s for s in lm.concept_scores(f_held_b, labels, concepts=tuple(held_out.concepts))}
 print("best F1 per concept, seed0 vs seed1:")
 print("  ".join(f"{s['concept']} {s['f1']:.2f}/{best_b[s['concept']]['f1']:.2f}" for s in best))
@@ -301,16 +304,16 @@ print("  ".join(f"{s['concept']} {s['f1']:.2f}/{best_b[s['concept']]['f1']:.2f}"
 #
 # ## 6. Saving an SAE for other tools
 #
-# `saelib.save_sae` writes SAELens's on-disk format: a `cfg.json` and a
+# `sae_io.save_sae` writes SAELens's on-disk format: a `cfg.json` and a
 # `sae_weights.safetensors`. SAELens (`pip install sae-lens`) opens it with
-# `SAE.load_from_disk(path)`; the course opens it with `saelib.load_sae`.
+# `SAE.load_from_disk(path)`; the course opens it with `sae_io.load_sae`.
 
 # %%
 with tempfile.TemporaryDirectory() as folder:
-    path = saelib.save_sae(sae, folder, hook_name=hook, model_name="course_utils.lm seed0",
+    path = sae_io.save_sae(sae, folder, hook_name=hook, model_name="course_utils.lm seed0",
                            metadata={"activation_scale": scale})
     print(sorted(p.name for p in path.iterdir()))
-    loaded = saelib.load_sae(path, device=device)
+    loaded = sae_io.load_sae(path, device=device)
     print("same activations after loading:", torch.equal(loaded.encode(x_held[:500].to(device)),
                                                          sae.encode(x_held[:500].to(device))))
 

@@ -71,8 +71,8 @@ class NeuronModel(ToyModel):
 
     The same parameters, data and importance-weighted loss as ``ToyModel`` (W is
     (instances, hidden, features)); only the ReLU on the hidden layer is new, which makes the
-    m hidden neurons a basis that can be read one neuron at a time.  ``train`` uses autograd
-    for it (the fused step is ToyModel's own)."""
+    m hidden neurons a basis that can be read one neuron at a time.  ``train`` trains it
+    through autograd (``fast=True`` refuses it: the fast path's gradients are ToyModel's)."""
 
     def forward(self, x: Tensor) -> Tensor:
         return neuron_forward(self.W, self.b, x)

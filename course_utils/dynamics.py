@@ -7,7 +7,7 @@ its configuration (two digons become a pentagon) rather than sliding smoothly.  
 2023 ("Dynamical versus Bayesian phase transitions in a toy model of superposition") found
 the same plateaus at k-gon critical points for m = 2.
 
-``train(model, snapshot_every=k)`` keeps W and b over training; the functions here turn those
+``train(model, snapshot_every=k)`` (either path) keeps W and b over training; the functions here turn those
 snapshots into curves:
 
     D_history      (snapshots, instances, features)   feature dimensionality at each snapshot

@@ -61,6 +61,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import lm
+from .language import BOS, Vocab, _positive_int
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
@@ -102,16 +103,16 @@ BIO_KEYS = ("home", "language", "instrument", "job", "food")
 END = "."
 
 
-def fact_vocab() -> lm.Vocab:
+def fact_vocab() -> Vocab:
     """The word-level vocabulary of every fact set: <bos>, ".", template words, answers, name pieces."""
-    words = [lm.BOS, END, ":", ","]
+    words = [BOS, END, ":", ","]
     for relation in RELATIONS:
         for template in relation.templates:
             words += [w for w in template.split() if w != "{s}"]
     for relation in RELATIONS:
         words += relation.answers
     words += NAME_PIECES
-    return lm.Vocab(list(dict.fromkeys(words)))
+    return Vocab(list(dict.fromkeys(words)))
 
 
 # --------------------------------------------------------------------------------------
@@ -136,7 +137,7 @@ class FactPrompts:
     subject: Tensor
     relation: Tensor
     template: Tensor
-    vocab: lm.Vocab
+    vocab: Vocab
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -171,7 +172,7 @@ class FactSet:
     subjects: list[tuple[str, ...]]
     answers: Tensor
     heldout_template: Tensor
-    vocab: lm.Vocab
+    vocab: Vocab
     seed: int = 0
 
     @property
@@ -193,7 +194,7 @@ class FactSet:
         in template t of relation r, ending just before the answer."""
         before, after = RELATIONS[r].templates[t].split("{s}")
         pieces = subject if subject is not None else self.subjects[s]
-        head = [lm.BOS] + before.split()
+        head = [BOS] + before.split()
         ids = [self.vocab.index[w] for w in head + list(pieces) + after.split()]
         return ids, len(head), len(head) + len(pieces) - 1
 
@@ -247,7 +248,7 @@ class FactSet:
         ``order`` (default: relation order): "<bos> zor ven alik : home paris , language french ,
         instrument piano , job doctor , food rice ." -- later answers must be read back from the name."""
         order = range(len(RELATIONS)) if order is None else order
-        words = [lm.BOS, *self.subjects[s], ":"]
+        words = [BOS, *self.subjects[s], ":"]
         for j, r in enumerate(order):
             words += [BIO_KEYS[r], self.answer_word(s, r), "," if j < len(order) - 1 else END]
         return [self.vocab.index[w] for w in words]
@@ -258,7 +259,7 @@ class FactSet:
         token right after the name is one of the subject's answers, so the model must know the
         subject's attributes *at its last token* (subject enrichment, where ROME edits)."""
         order = range(len(RELATIONS)) if order is None else order
-        words = [lm.BOS, *self.subjects[s], *(self.answer_word(s, r) for r in order), END]
+        words = [BOS, *self.subjects[s], *(self.answer_word(s, r) for r in order), END]
         return [self.vocab.index[w] for w in words]
 
     def training_tokens(self, ctx: int | None = None, bios: int = 6, seed: int = 0, bare_bios: int = 0) -> Tensor:
@@ -310,7 +311,7 @@ def generate_facts(n_subjects: int, seed: int = 0) -> FactSet:
     """``n_subjects`` distinct made-up people (names of 2 or 3 pieces), each with a uniformly
     drawn answer on every relation and one held-out template per fact.  Deterministic in
     ``seed`` on every platform (``random.Random``)."""
-    n_subjects = lm._positive_int("n_subjects", n_subjects)
+    n_subjects = _positive_int("n_subjects", n_subjects)
     r = random.Random(seed)
     subjects = _names(n_subjects, r)
     answers = [[r.randrange(len(rel.answers)) for rel in RELATIONS] for _ in subjects]
@@ -367,7 +368,7 @@ def _path(name_or_path) -> Path:
     return DATA_DIR / f"facts_{name_or_path}.safetensors"
 
 
-def load_fact_model(name: str = "roomy", device=None) -> tuple[lm.GPT, FactSet, lm.Vocab]:
+def load_fact_model(name: str = "roomy", device=None) -> tuple[lm.GPT, FactSet, Vocab]:
     """(model, FactSet, vocab) of a shipped fact model ("roomy", "superposed") or a path; the
     fact set is regenerated from the seed and size recorded in the checkpoint."""
     path = _path(name)
@@ -457,9 +458,9 @@ def causal_trace(model: lm.GPT, prompt_tokens, subject_positions, answer: int, n
     unknown = [k for k in kinds if k not in TRACE_HOOKS]
     if unknown:
         raise ValueError(f"unknown kinds {unknown}; choose from {list(TRACE_HOOKS)}")
-    window = lm._positive_int("window", window)
+    window = _positive_int("window", window)
     noise = embedding_noise_scale(model) if noise is None else float(noise)
-    samples = lm._positive_int("samples", samples)
+    samples = _positive_int("samples", samples)
     was_training = model.training
     model.eval()
     names = [f"blocks.{l}.{TRACE_HOOKS[k]}" for k in kinds for l in range(L)]

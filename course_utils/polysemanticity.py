@@ -16,22 +16,23 @@ neuron by chance, a birthday problem.  Only pairs of opposite sign survive the o
 about n²/(4m) neurons end polysemantic although there is room for every feature to have its own.
 
 Everything is batched over a leading instance axis (independent seeds): W is
-``(instances, n, m)``.  Because the inputs are the identity, the forward pass on the whole
-dataset is the Gram matrix G = W Wᵀ, and the training step uses its closed-form gradient
-(tested against autograd).
+``(instances, n, m)``.  ``train_autoencoders`` trains the paper's way, full batch, autograd
+through ``autoencoder_loss`` and a ``torch.optim`` optimiser.  Because the inputs are the
+identity, the forward pass on the whole dataset is the Gram matrix G = W Wᵀ, and
+``fast=True`` steps with its closed-form gradient instead (``course_utils/_fast/
+polysemanticity.py``, tested equal to autograd); the notebook's sweeps use it.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
 from .device import get_device
-from .toy_models import _Adam
+from .training import TrainingLoop
 
 ACTIVE_RANGE = (0.8, 1.2)  # |w| in this range counts as an active weight (the authors' code)
 OPTIMIZERS = ("adamw", "adam", "gd")
@@ -51,45 +52,26 @@ def init_weights(instances: int, n: int, m: int, generator: torch.Generator | No
     return (W / math.sqrt(m)).to(device) if device is not None else W / math.sqrt(m)
 
 
-def forward(W: Tensor, x: Tensor) -> Tensor:
+def forward(W: Tensor, x: Tensor, noise: Tensor | None = None) -> Tensor:
     """y = ReLU(W Wᵀ x) for x: (instances, batch, n) -> (instances, batch, n).
 
-    Row-vector convention: h = x W is (instances, batch, m), y = ReLU(h Wᵀ)."""
-    return torch.relu((x @ W) @ W.transpose(-1, -2))
+    Row-vector convention: h = x W is (instances, batch, m), y = ReLU(h Wᵀ).  ``noise``
+    (instances, m), if given, is added to every input's hidden layer: y = ReLU((h + ε) Wᵀ)."""
+    h = x @ W
+    if noise is not None:
+        h = h + noise[:, None, :]
+    return torch.relu(h @ W.transpose(-1, -2))
 
 
-def autoencoder_loss(W: Tensor, l1: float = 0.0) -> Tensor:
-    """Σ_i ‖ReLU(W Wᵀ e_i) − e_i‖² + λ ‖W‖₁ over the n basis inputs, per instance: (instances,)."""
+def autoencoder_loss(W: Tensor, l1: float = 0.0, noise: Tensor | None = None) -> Tensor:
+    """Σ_i ‖ReLU(W Wᵀ e_i) − e_i‖² + λ ‖W‖₁ over the n basis inputs, per instance: (instances,).
+
+    With ``noise`` (instances, m) on the hidden layer, the outputs are ReLU(W (Wᵀ e_i + ε))."""
     n = W.shape[-2]
     eye = torch.eye(n, dtype=W.dtype, device=W.device)
     x = eye.expand(W.shape[0], n, n)
-    reconstruction = (forward(W, x) - x).square().sum(dim=(-1, -2))
+    reconstruction = (forward(W, x, noise) - x).square().sum(dim=(-1, -2))
     return reconstruction + l1 * W.abs().sum(dim=(-1, -2))
-
-
-def loss_and_grad(W: Tensor, l1: float = 0.0, noise: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """The loss per instance and its gradient with respect to W, in closed form.
-
-    ``noise`` (instances, m), if given, is added to the hidden layer for every input in the
-    step (as in the authors' code): y_i = ReLU(W (Wᵀ e_i + ε)).  With Z = G + 1 uᵀ, u = W ε:
-    dL/dZ = 2 (ReLU(Z) − I) ⊙ [Z > 0], dL/dW = (dZ + dZᵀ) W + (Σ_i dZ_i) εᵀ, plus λ sign(W).
-    """
-    n = W.shape[-2]
-    Z = W @ W.transpose(-1, -2)  # (instances, n, n); Z[i, k] = output k for input e_i
-    if noise is not None:
-        u = torch.einsum("inm,im->in", W, noise)
-        Z = Z + u[:, None, :]
-    eye = torch.eye(n, dtype=W.dtype, device=W.device)
-    error = Z.clamp(min=0) - eye  # ReLU(Z) − I
-    loss = error.square().sum(dim=(-1, -2))
-    dZ = 2 * error * (Z > 0)
-    grad = (dZ + dZ.transpose(-1, -2)) @ W
-    if noise is not None:
-        grad = grad + dZ.sum(dim=-2)[:, :, None] * noise[:, None, :]
-    if l1:
-        loss = loss + l1 * W.abs().sum(dim=(-1, -2))
-        grad = grad + l1 * W.sign()
-    return loss, grad
 
 
 def hidden_noise(kind: str, sigma: float, instances: int, m: int, generator=None,
@@ -167,6 +149,7 @@ def train_autoencoders(
     device=None,
     progress: bool = True,
     description: str | None = None,
+    fast: bool = False,
 ) -> IncidentalRun:
     """Train ``instances`` independent autoencoders (one seed each) on the n basis vectors.
 
@@ -176,9 +159,11 @@ def train_autoencoders(
     analyses; ``"adam"`` is Adam without weight decay.  ``noise="bernoulli"`` or
     ``"gaussian"`` adds hidden-layer noise of standard deviation ``sigma``, a fresh draw each
     step (the noise-driven variant is run with ``l1=0``).
-    """
-    from tqdm.auto import tqdm
 
+    Each step is autograd through ``autoencoder_loss`` summed over the instances and a
+    ``torch.optim`` step (AdamW, Adam or SGD).  ``fast=True`` takes the same steps with the
+    closed-form gradient and a foreach Adam (``course_utils._fast.polysemanticity``).
+    """
     _check_sizes(n, m)
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
@@ -201,50 +186,48 @@ def train_autoencoders(
     W_init = W.detach().cpu().clone()
     noise_generator = torch.Generator().manual_seed(seed + 1)
 
-    records: list[int] = []
-    history: dict[str, list[Tensor]] = {"loss": [], "l1": [], "surviving": [], "fourth": []}
+    def draw_noise() -> Tensor | None:
+        """This step's hidden noise, (instances, m), or None."""
+        return None if noise is None else hidden_noise(noise, sigma, instances, m, noise_generator, device)
 
-    def record(step: int, loss: Tensor) -> None:
-        records.append(step)
-        with torch.no_grad():
-            history["loss"].append(loss.detach().cpu())
-            history["l1"].append(W.abs().sum(-1).mean(-1).cpu())
-            history["surviving"].append((W.abs() > survival_threshold).sum(-1).float().mean(-1).cpu())
-            history["fourth"].append(fourth_norm(W).mean(-1).cpu())
+    loop = TrainingLoop(steps, description or f"n={n}, m={m}, {optimizer}", progress, leave=False,
+                        what="training diverged: the loss", advice=f"lower lr (now {lr})")
 
-    adam = _Adam([W]) if optimizer != "gd" else None
-    decay = weight_decay if optimizer == "adamw" else 0.0
-    start = time.perf_counter()
-    bar = tqdm(range(1, steps + 1), desc=description or f"n={n}, m={m}, {optimizer}",
-               disable=not progress, leave=False, mininterval=0.5)
-    with torch.no_grad():
-        for step in bar:
-            eps_hidden = (hidden_noise(noise, sigma, instances, m, noise_generator, device)
-                          if noise is not None else None)
-            loss, grad = loss_and_grad(W, l1, eps_hidden)
-            if step == 1:
-                record(0, loss)
-            if optimizer == "gd":
-                W.sub_(grad, alpha=lr)
-            else:
-                if decay:  # AdamW: decoupled weight decay before the Adam step, as torch.optim.AdamW
-                    W.mul_(1 - lr * decay)
-                adam.step([grad], lr)
-            if step % record_every == 0 or step == steps:
-                loss_now = loss_and_grad(W, l1)[0] if noise is None else loss
-                if not torch.isfinite(loss_now).all():
-                    raise FloatingPointError(
-                        f"training diverged at step {step} (loss is not finite); lower lr (now {lr})")
-                record(step, loss_now)
-                if progress:
-                    bar.set_postfix(loss=f"{float(loss_now.mean()):.4f}", refresh=False)
-    seconds = time.perf_counter() - start
+    def recorded(updates: int) -> bool:
+        return updates % record_every == 0 or updates == steps
+
+    @torch.no_grad()
+    def record(updates: int, loss: Tensor) -> None:
+        """The loss and how sparse the features are after ``updates`` steps, (instances,) each."""
+        loop.log(updates, loss, l1=W.abs().sum(-1).mean(-1),
+                 surviving=(W.abs() > survival_threshold).sum(-1).float().mean(-1),
+                 fourth=fourth_norm(W).mean(-1))
+
+    if fast:
+        from ._fast.polysemanticity import train_closed_form
+
+        train_closed_form(W, loop, record, recorded, draw_noise, l1, optimizer, lr, weight_decay)
+    else:
+        W.requires_grad_()
+        torch_optimizer = (torch.optim.AdamW([W], lr=lr, weight_decay=weight_decay) if optimizer == "adamw"
+                           else torch.optim.Adam([W], lr=lr) if optimizer == "adam"
+                           else torch.optim.SGD([W], lr=lr))
+        for step in loop:  # step: updates done so far
+            noise_now = draw_noise()
+            loss = autoencoder_loss(W, l1, noise_now)  # (instances,)
+            if step == 0:
+                record(0, loss.detach())
+            torch_optimizer.zero_grad()
+            loss.sum().backward()
+            torch_optimizer.step()
+            if recorded(step + 1):  # the noisy loss of this step, else the loss of the updated W
+                record(step + 1, loss.detach() if noise_now is not None else autoencoder_loss(W.detach(), l1))
+    history = {name: torch.stack(values) for name, values in loop.history.items()}
     return IncidentalRun(
         n=n, m=m, l1=float(l1), optimizer=optimizer, lr=lr, steps=int(steps), noise=noise,
-        sigma=float(sigma), W_init=W_init, W=W.detach().cpu(), record_steps=records,
-        loss_history=torch.stack(history["loss"]), l1_history=torch.stack(history["l1"]),
-        surviving_history=torch.stack(history["surviving"]),
-        fourth_norm_history=torch.stack(history["fourth"]), seconds=seconds,
+        sigma=float(sigma), W_init=W_init, W=W.detach().cpu(), record_steps=loop.steps_logged,
+        loss_history=history["loss"], l1_history=history["l1"], surviving_history=history["surviving"],
+        fourth_norm_history=history["fourth"], seconds=loop.seconds,
     )
 
 
@@ -414,9 +397,9 @@ class CollisionSweep:
 
 
 def collision_sweep(n: int, widths, instances: int = 32, *, seed: int = 0, progress: bool = True,
-                    **train_kwargs) -> CollisionSweep:
+                    fast: bool = False, **train_kwargs) -> CollisionSweep:
     """Train ``instances`` seeds at each width in ``widths`` (each width one batched run) and
-    count polysemantic neurons.  ``train_kwargs`` go to ``train_autoencoders``."""
+    count polysemantic neurons.  ``fast`` and ``train_kwargs`` go to ``train_autoencoders``."""
     from tqdm.auto import tqdm
 
     widths = [int(m) for m in widths]
@@ -428,7 +411,7 @@ def collision_sweep(n: int, widths, instances: int = 32, *, seed: int = 0, progr
     counts, win_rates, privileged, seconds = [], [], [], []
     for k, m in enumerate(tqdm(widths, desc=f"collision sweep n={n}", disable=not progress, leave=False)):
         run = train_autoencoders(n, m, instances, seed=seed + 1000 * k, progress=progress,
-                                 record_every=record_every, **train_kwargs)
+                                 record_every=record_every, fast=fast, **train_kwargs)
         counts.append(polysemantic_neurons(run.W))
         win_rates.append(initial_argmax_win_rate(run.W_init, run.W))
         privileged.append(privileged_basis(run.W))

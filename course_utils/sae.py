@@ -30,19 +30,21 @@ component along the row removed before it), so a latent's activation is its magn
 ‖x − x̂‖² is the squared error summed over d_in and averaged over the batch (so is every
 other loss term: a sum over latents, a mean over the batch).
 
+Each SAE's ``loss`` is built on ``decode(encode(x))``, as written above.
 ``train_sae`` trains any of them with Adam, a progress bar, a loss history, a divergence
-check and optional dead-latent resampling (``resample_dead_latents``, Bricken et al. 2023).
+check and optional dead-latent resampling (``resample_dead_latents``, Bricken et al. 2023);
+``train_sae(..., fast=True)`` computes the same losses with fewer passes over the batch
+(``course_utils._fast.sae``: a folded encoder, sparse decodes), equal up to float rounding.
 ``evaluate`` reports L0, the fraction of variance explained, dead and dense latents,
 shrinkage and, given the true directions, MMCS and the fraction of features recovered.
-``save_sae`` and ``load_sae`` write and read SAELens's on-disk format (``cfg.json`` and
-``sae_weights.safetensors``), so course SAEs open in SAELens and SAELens SAEs open here.
+``course_utils.sae_io`` saves and loads SAEs in SAELens's on-disk format.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable
 
 import torch
@@ -51,6 +53,7 @@ from torch import Tensor, nn
 
 from .device import get_device
 from .toy_models import lr_schedule
+from .training import TrainingLoop
 
 DataSource = Tensor | Callable[[int, torch.Generator], Tensor]
 
@@ -207,7 +210,7 @@ class SAELoss:
 
     @classmethod
     def from_latents(cls, mse: Tensor, sparsity: Tensor, aux: Tensor, f: Tensor) -> SAELoss:
-        """The pieces of a dense architecture, whose activations f (batch, n_latents) are ≥ 0."""
+        """The pieces, given the batch's latent activations f (batch, n_latents), all ≥ 0."""
         f = f.detach()
         return cls(mse + sparsity + aux, mse, sparsity, aux, f.amax(dim=0) > 0, len(f), latents=f)
 
@@ -216,24 +219,6 @@ class SAELoss:
         if self.n_active is None:
             self.n_active = torch.sign(self.latents).sum()  # f ≥ 0: sign counts the nonzeros
         return torch.as_tensor(self.n_active, dtype=torch.float32, device=self.mse.device) / self.n_inputs
-
-
-def sparse_is_faster(k: float, n: int, d: int) -> bool:
-    """Whether decoding k nonzeros per input (out of n latents, into d dimensions) is faster
-    through ``embedding_bag`` (cost ∝ batch·k) than densely (∝ batch·n·d).  Measured on a
-    CPU: about 0.1 µs per (input, nonzero) pair against 0.1 ns per multiply-add."""
-    return 1000 * k < n * d
-
-
-def sparse_decode(indices: Tensor, values: Tensor, W: Tensor) -> Tensor:
-    """Σ_j values[b, j] · W[indices[b, j]]: the decoder (without bias) applied to activations
-    given as k (index, value) pairs per input.  indices, values: (batch, k); W: (n, d).
-    Returns (batch, d), by the faster of two equal computations (``sparse_is_faster``)."""
-    n, d = W.shape
-    if sparse_is_faster(indices.shape[1], n, d):
-        return F.embedding_bag(indices, W, per_sample_weights=values, mode="sum")
-    dense = torch.zeros(len(indices), n, dtype=values.dtype, device=values.device).scatter(1, indices, values)
-    return dense @ W
 
 
 class SAE(nn.Module):
@@ -270,12 +255,9 @@ class SAE(nn.Module):
             raise ValueError(f"x must be a (batch, d_in={self.d_in}) tensor, got {shape}")
 
     def pre_activations(self, x: Tensor) -> Tensor:
-        """pre = (x − b_dec) W_enc + b_enc: (batch, d_in) -> (batch, n_latents).
-
-        Computed as x W_enc + (b_enc − b_dec W_enc), the same function, so the backward pass
-        needs no (batch × n_latents) product for b_dec's gradient."""
+        """pre = (x − b_dec) W_enc + b_enc: (batch, d_in) -> (batch, n_latents)."""
         self.check_input(x)
-        return torch.addmm(self.b_enc - self.b_dec @ self.W_enc, x, self.W_enc)
+        return (x - self.b_dec) @ self.W_enc + self.b_enc
 
     def activation(self, pre: Tensor) -> Tensor:
         """σ: pre-activations (batch, n_latents) -> latent activations f (batch, n_latents)."""
@@ -287,7 +269,7 @@ class SAE(nn.Module):
 
     def decode(self, f: Tensor) -> Tensor:
         """x̂ = f W_dec + b_dec: (batch, n_latents) -> (batch, d_in)."""
-        return torch.addmm(self.b_dec, f, self.W_dec)
+        return f @ self.W_dec + self.b_dec
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(x̂ (batch, d_in), f (batch, n_latents))."""
@@ -295,6 +277,8 @@ class SAE(nn.Module):
         return self.decode(f), f
 
     def loss(self, x: Tensor) -> SAELoss:
+        """The training loss on a batch x (batch, d_in): ‖x − decode(encode(x))‖² plus the
+        architecture's sparsity and auxiliary terms."""
         raise NotImplementedError
 
     @staticmethod
@@ -345,13 +329,11 @@ class ReLUSAE(SAE):
         return torch.relu(pre)
 
     def loss(self, x: Tensor) -> SAELoss:
-        f = torch.relu_(self.pre_activations(x))  # in place: one (batch, n_latents) tensor fewer
-        # x̂ − b_dec = f W_dec and the L1 norm Σ_i f_i = f · 1 in one product, f [W_dec | 1], so
-        # the backward pass gets both gradients w.r.t. f from one matmul (about 10 % faster on a
-        # CPU than adding a second (batch, n_latents) gradient).
-        out = f @ torch.cat([self.W_dec, torch.ones_like(self.W_dec[:, :1])], dim=1)
-        mse = self.mse(x, out[:, :-1] + self.b_dec)
-        sparsity = self.l1_coefficient * out[:, -1].mean()
+        """‖x − x̂‖² + λ ‖f‖₁, with f = encode(x) and x̂ = decode(f)."""
+        f = self.encode(x)
+        x_hat = self.decode(f)
+        mse = self.mse(x, x_hat)
+        sparsity = self.l1_coefficient * f.abs().sum(dim=1).mean()
         return SAELoss.from_latents(mse, sparsity, torch.zeros((), device=x.device), f)
 
     def extra_repr(self) -> str:
@@ -384,25 +366,26 @@ class TopKSAE(SAE):
         return torch.zeros_like(pre).scatter_(1, indices, values.relu())
 
     def aux_loss(self, pre: Tensor, error: Tensor) -> Tensor:
-        """α ‖e − ê‖², ê from the top ``aux_k`` dead latents' pre-activations; 0 if none is dead."""
-        dead = self.dead_latents(self.dead_after).nonzero().squeeze(1)
-        if len(dead) == 0 or self.aux_coefficient == 0:
+        """α ‖e − ê‖²: pre (batch, n_latents), the error e = x − x̂ (batch, d_in) without
+        gradient; ê = Σ_j ReLU(pre_j) d_j over each input's top ``aux_k`` dead latents j.
+        0 when no latent is dead."""
+        dead = self.dead_latents(self.dead_after)
+        if not dead.any() or self.aux_coefficient == 0:
             return torch.zeros((), device=pre.device)
-        values, j = pre.index_select(1, dead).topk(min(self.aux_k, len(dead)), dim=1, sorted=False)
-        error_hat = sparse_decode(j, values.relu(), self.W_dec.index_select(0, dead))
+        pre_dead = pre[:, dead]  # (batch, n_dead)
+        values, j = pre_dead.topk(min(self.aux_k, pre_dead.shape[1]), dim=1)
+        f_dead = torch.zeros_like(pre_dead).scatter(1, j, values.relu())
+        error_hat = f_dead @ self.W_dec[dead]
         return self.aux_coefficient * self.mse(error, error_hat)
 
     def loss(self, x: Tensor) -> SAELoss:
-        # The same x̂ as decode(encode(x)), decoded from the k (index, value) pairs directly.
+        """‖x − x̂‖² + AuxK, with f = encode(x) and x̂ = decode(f)."""
         pre = self.pre_activations(x)
-        values, indices = pre.topk(self.k, dim=1, sorted=False)
-        values = values.relu()
-        x_hat = sparse_decode(indices, values, self.W_dec) + self.b_dec
+        f = self.activation(pre)
+        x_hat = self.decode(f)
         mse = self.mse(x, x_hat)
         aux = self.aux_loss(pre, (x - x_hat).detach())
-        active = indices[values.detach() > 0]
-        fired = torch.zeros(self.n_latents, dtype=torch.bool, device=x.device).index_fill_(0, active, True)
-        return SAELoss(mse + aux, mse, torch.zeros((), device=x.device), aux, fired, len(x), n_active=active.numel())
+        return SAELoss.from_latents(mse, torch.zeros((), device=x.device), aux, f)
 
     def extra_repr(self) -> str:
         return (f"{super().extra_repr()}, k={self.k}, aux_k={self.aux_k}, aux_coefficient={self.aux_coefficient:.4g}, "
@@ -429,21 +412,12 @@ class BatchTopKSAE(TopKSAE):
         self.register_buffer("threshold", torch.zeros((), device=self.W_dec.device))
         self.register_buffer("threshold_updates", torch.zeros((), dtype=torch.long, device=self.W_dec.device))
 
-    def batch_topk_mask(self, a: Tensor) -> Tensor:
-        """For a = ReLU(pre) (batch, n_latents): bool mask of its k·batch largest entries (fewer
-        when fewer are positive; zeros are never kept)."""
-        keep = min(self.k * len(a), a.numel())
-        mask = (a >= kth_largest_positive(a, keep)) & (a > 0)
-        if int(mask.sum()) > keep:  # ties at the threshold: an exact top-k decides
-            flat = a.flatten()
-            mask = torch.zeros_like(flat, dtype=torch.bool).scatter_(0, flat.topk(keep).indices, True)
-            mask = mask.view_as(a) & (a > 0)
-        return mask
-
     def batch_topk(self, pre: Tensor) -> Tensor:
-        """ReLU(pre) with all but the k·batch largest entries of the batch set to 0."""
+        """ReLU(pre) (batch, n_latents) with all but the k·batch largest entries of the whole
+        batch set to 0."""
         a = torch.relu(pre)
-        return a * self.batch_topk_mask(a.detach())
+        values, index = a.flatten().topk(min(self.k * len(a), a.numel()), sorted=False)
+        return torch.zeros_like(a).flatten().scatter(0, index, values).view_as(a)
 
     def activation(self, pre: Tensor) -> Tensor:
         if self.training:
@@ -452,27 +426,17 @@ class BatchTopKSAE(TopKSAE):
         return a * (a > self.threshold)
 
     def loss(self, x: Tensor) -> SAELoss:
+        """‖x − x̂‖² + AuxK, with f = encode(x) (in training: BatchTopK) and x̂ = decode(f);
+        also the smallest kept activation, which ``update_statistics`` averages into θ."""
         pre = self.pre_activations(x)
-        a = torch.relu(pre)
-        mask = self.batch_topk_mask(a.detach())
-        if sparse_is_faster(self.k, self.n_latents, self.d_in):
-            # The same x̂ as decode(a · mask), from the kept (index, value) pairs: input b's bag
-            # holds the kept entries of row b.
-            kept = mask.flatten().nonzero().squeeze(1)
-            values = a.flatten().index_select(0, kept)
-            rows, latents = kept // self.n_latents, kept % self.n_latents
-            per_input = torch.bincount(rows, minlength=len(x))
-            x_hat = F.embedding_bag(latents, self.W_dec, per_input.cumsum(0) - per_input, per_sample_weights=values,
-                                    mode="sum") + self.b_dec
-        else:
-            x_hat = self.decode(a * mask)
-            values, latents = a.detach()[mask], mask.nonzero()[:, 1]
+        f = self.activation(pre)
+        x_hat = self.decode(f)
         mse = self.mse(x, x_hat)
         aux = self.aux_loss(pre, (x - x_hat).detach())
-        min_active = values.detach().min() if len(values) else torch.tensor(math.inf, device=x.device)
-        fired = torch.zeros(self.n_latents, dtype=torch.bool, device=x.device).index_fill_(0, latents, True)
-        return SAELoss(mse + aux, mse, torch.zeros((), device=x.device), aux, fired, len(x), n_active=len(values),
-                       min_active=min_active)
+        out = SAELoss.from_latents(mse, torch.zeros((), device=x.device), aux, f)
+        kept = f.detach()[f.detach() > 0]
+        out.min_active = kept.min() if len(kept) else torch.tensor(math.inf, device=x.device)
+        return out
 
     @torch.no_grad()
     def update_statistics(self, out: SAELoss) -> None:
@@ -500,46 +464,9 @@ class BatchTopKSAE(TopKSAE):
         return f"{super().extra_repr()}, threshold={float(self.threshold):.4g}"
 
 
-def kth_largest_positive(a: Tensor, k: int) -> Tensor:
-    """The k-th largest entry of a ≥ 0 (any shape), or 0 when fewer than k entries are positive;
-    exact, a 0-d tensor.  The same as ``a.flatten().topk(k).values.min()`` (for ≥ k
-    positives) and several times faster on a large batch: the threshold that about 2k entries
-    of a strided subsample exceed picks the candidates, and the answer is selected among
-    them (all positive entries are the candidates when that sample guesses wrong).
-    """
-    flat = a.flatten()
-    if k < 1 or k > flat.numel():
-        raise ValueError(f"k must lie in [1, {flat.numel()}], got {k}")
-    candidates = None
-    if flat.numel() > 65_536:
-        sample = flat[:: flat.numel() // 16_384]
-        rank = min(len(sample), 2 * k * len(sample) // flat.numel() + 1)
-        guess = sample.topk(rank, sorted=False).values.min()
-        if guess > 0:
-            candidates = flat[flat >= guess]
-            if len(candidates) < k:
-                candidates = None
-    if candidates is None:
-        candidates = flat[flat > 0]
-    if len(candidates) < k:
-        return torch.zeros((), dtype=a.dtype, device=a.device)
-    return candidates.kthvalue(len(candidates) - k + 1).values
-
-
 def rectangle(u: Tensor) -> Tensor:
     """The rectangle kernel K(u) = 1 for |u| < 1/2, else 0."""
     return ((u > -0.5) & (u < 0.5)).to(u.dtype)
-
-
-def _greater(a: Tensor, b: Tensor | float) -> Tensor:
-    """1[a > b] as a float tensor shaped like a.  (A comparison written straight into a float
-    tensor is several times faster on a CPU than a bool mask converted or fed to torch.where.)"""
-    return torch.gt(a.detach(), b, out=torch.empty_like(a))
-
-
-def _window(z: Tensor, threshold: Tensor, bandwidth: float) -> Tensor:
-    """K((z − θ)/ε) as floats, computed as 1[|z − θ| < ε/2] (fewer passes over the batch)."""
-    return torch.lt((z - threshold).abs_(), bandwidth / 2, out=torch.empty_like(z))
 
 
 class JumpReLUFunction(torch.autograd.Function):
@@ -551,17 +478,16 @@ class JumpReLUFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z: Tensor, threshold: Tensor, bandwidth: float) -> Tensor:
-        above = _greater(z, threshold)
-        ctx.save_for_backward(z, threshold, above)
+        ctx.save_for_backward(z, threshold)
         ctx.bandwidth = bandwidth
-        return z * above
+        return z * (z > threshold)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        z, threshold, above = ctx.saved_tensors
+        z, threshold = ctx.saved_tensors
         eps = ctx.bandwidth
-        grad_z = grad * above
-        grad_threshold = -(threshold / eps) * (_window(z, threshold, eps) * grad).sum(dim=0)
+        grad_z = grad * (z > threshold)
+        grad_threshold = -(threshold / eps) * (rectangle((z - threshold) / eps) * grad).sum(dim=0)
         return grad_z, grad_threshold, None
 
 
@@ -573,13 +499,13 @@ class StepFunction(torch.autograd.Function):
     def forward(ctx, z: Tensor, threshold: Tensor, bandwidth: float) -> Tensor:
         ctx.save_for_backward(z, threshold)
         ctx.bandwidth = bandwidth
-        return _greater(z, threshold)
+        return (z > threshold).to(z.dtype)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         z, threshold = ctx.saved_tensors
         eps = ctx.bandwidth
-        grad_threshold = -(1.0 / eps) * (_window(z, threshold, eps) * grad).sum(dim=0)
+        grad_threshold = -(1.0 / eps) * (rectangle((z - threshold) / eps) * grad).sum(dim=0)
         return None, grad_threshold, None
 
 
@@ -613,11 +539,11 @@ class JumpReLUSAE(SAE):
         return JumpReLUFunction.apply(pre, self.threshold, self.bandwidth)
 
     def loss(self, x: Tensor) -> SAELoss:
+        """‖x − x̂‖² + λ ‖f‖₀, with f = encode(x), x̂ = decode(f) and ‖f‖₀ = Σ_i H(pre_i − θ_i)."""
         pre = self.pre_activations(x)
-        threshold = self.threshold
-        f = JumpReLUFunction.apply(pre, threshold, self.bandwidth)
+        f = self.activation(pre)
         mse = self.mse(x, self.decode(f))
-        sparsity = self.l0_coefficient * StepFunction.apply(pre, threshold, self.bandwidth).sum(dim=1).mean()
+        sparsity = self.l0_coefficient * StepFunction.apply(pre, self.threshold, self.bandwidth).sum(dim=1).mean()
         return SAELoss.from_latents(mse, sparsity, torch.zeros((), device=x.device), f)
 
     def extra_repr(self) -> str:
@@ -649,23 +575,29 @@ class GatedSAE(SAE):
     def gate_and_magnitude(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(π_gate, π_mag), each (batch, n_latents)."""
         self.check_input(x)
-        h = torch.addmm(-(self.b_dec @ self.W_enc), x, self.W_enc)
-        return h + self.b_enc, torch.addcmul(self.b_mag, h, self.r_mag.exp())
+        h = (x - self.b_dec) @ self.W_enc
+        return h + self.b_enc, h * self.r_mag.exp() + self.b_mag
+
+    @staticmethod
+    def gated(pi_gate: Tensor, pi_mag: Tensor) -> Tensor:
+        """f = 1[π_gate > 0] · ReLU(π_mag); the gate 1[·] passes no gradient."""
+        return (pi_gate > 0) * torch.relu(pi_mag)
 
     def encode(self, x: Tensor) -> Tensor:
-        pi_gate, pi_mag = self.gate_and_magnitude(x)
-        return _greater(pi_gate, 0.0) * torch.relu(pi_mag)
+        return self.gated(*self.gate_and_magnitude(x))
 
     def activation(self, pre: Tensor) -> Tensor:
         raise TypeError("a Gated SAE has two pre-activations; use encode(x) or gate_and_magnitude(x)")
 
     def loss(self, x: Tensor) -> SAELoss:
+        """‖x − x̂‖² + λ ‖ReLU(π_gate)‖₁ + ‖x − x̂_frozen(ReLU(π_gate))‖², with f = encode(x)
+        and x̂ = decode(f)."""
         pi_gate, pi_mag = self.gate_and_magnitude(x)
-        f = _greater(pi_gate, 0.0) * torch.relu(pi_mag)
+        f = self.gated(pi_gate, pi_mag)
         mse = self.mse(x, self.decode(f))
         gate = torch.relu(pi_gate)
         sparsity = self.l1_coefficient * gate.sum(dim=1).mean()
-        aux = self.mse(x, torch.addmm(self.b_dec.detach(), gate, self.W_dec.detach()))
+        aux = self.mse(x, gate @ self.W_dec.detach() + self.b_dec.detach())
         return SAELoss.from_latents(mse, sparsity, aux, f)
 
     def extra_repr(self) -> str:
@@ -691,7 +623,8 @@ def make_sae(architecture: str, d_in: int, n_latents: int, **kwargs) -> SAE:
 
 @torch.no_grad()
 def resample_dead_latents(sae: SAE, x: Tensor, dead: Tensor, optimizer: torch.optim.Optimizer | None = None,
-                          generator: torch.Generator | None = None, encoder_scale: float = 0.2) -> int:
+                          generator: torch.Generator | None = None, encoder_scale: float = 0.2,
+                          reconstruct: Callable[[Tensor], Tensor] | None = None) -> int:
     """Re-initialise the ``dead`` latents toward inputs the SAE reconstructs badly.
 
     x: (n, d_in) candidate inputs; dead: (n_latents,) bool.  As in Bricken et al. 2023: each
@@ -701,6 +634,7 @@ def resample_dead_latents(sae: SAE, x: Tensor, dead: Tensor, optimizer: torch.op
     mean norm of the living latents' encoder columns, its encoder bias 0 (and any other
     per-latent parameter its initial value).  The optimiser's state (Adam's moments) for
     those slices is zeroed, and their firing counters restart.  Returns the number resampled.
+    ``reconstruct`` (x ↦ x̂, default the SAE's forward) is what the losses are measured with.
     """
     sae.check_input(x)
     dead = dead.to(device=sae.W_dec.device, dtype=torch.bool)
@@ -711,7 +645,9 @@ def resample_dead_latents(sae: SAE, x: Tensor, dead: Tensor, optimizer: torch.op
         return 0
     was_training = sae.training
     sae.eval()
-    losses = torch.cat([(sae(chunk)[0] - chunk).square().sum(dim=1) for chunk in x.split(8192)])
+    if reconstruct is None:
+        reconstruct = lambda chunk: sae(chunk)[0]  # noqa: E731
+    losses = torch.cat([(reconstruct(chunk) - chunk).square().sum(dim=1) for chunk in x.split(8192)])
     sae.train(was_training)
     weights = losses.square().double()
     if not torch.isfinite(weights).all() or weights.sum() <= 0:
@@ -835,6 +771,7 @@ def train_sae(
     log_every: int | None = None,
     progress: bool = True,
     description: str = "SAE",
+    fast: bool = False,
 ) -> SAETrainResult:
     """Train ``sae`` with Adam on batches from ``data``; returns the loss history.
 
@@ -850,8 +787,18 @@ def train_sae(
     100 records) and checked: a NaN or infinite loss raises ``FloatingPointError``.
     ``seed`` fixes the data stream; the SAE's initialisation has its own generator.  The SAE
     is left in inference mode (``eval()``, which matters for BatchTopK).
+
+    ``fast=True`` computes each loss by ``course_utils._fast.sae.fast_loss`` (and resamples
+    through its encoder): the same losses, up to float rounding, with fewer passes over the
+    batch.  The course's sweeps train this way.
     """
-    from tqdm.auto import tqdm
+    if fast:
+        from ._fast import sae as fast_sae
+
+        loss_of = partial(fast_sae.fast_loss, sae)
+        reconstruct = partial(fast_sae.reconstruct, sae)
+    else:
+        loss_of, reconstruct = sae.loss, None
 
     if (samples is None) == (steps is None):
         raise ValueError("give exactly one of samples= (inputs to train on) or steps=")
@@ -867,46 +814,40 @@ def train_sae(
     if resample_every is not None:
         resample_every = _positive_int("resample_every", resample_every)
     resample_inputs = _positive_int("resample_inputs", resample_inputs)
-    log_every = _positive_int("log_every", log_every or max(1, steps // 100))
+    if log_every is not None:
+        log_every = _positive_int("log_every", log_every)
     device = sae.W_dec.device
     batches = _Batches(data, sae.d_in, device, seed)
     resample_generator = torch.Generator().manual_seed(seed + 1)
     optimizer = torch.optim.Adam(sae.parameters(), lr=lr, betas=betas, foreach=True)
     result = SAETrainResult(samples=samples)
+    loop = TrainingLoop(steps, description, progress, log_every=log_every, what="the SAE loss",
+                        advice="lower the learning rate (or check the data for NaN or inf)")
     sae.train()
-    bar = tqdm(total=steps, desc=description, disable=not progress, mininterval=0.5)
-    start = time.perf_counter()
-    for step in range(steps):
+    for step in loop:
         if resample_every and step and step % resample_every == 0:
             dead = sae.dead_latents(resample_every * batch_size)
-            count = resample_dead_latents(sae, batches.pool(resample_inputs), dead, optimizer, resample_generator)
+            count = resample_dead_latents(sae, batches.pool(resample_inputs), dead, optimizer, resample_generator,
+                                          reconstruct=reconstruct)
             result.resampled.append((step, count))
         size = min(batch_size, samples - step * batch_size)
         x = batches.next(size)
         for group in optimizer.param_groups:
             group["lr"] = lr * multiplier(step, steps)
-        out = sae.loss(x)
+        out = loss_of(x)
         optimizer.zero_grad(set_to_none=True)
         out.total.backward()
         sae.project_decoder_grad_()
         optimizer.step()
         sae.normalise_decoder_()
         sae.update_statistics(out)
-        if step % log_every == 0 or step == steps - 1:
-            values = torch.stack([out.total, out.mse, out.sparsity, out.aux, out.l0]).detach().double().cpu().tolist()
-            if not math.isfinite(values[0]):
-                bar.close()
-                raise FloatingPointError(f"the SAE loss became NaN or infinite at step {step} "
-                                         f"(mse={values[1]:.4g}, sparsity={values[2]:.4g}, aux={values[3]:.4g}); "
-                                         "lower the learning rate (or check the data for NaN or inf)")
-            result.steps.append(step)
-            for name, value in zip(result.history, values):
-                result.history[name].append(value)
-            bar.set_postfix(loss=f"{values[0]:.4g}", l0=f"{values[4]:.3g}", refresh=False)
-        bar.update(1)
-    bar.close()
+        if loop.logging(step):
+            loss, mse, sparsity, aux, l0 = torch.stack([out.total, out.mse, out.sparsity, out.aux, out.l0]
+                                                       ).detach().double().cpu().tolist()
+            loop.log(step, loss, mse=mse, sparsity=sparsity, aux=aux, l0=l0)
     sae.eval()
-    result.seconds = time.perf_counter() - start
+    result.steps, result.seconds = loop.steps_logged, loop.seconds
+    result.history = {name: loop.history[name] for name in result.history}
     return result
 
 
@@ -1015,389 +956,3 @@ def evaluate(sae: SAE, x: Tensor, true_directions: Tensor | None = None, dense_t
         cosines = max_cosine_similarity(true_directions, sae.W_dec)
         result.update(mmcs=float(cosines.mean()), recovered=float((cosines > 0.9).double().mean()))
     return result
-
-
-# --------------------------------------------------------------------------------------
-# Saving and loading (SAELens's on-disk format)
-# --------------------------------------------------------------------------------------
-#
-# An SAE is saved as a directory holding two files, the layout SAELens (Bloom et al.) reads
-# with ``SAE.load_from_disk(path)``:
-#
-#     cfg.json                   the config: architecture, d_in, d_sae, dtype, device,
-#                                apply_b_dec_to_input, normalize_activations, metadata{...}
-#     sae_weights.safetensors    the tensors, named as SAELens names them
-#
-#     ours        SAELens architecture   tensors
-#     ReLUSAE     "standard"             W_enc (d_in, d_sae), b_enc (d_sae,), W_dec (d_sae, d_in), b_dec (d_in,)
-#     TopKSAE     "topk" (cfg k)         the same
-#     BatchTopK   "jumprelu"             the same + threshold (d_sae,) = θ in every entry (SAELens
-#                                        saves its own trained BatchTopK SAEs this way too)
-#     JumpReLU    "jumprelu"             the same + threshold = exp(log_threshold)
-#     GatedSAE    "gated"                W_enc (the gate's), b_gate (our b_enc), r_mag, b_mag, W_dec, b_dec
-#
-# SAELens computes pre = (x − b_dec·[apply_b_dec_to_input]) W_enc + b_enc, as ours does with
-# apply_b_dec_to_input = true, which is what we write.  The course's own settings (our
-# architecture, l1_coefficient, k, aux_k, bandwidth, …) go in cfg.json's metadata under
-# "superposition_course", where SAELens keeps but ignores them, so load_sae rebuilds an equal
-# object.  Top-level keys of SAELens v5 (activation_fn_str, hook_layer, context_size, …) are
-# written too, so v5 can read the file; v6 ignores them.  Checked with SAELens 6.54.12 and
-# 5.11.0: both load all five, with the same activations and reconstructions to 1e-6.
-
-import json  # noqa: E402
-import os  # noqa: E402
-import re  # noqa: E402
-import warnings  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-SAE_CFG_FILENAME = "cfg.json"
-SAE_WEIGHTS_FILENAME = "sae_weights.safetensors"
-SAELENS_ARCHITECTURES = {"relu": "standard", "topk": "topk", "batchtopk": "jumprelu", "jumprelu": "jumprelu",
-                         "gated": "gated"}
-# The format version we follow: SAELens ≥ 6 reads a config with this version as its own format.
-SAELENS_FORMAT_VERSION = "6.0.0"
-_COURSE_KEY = "superposition_course"
-_RESERVED_METADATA = {"sae_lens_version", "sae_lens_training_version", "training_architecture", _COURSE_KEY}
-_DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def _architecture_name(sae: SAE) -> str:
-    for name, cls in ARCHITECTURES.items():
-        if type(sae) is cls:
-            return name
-    raise TypeError(f"save_sae saves the course's SAEs ({', '.join(c.__name__ for c in ARCHITECTURES.values())}), "
-                    f"got {type(sae).__name__}")
-
-
-def _settings(sae: SAE) -> dict:
-    """The constructor arguments that rebuild ``sae`` (besides d_in, n_latents, device, generator)."""
-    import inspect
-
-    names = [p for p in inspect.signature(type(sae).__init__).parameters
-             if p not in ("self", "d_in", "n_latents", "device", "generator")]
-    return {name: getattr(sae, name) for name in names}
-
-
-def _saelens_tensors(sae: SAE, architecture: str) -> dict[str, Tensor]:
-    """The SAE's weights under SAELens's names (CPU, contiguous, detached copies)."""
-    t = {"W_enc": sae.W_enc, "W_dec": sae.W_dec, "b_dec": sae.b_dec}
-    if architecture == "gated":
-        t.update(b_gate=sae.b_enc, r_mag=sae.r_mag, b_mag=sae.b_mag)
-    else:
-        t["b_enc"] = sae.b_enc
-    if architecture == "jumprelu":
-        t["threshold"] = sae.threshold
-    elif architecture == "batchtopk":
-        t["threshold"] = sae.threshold.expand(sae.n_latents)
-    return {name: value.detach().to("cpu").contiguous().clone() for name, value in t.items()}
-
-
-def _hook_layer(hook_name: str | None) -> int | None:
-    """The layer number in a TransformerLens hook name ("blocks.3.hook_resid_pre" -> 3), else None."""
-    match = re.search(r"(?:^|\.)(\d+)(?:\.|$)", hook_name or "")
-    return int(match.group(1)) if match else None
-
-
-def save_sae(sae: SAE, path: str | os.PathLike, hook_name: str | None = None, model_name: str | None = None,
-             metadata: dict | None = None, overwrite: bool = False) -> Path:
-    """Save ``sae`` to the directory ``path`` in SAELens's format (``cfg.json`` and
-    ``sae_weights.safetensors``, see the section comment), readable by ``load_sae`` and by
-    SAELens's ``SAE.load_from_disk(path)``.  Returns the directory.
-
-    ``hook_name`` (e.g. "blocks.1.hook_resid_post") and ``model_name`` say where the inputs
-    came from; with ``metadata`` (a JSON-serialisable dict) they go in the config's metadata.
-    An SAE that ``load_sae`` returned keeps its file's metadata unless these override it.
-
-    The directory is created if needed.  If it already holds an SAE (either file), this
-    raises ``FileExistsError`` unless ``overwrite=True``.  Weights that are NaN or infinite
-    raise ``ValueError``: such an SAE is broken, and saving it would only move the error.
-    Training state (the dead-latent counters, an optimiser) is not saved.
-    """
-    from safetensors.torch import save_file
-
-    architecture = _architecture_name(sae)
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise FileExistsError(f"{path} exists and is not a directory")
-    existing = [name for name in (SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME) if (path / name).exists()]
-    if existing and not overwrite:
-        raise FileExistsError(f"{path} already holds an SAE ({', '.join(existing)}); "
-                              "pass overwrite=True to replace it")
-    tensors = _saelens_tensors(sae, architecture)
-    dtypes = {value.dtype for value in tensors.values()}
-    dtype_name = {v: k for k, v in _DTYPES.items()}.get(next(iter(dtypes)))
-    if len(dtypes) != 1 or dtype_name is None:
-        raise ValueError(f"the SAE's weights must share one dtype of {sorted(_DTYPES)}, got {sorted(map(str, dtypes))}")
-    for name, value in tensors.items():
-        if not torch.isfinite(value).all():
-            raise ValueError(f"the SAE's {name} holds NaN or infinite values; not saving a broken SAE")
-
-    meta = {k: v for k, v in getattr(sae, "saelens_metadata", {}).items() if k not in _RESERVED_METADATA}
-    reserved = sorted(_RESERVED_METADATA & set(metadata or {}))
-    if reserved:
-        raise ValueError(f"metadata keys {reserved} are reserved (save_sae writes them)")
-    meta.update(metadata or {})
-    if hook_name is not None:
-        meta["hook_name"] = hook_name
-    if model_name is not None:
-        meta["model_name"] = model_name
-    meta.setdefault("hook_name", None)
-    meta.setdefault("model_name", None)
-    course = {"architecture": architecture, "class": type(sae).__name__, "settings": _settings(sae)}
-    if architecture == "batchtopk":
-        course["threshold_updates"] = int(sae.threshold_updates)
-    saelens_architecture = SAELENS_ARCHITECTURES[architecture]
-    cfg = {
-        "architecture": saelens_architecture,
-        "d_in": sae.d_in,
-        "d_sae": sae.n_latents,
-        "dtype": dtype_name,
-        "device": "cpu",
-        "apply_b_dec_to_input": True,  # ours always subtract b_dec before encoding
-        "normalize_activations": "none",
-        "reshape_activations": "none",
-    }
-    if saelens_architecture == "topk":
-        cfg.update(k=sae.k, rescale_acts_by_decoder_norm=False)
-    cfg["metadata"] = {
-        "sae_lens_version": SAELENS_FORMAT_VERSION,  # the format's version, not a SAELens install
-        "sae_lens_training_version": None,  # not trained by SAELens
-        **meta,
-        **({"training_architecture": "batchtopk"} if architecture == "batchtopk" else {}),
-        _COURSE_KEY: course,
-    }
-    # SAELens v5 reads these top-level keys (and needs hook_name to be a string); v6 ignores them.
-    cfg.update({
-        "activation_fn_str": "topk" if saelens_architecture == "topk" else "relu",
-        "activation_fn_kwargs": {"k": sae.k} if saelens_architecture == "topk" else {},
-        "finetuning_scaling_factor": False,
-        "model_name": meta["model_name"],
-        "hook_name": meta["hook_name"] or "",
-        "hook_layer": _hook_layer(meta["hook_name"]),
-        "hook_head_index": meta.get("hook_head_index"),
-        "context_size": meta.get("context_size"),
-        "dataset_path": meta.get("dataset_path"),
-        "prepend_bos": meta.get("prepend_bos", True),
-        "dataset_trust_remote_code": False,
-        "sae_lens_training_version": None,
-    })
-    try:
-        text = json.dumps(cfg, indent=2, allow_nan=False)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"metadata must be JSON-serialisable (finite numbers, strings, lists, dicts): {error}") from None
-
-    path.mkdir(parents=True, exist_ok=True)
-    # Write each file under a temporary name, then rename: an interrupted save leaves no half file.
-    weights_tmp, cfg_tmp = path / (SAE_WEIGHTS_FILENAME + ".tmp"), path / (SAE_CFG_FILENAME + ".tmp")
-    save_file(tensors, str(weights_tmp))
-    cfg_tmp.write_text(text + "\n", encoding="utf-8")
-    os.replace(weights_tmp, path / SAE_WEIGHTS_FILENAME)
-    os.replace(cfg_tmp, path / SAE_CFG_FILENAME)
-    return path
-
-
-def _read_cfg(cfg_path: Path) -> dict:
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{cfg_path} not found: an SAE directory needs {SAE_CFG_FILENAME} and "
-                                f"{SAE_WEIGHTS_FILENAME}")
-    try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{cfg_path} is not valid JSON: {error}") from None
-    if not isinstance(cfg, dict):
-        raise ValueError(f"{cfg_path} must hold a JSON object, got {type(cfg).__name__}")
-    for key in ("d_in", "d_sae"):
-        value = cfg.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{cfg_path}: {key!r} must be a positive integer, got {value!r}")
-    if not isinstance(cfg.get("metadata", {}), dict):
-        raise ValueError(f"{cfg_path}: 'metadata' must be a JSON object")
-    return cfg
-
-
-def _read_tensors(weights_path: Path) -> dict[str, Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    if not weights_path.is_file():
-        raise FileNotFoundError(f"{weights_path} not found: an SAE directory needs {SAE_CFG_FILENAME} and "
-                                f"{SAE_WEIGHTS_FILENAME}")
-    try:
-        return load_file(str(weights_path), device="cpu")
-    except (SafetensorError, OSError, RuntimeError, ValueError) as error:
-        raise ValueError(f"{weights_path} is corrupt or truncated (not a readable safetensors file): {error}") from None
-
-
-def _saelens_architecture(cfg: dict, cfg_path: Path) -> tuple[str, int | None]:
-    """(SAELens architecture, k or None), also for configs written before SAELens 6."""
-    architecture = cfg.get("architecture", "standard")
-    activation = cfg.get("activation_fn", cfg.get("activation_fn_str", "relu"))
-    kwargs = cfg.get("activation_fn_kwargs") or {}
-    k = cfg.get("k", kwargs.get("k"))
-    if architecture == "standard" and activation == "topk":  # SAELens 5 wrote TopK SAEs this way
-        architecture = "topk"
-    if architecture not in ("standard", "topk", "jumprelu", "gated"):
-        raise ValueError(f"{cfg_path}: architecture {architecture!r} is not supported; load_sae reads "
-                         "'standard', 'topk', 'jumprelu' and 'gated'")
-    if architecture != "topk" and activation not in ("relu", None):
-        raise ValueError(f"{cfg_path}: activation function {activation!r} is not supported (only relu and topk)")
-    if architecture == "topk" and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
-        raise ValueError(f"{cfg_path}: a 'topk' SAE needs a positive integer k, got {k!r}")
-    return architecture, k
-
-
-def _exact_log(threshold: Tensor) -> Tensor:
-    """log θ, nudged by an ulp or two where needed so that exp(log θ) == θ exactly (as far as the
-    float type allows), so a JumpReLU SAE's thresholds survive the round trip bit for bit."""
-    log = threshold.log()
-    for _ in range(4):
-        back = log.exp()
-        low, high = back < threshold, back > threshold
-        if not (low.any() or high.any()):
-            break
-        log = torch.where(low, torch.nextafter(log, torch.full_like(log, math.inf)), log)
-        log = torch.where(high, torch.nextafter(log, torch.full_like(log, -math.inf)), log)
-    return log
-
-
-def load_sae(path: str | os.PathLike, device: torch.device | str | None = None) -> SAE:
-    """Load an SAE saved by ``save_sae``, or any SAELens SAE directory (``cfg.json`` +
-    ``sae_weights.safetensors``) of architecture standard, topk, jumprelu or gated.
-
-    ``path`` is the directory (the path of either file in it also works); ``device``
-    defaults to ``get_device()``.  Returns the SAE in inference mode (``eval()``), with the
-    config's metadata (hook_name, model_name, …) as the dict ``sae.saelens_metadata``.
-
-    A file of ours comes back as an equal object (same class, settings, weights; encode and
-    decode give bit-identical outputs).  A foreign SAELens SAE becomes the course class of its
-    architecture (standard → ReLUSAE, topk → TopKSAE, jumprelu → JumpReLUSAE, gated →
-    GatedSAE; a BatchTopK SAE, which SAELens saves as jumprelu, becomes a JumpReLUSAE with the
-    same activations) with default training settings; apply_b_dec_to_input = false is folded into the
-    encoder bias, and TopK's rescale_acts_by_decoder_norm and a finetuning scaling factor into
-    the weights (the same function, up to float rounding).  Run-time input normalisation
-    (layer_norm, constant_norm_rescale, covariance_whitening) is not supported.
-
-    Errors name the file: ``FileNotFoundError`` for a missing directory or file,
-    ``ValueError`` for invalid JSON, an unsupported architecture, a missing, unexpected or
-    wrongly shaped tensor, NaN or infinite weights, and a corrupt or truncated weights file.
-    """
-    path = Path(path)
-    if path.is_file() and path.name in (SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME):
-        path = path.parent
-    if not path.exists():
-        raise FileNotFoundError(f"no SAE directory at {path}")
-    if not path.is_dir():
-        raise NotADirectoryError(f"{path} is not a directory; an SAE is saved as a directory holding "
-                                 f"{SAE_CFG_FILENAME} and {SAE_WEIGHTS_FILENAME}")
-    cfg_path, weights_path = path / SAE_CFG_FILENAME, path / SAE_WEIGHTS_FILENAME
-    cfg = _read_cfg(cfg_path)
-    saelens_architecture, k = _saelens_architecture(cfg, cfg_path)
-    normalize = cfg.get("normalize_activations", "none")
-    if isinstance(normalize, bool):  # SAELens before 4.x wrote a bool
-        normalize = "expected_average_only_in" if normalize else "none"
-    if normalize not in ("none", "expected_average_only_in", None):
-        raise ValueError(f"{cfg_path}: normalize_activations={normalize!r} is not supported (load_sae reads "
-                         "SAEs whose inputs are used as they are)")
-    if normalize == "expected_average_only_in":
-        warnings.warn(f"{cfg_path}: this SAE expects inputs scaled to an average norm of sqrt(d_in); "
-                      "scale them yourself", stacklevel=2)
-    dtype = _DTYPES.get(str(cfg.get("dtype", "float32")).removeprefix("torch."))
-    if dtype is None:
-        raise ValueError(f"{cfg_path}: dtype {cfg.get('dtype')!r} is not one of {sorted(_DTYPES)}")
-    metadata = dict(cfg.get("metadata", {}))
-    course = metadata.pop(_COURSE_KEY, None)
-    if course is None:  # a pre-6 config keeps hook_name and friends at the top level
-        for key in ("hook_name", "model_name", "hook_head_index", "context_size", "dataset_path", "neuronpedia_id"):
-            if key in cfg and key not in metadata:
-                metadata[key] = cfg[key] if cfg[key] != "" else None
-    if course is not None:
-        if not isinstance(course, dict) or course.get("architecture") not in ARCHITECTURES or \
-                not isinstance(course.get("settings", {}), dict):
-            raise ValueError(f"{cfg_path}: metadata[{_COURSE_KEY!r}] is malformed: {course!r}")
-        architecture = course["architecture"]
-        if SAELENS_ARCHITECTURES[architecture] != saelens_architecture:
-            raise ValueError(f"{cfg_path}: architecture {saelens_architecture!r} does not match the course's "
-                             f"{architecture!r} (which SAELens calls {SAELENS_ARCHITECTURES[architecture]!r})")
-        settings = course.get("settings", {})
-    else:
-        architecture = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu", "gated": "gated"}[
-            saelens_architecture]
-        settings = {"k": k} if architecture == "topk" else {}
-
-    d_in, d_sae = cfg["d_in"], cfg["d_sae"]
-    tensors = _read_tensors(weights_path)
-    if saelens_architecture == "jumprelu" and "threshold" not in tensors and "log_threshold" in tensors:
-        tensors["threshold"] = tensors.pop("log_threshold").exp()  # older SAELens checkpoints
-    scale = tensors.pop("finetuning_scaling_factor", None)
-    if scale is None:
-        scale = tensors.pop("scaling_factor", None)
-    shapes = {"W_enc": (d_in, d_sae), "W_dec": (d_sae, d_in), "b_dec": (d_in,)}
-    if saelens_architecture == "gated":
-        shapes.update(b_gate=(d_sae,), r_mag=(d_sae,), b_mag=(d_sae,))
-    else:
-        shapes["b_enc"] = (d_sae,)
-    if saelens_architecture == "jumprelu":
-        shapes["threshold"] = (d_sae,)
-    missing, unexpected = sorted(set(shapes) - set(tensors)), sorted(set(tensors) - set(shapes))
-    if missing:
-        raise ValueError(f"{weights_path} lacks tensor(s) {missing} that a {saelens_architecture!r} SAE needs "
-                         f"(it has {sorted(tensors)})")
-    if unexpected:
-        raise ValueError(f"{weights_path} has tensor(s) {unexpected} that a {saelens_architecture!r} SAE "
-                         f"does not use")
-    if scale is not None and scale.shape != (d_sae,):
-        raise ValueError(f"{weights_path}: the scaling factor has shape {tuple(scale.shape)}, expected ({d_sae},)")
-    for name, shape in shapes.items():
-        if tuple(tensors[name].shape) != shape:
-            raise ValueError(f"{weights_path}: {name} has shape {tuple(tensors[name].shape)}, but {cfg_path.name} "
-                             f"says d_in={d_in}, d_sae={d_sae}, so it should be {shape}")
-        if not tensors[name].is_floating_point():
-            raise ValueError(f"{weights_path}: {name} has dtype {tensors[name].dtype}, expected floating point")
-        if not torch.isfinite(tensors[name]).all():
-            raise ValueError(f"{weights_path}: {name} holds NaN or infinite values")
-    t = {name: value.to(dtype) for name, value in tensors.items()}
-
-    # Fold SAELens options ours lack into the weights (files of ours have none of them).
-    if scale is not None and not torch.equal(scale, torch.ones_like(scale)):
-        t["W_dec"] = t["W_dec"] * scale.to(dtype)[:, None]
-    if saelens_architecture == "topk" and cfg.get("rescale_acts_by_decoder_norm", False):
-        norms = t["W_dec"].norm(dim=1).clamp_min(1e-8)
-        t["W_enc"], t["b_enc"], t["W_dec"] = t["W_enc"] * norms, t["b_enc"] * norms, t["W_dec"] / norms[:, None]
-    if not cfg.get("apply_b_dec_to_input", True):
-        shift = t["b_dec"] @ t["W_enc"]  # (x − b_dec) W_enc + (b + b_dec W_enc) = x W_enc + b
-        if saelens_architecture == "gated":
-            t["b_gate"], t["b_mag"] = t["b_gate"] + shift, t["b_mag"] + shift * t["r_mag"].exp()
-        else:
-            t["b_enc"] = t["b_enc"] + shift
-
-    try:
-        # A generator of its own: building the SAE must not consume the global random stream.
-        sae = make_sae(architecture, d_in, d_sae, device="cpu", generator=torch.Generator().manual_seed(0),
-                       **settings)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{cfg_path}: cannot build a {architecture!r} SAE from its settings {settings}: "
-                         f"{error}") from None
-    sae = sae.to(dtype)
-    with torch.no_grad():
-        for name in ("W_enc", "W_dec", "b_dec"):
-            getattr(sae, name).copy_(t[name])
-        sae.b_enc.copy_(t["b_gate"] if architecture == "gated" else t["b_enc"])
-        if architecture == "gated":
-            sae.r_mag.copy_(t["r_mag"])
-            sae.b_mag.copy_(t["b_mag"])
-        elif architecture == "jumprelu":
-            threshold = t["threshold"]
-            if (threshold <= 0).any():  # SAELens's relu(pre)·1[pre > θ] equals pre·1[pre > max(θ, 0)]
-                threshold = threshold.clamp_min(0.0)
-            sae.log_threshold.copy_(_exact_log(threshold))
-        elif architecture == "batchtopk":
-            threshold = t["threshold"]
-            if not torch.equal(threshold, threshold[:1].expand_as(threshold)) or threshold[0] < 0:
-                raise ValueError(f"{weights_path}: a BatchTopK SAE's threshold must be one value >= 0 repeated, "
-                                 f"got values from {float(threshold.min())} to {float(threshold.max())}")
-            sae.threshold.copy_(threshold[0])
-            updates = course.get("threshold_updates", 1) if course else 1
-            sae.threshold_updates.fill_(int(updates))
-    sae.saelens_metadata = {key: value for key, value in metadata.items()
-                            if key not in ("sae_lens_version", "sae_lens_training_version")}
-    return sae.to(get_device() if device is None else torch.device(device)).eval()

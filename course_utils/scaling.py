@@ -21,7 +21,7 @@ x W Wᵀ with features as rows of W):
     x' = ReLU(Wᵀ W x + b)                (``toy_models.toy_forward``)
 
 Setup: the paper (its reference code, ``exp/exp-10.py``) and this module's defaults, which
-are the notebook's run (about 12 s on one CPU thread):
+are the notebook's run (about 12 s on one CPU thread with ``fast=True``):
 
     features n        1000                          512
     hidden m          10, 15, 25, 39, 63, 100       8, 11, 16, 23, 32  (n/m ≥ 16)
@@ -46,28 +46,13 @@ The negative branch is a decoupled gradient step on (|γ|/2) Σ_i (‖W_i‖ −
 each norm a fraction η|γ| of the way to one, instead of growing W without bound as a plain
 negative decay would.
 
-Why the changes: one (α, γ) pair of the paper's sweep is about 6 × 10¹³ flops; the course
-gives this experiment ~30 s of one CPU thread, and the notebook's run is 3 × 10¹¹ (about
-12 s).  Fewer features and hidden sizes (keeping n/m ≥ 16, so n ≫ m still holds), 4×
-smaller batches and 20× fewer steps, with a 3× larger peak lr to make up part of the
-shorter run (its slopes agree with 4000-step runs at lr 1e-2 within the seed-to-seed
-spread).  At this length the positive decay that leaves about m features represented is
-γ ≈ 0.1; at γ = 1 fewer than m survive (Adam's normalised steps push a feature in
-proportion to how often it appears in a batch, and smaller batches see rare features less
-often).  The weak-regime slope is compared with the finite-n prediction
-``weak_superposition_loss``: at n = 512 the tail sum falls faster than m^-α (slope -0.42
-for α = 0.25 over m = 8 … 32).  Measured slopes, their spread over seeds, and a larger run
-(n = 1024, m up to 64) are in ``benchmarks/results/scaling.json``.
-
-The paper's bias initialisation matters at this length: with b = 0 (Elhage et al.'s)
-instead of b ~ N(0, 1), the strong-regime loss ends lower and falls like m^-1.45, and
-γ = +0.1 keeps 3-9 m features, i.e. is no longer weak superposition.  We keep the paper's.
-
-Training runs a fused step with analytic gradients: the batch is sparse (one active entry
-per row on average), so x Wᵀ and the xᵀ part of ∂L/∂W are sums over the active entries and
-only three dense products per step remain; ``tests/test_scaling.py`` checks the gradients
-against autograd.  Every model in a sweep sees the same batches (common random numbers),
-so the differences between them are not sampling noise.
+``train_scaling_models`` trains a sweep with the paper's loop (``train_scaling_model``:
+autograd through ``scaling_loss``, ``torch.optim.Adam``, the signed decay) and, with
+``fast=True``, with the same step on sparse batches with hand-derived gradients
+(``course_utils/_fast/scaling.py``; the notebook's sweep uses it).  Every model in a sweep
+sees the same batches (common random numbers), so the differences between them are not
+sampling noise.  Why the notebook's run is smaller than the paper's, and what was measured
+to choose it, is in ``docs/tuning.md``.
 """
 
 from __future__ import annotations
@@ -82,7 +67,8 @@ import torch
 from torch import Tensor
 
 from .geometry import feature_norms
-from .toy_models import _Adam, toy_forward
+from .toy_models import toy_forward
+from .training import TrainingLoop
 
 VALUE_MEAN = 1.0  # E[v] for v ~ U(0, 2)
 VALUE_SQUARE_MEAN = 4.0 / 3.0  # E[v²]
@@ -167,23 +153,6 @@ def sample_batch(feature_probability: Tensor, batch_size: int,
     return torch.where(u < p, u * (2.0 / p), torch.zeros(()))
 
 
-class _SparseBatches:
-    """The same distribution as ``sample_batch``, as the active entries only:
-    (rows, features, values) of about batch_size · Σ p_i entries, drawn with NumPy."""
-
-    def __init__(self, feature_probability: Tensor, batch_size: int, seed: int):
-        self.p = feature_probability.float()
-        self.two_over_p = 2.0 / self.p
-        self.rng = np.random.default_rng(seed)
-        self.buffer = np.empty((batch_size, self.p.shape[0]), dtype=np.float32)
-        self.u = torch.from_numpy(self.buffer)
-
-    def __call__(self) -> tuple[Tensor, Tensor, Tensor]:
-        self.rng.random(dtype=np.float32, out=self.buffer)
-        rows, features = (self.u < self.p).nonzero(as_tuple=True)
-        return rows, features, self.u[rows, features] * self.two_over_p[features]
-
-
 # --------------------------------------------------------------------------------------
 # The model, its loss and the signed weight decay
 # --------------------------------------------------------------------------------------
@@ -230,33 +199,6 @@ def signed_weight_decay_(W: Tensor, weight_decay: Tensor, lr: float) -> Tensor:
     return W.mul_(factor)
 
 
-def _loss_and_grads(W: Tensor, b: Tensor, rows: Tensor, features: Tensor, values: Tensor,
-                    batch_size: int, with_loss: bool = False) -> tuple[Tensor | None, Tensor, Tensor]:
-    """Loss (if asked) and analytic gradients of the summed per-instance MSE for a sparse batch.
-
-    The batch is given by its active entries x[rows, features] = values.  With h = W x,
-    z = Wᵀ h + b, g = (ReLU(z) − x) · 1[z > 0] and s = 2 / (batch · features):
-        ∂L/∂W = s (h gᵀ + W g xᵀ)  summed over the batch,   ∂L/∂b = s Σ_batch g.
-    h = W x and (W g) xᵀ only touch the active entries.
-    """
-    n_instances, n_hidden, n_features = W.shape
-    h = W.new_zeros(n_instances, n_hidden, batch_size)
-    h.index_add_(2, rows, W[:, :, features] * values)  # (instances, hidden, batch)
-    g = torch.baddbmm(b[:, None, :], h.transpose(1, 2), W).relu_()  # ReLU(z), (instances, batch, features)
-    out = g[:, rows, features]
-    error = out - values  # x' − x at the active entries
-    g[:, rows, features] = torch.where(out > 0, error, torch.zeros(()))
-    loss = None
-    if with_loss:  # g is x' − x except where an active entry's output is clipped to zero
-        squares = g.square().sum(dim=(1, 2)) - g[:, rows, features].square().sum(1) + error.square().sum(1)
-        loss = squares / (batch_size * n_features)
-    s = 2.0 / (batch_size * n_features)
-    grad_W = torch.bmm(h, g)  # (instances, hidden, features)
-    grad_h = torch.bmm(g, W.transpose(1, 2))  # (instances, batch, hidden)
-    grad_W.index_add_(2, features, grad_h[:, rows, :].transpose(1, 2) * values)
-    return loss, grad_W.mul_(s), g.sum(dim=1).mul_(s)
-
-
 def lr_multiplier(step: int, steps: int, warmup: float = 0.1, final: float = 0.05) -> float:
     """The paper's schedule at ``step`` (0-based): linear warm-up over the first ``warmup``
     fraction of the steps, then cosine decay from 1 to ``final``."""
@@ -270,26 +212,23 @@ def lr_multiplier(step: int, steps: int, warmup: float = 0.1, final: float = 0.0
 
 def train_scaling_model(W: Tensor, b: Tensor, feature_probability: Tensor, weight_decay: Tensor,
                         decay=None, steps: int = 1000, batch_size: int = 512, lr: float = 3e-2, seed: int = 0,
-                        progress: bool = True, description: str = "training") -> Tensor:
-    """The paper's training step, written plainly (chapter 02's learners write it): Adam on W
-    and b, with the signed weight decay applied to W before each Adam step, at that step's
-    learning rate ``lr * lr_multiplier(step, steps)``.
+                        progress: bool = True, description: str = "training", warmup: float = 0.1) -> Tensor:
+    """The paper's training loop (chapter 02's learners write it): Adam on W and b, with the
+    signed weight decay applied to W before each Adam step, at that step's learning rate
+    ``lr * lr_multiplier(step, steps, warmup)``.
 
     W (instances, hidden, features) and b (instances, features) are leaf tensors with
     ``requires_grad``, trained in place; weight_decay γ: (instances,).  Every step draws
     ``sample_batch(feature_probability, batch_size, generator)`` from one generator seeded
     with ``seed``.  ``decay`` is the decay function (default ``signed_weight_decay_``).
-    Returns the loss of every step, (steps, instances).  ``train_scaling_models`` is the
-    fast version (sparse analytic gradients), tested equal to this loop.
+    Returns the loss of every step, (steps, instances).
     """
-    from tqdm.auto import tqdm
-
     decay = signed_weight_decay_ if decay is None else decay
     optimizer = torch.optim.Adam([W, b], lr=lr)
     generator = torch.Generator().manual_seed(seed)
-    losses = torch.zeros(steps, W.shape[0])
-    for step in tqdm(range(steps), desc=description, disable=not progress, mininterval=0.5):
-        current_lr = lr * lr_multiplier(step, steps)
+    loop = TrainingLoop(steps, description, progress, log_every=1)
+    for step in loop:
+        current_lr = lr * lr_multiplier(step, steps, warmup)
         for group in optimizer.param_groups:
             group["lr"] = current_lr
         x = sample_batch(feature_probability, batch_size, generator)
@@ -299,8 +238,8 @@ def train_scaling_model(W: Tensor, b: Tensor, feature_probability: Tensor, weigh
         with torch.no_grad():
             decay(W, weight_decay, current_lr)  # decoupled: it acts on W, not on the gradient
         optimizer.step()
-        losses[step] = loss.detach()
-    return losses
+        loop.log(step, loss)
+    return torch.stack(loop.history["loss"])
 
 
 def train_scaling_models(
@@ -316,61 +255,47 @@ def train_scaling_models(
     log_every: int | None = None,
     progress: bool = True,
     decay=None,
-    sampler: str = "numpy",
+    fast: bool = False,
+    sampler: str | None = None,
 ) -> tuple[list[tuple[Tensor, Tensor]], Tensor, list[int]]:
     """Train one model per (hidden size m, weight decay γ) on the paper's power-law data.
 
     For each m one batched model holds an instance per γ (instance k has γ =
-    weight_decay[k]); all of them see the same batches.  Returns
+    weight_decay[k]), initialised by ``init_parameters`` from a generator seeded with
+    ``seed`` and trained by ``train_scaling_model``; every model sees the same batches, the
+    stream of a generator seeded with ``seed``.  Returns
         params   [(W (γ, m, n), b (γ, n)) for each m in n_hidden]
         history  (records, γ, m): the training loss every ``log_every`` steps
         logged   the step of each record.
-    ``seed`` fixes the initialisation and the data; ``progress`` shows a tqdm bar.
     ``decay`` replaces ``signed_weight_decay_`` (chapter 02 passes the learner's).
-    ``sampler="torch"`` draws the batches with ``sample_batch`` from a torch generator seeded
-    with ``seed``, the stream of ``train_scaling_model``, so the two can be compared step by
-    step; the default draws the same distribution with NumPy, faster.
-    """
-    from tqdm.auto import tqdm
 
+    ``fast=True`` takes the same steps on sparse batches with hand-derived gradients
+    (``course_utils._fast.scaling``), many times faster; ``sampler`` chooses its batches:
+    ``"numpy"`` (the default) draws the same distribution with NumPy, ``"torch"`` this
+    loop's stream, so that the two paths can be compared step by step.
+    """
     gamma = _check_sweep(n_features, n_hidden, weight_decay, alpha, steps, batch_size, lr, warmup)
+    if sampler is not None and not fast:
+        raise ValueError(f"sampler={sampler!r} chooses the fast path's batches: pass fast=True with it")
     log_every = log_every or max(1, steps // 50)
     generator = torch.Generator().manual_seed(seed)
     params = [init_parameters(n_features, m, len(gamma), generator) for m in n_hidden]
-    optimizer = _Adam([t for pair in params for t in pair])
     decay = signed_weight_decay_ if decay is None else decay
-    if sampler not in ("numpy", "torch"):
-        raise ValueError(f"sampler must be 'numpy' or 'torch', got {sampler!r}")
     p = power_law_probability(n_features, alpha)
-    if sampler == "numpy":
-        batches = _SparseBatches(p, batch_size, seed)
-    else:
-        data_generator = torch.Generator().manual_seed(seed)
+    if fast:
+        from ._fast.scaling import train_sparse
 
-        def batches():
-            x = sample_batch(p, batch_size, data_generator)
-            rows, features = x.nonzero(as_tuple=True)
-            return rows, features, x[rows, features]
-    history, logged = [], []
-    bar = tqdm(total=steps, desc="scaling sweep", disable=not progress, mininterval=0.5)
-    for step in range(steps):
-        log = step % log_every == 0 or step == steps - 1
-        current_lr = lr * lr_multiplier(step, steps, warmup)
-        rows, features, values = batches()
-        losses, grads = [], []
-        for W, b in params:
-            loss, grad_W, grad_b = _loss_and_grads(W, b, rows, features, values, batch_size, log)
-            decay(W, gamma, current_lr)
-            losses.append(loss)
-            grads += [grad_W, grad_b]
-        optimizer.step(grads, current_lr)
-        if log:
-            history.append(torch.stack(losses, dim=1))
-            logged.append(step)
-            bar.set_postfix(loss=f"{history[-1].mean().item():.2e}", refresh=False)
-        bar.update()
-    bar.close()
-    return params, torch.stack(history), logged
+        history, logged = train_sparse(params, p, gamma, decay, steps, batch_size, lr, warmup, seed,
+                                       log_every, progress, sampler or "numpy")
+        return params, history, logged
+    losses = []  # (steps, γ) for each m
+    for W, b in params:
+        W.requires_grad_(), b.requires_grad_()
+        losses.append(train_scaling_model(W, b, p, gamma, decay, steps, batch_size, lr, seed, progress,
+                                          f"scaling sweep, m = {W.shape[1]}", warmup))
+    logged = [step for step in range(steps) if step % log_every == 0 or step == steps - 1]
+    params = [(W.detach(), b.detach()) for W, b in params]
+    return params, torch.stack(losses, dim=2)[logged], logged
 
 
 @torch.no_grad()
@@ -503,18 +428,20 @@ def scaling_sweep(
     eval_samples: int = 16_384,
     progress: bool = True,
     decay=None,
+    fast: bool = False,
 ) -> ScalingResult:
     """Train the sweep (``train_scaling_models``) and measure it: loss on fresh samples,
     fraction of represented features and their mean squared overlap, per (γ, m).
 
     The defaults are the notebook's run: strong (γ = −1) and weak (γ = +0.1)
     superposition at α = 0.25; pass larger values for a closer match to the paper.
-    ``decay`` replaces ``signed_weight_decay_`` in training (chapter 02 passes the learner's).
+    ``decay`` replaces ``signed_weight_decay_`` in training (chapter 02 passes the learner's);
+    ``fast=True`` trains on the fast path (the notebook's sweep does).
     """
     start = time.perf_counter()
     params, history, logged = train_scaling_models(n_features, n_hidden, weight_decay, alpha, steps,
                                                    batch_size, lr, warmup, seed, progress=progress,
-                                                   decay=decay)
+                                                   decay=decay, fast=fast)
     p = power_law_probability(n_features, alpha)
     loss = torch.stack([evaluate_loss(W, b, p, eval_samples, seed=seed + 12_345) for W, b in params], dim=1)
     represented = torch.stack([represented_fraction(W) for W, _ in params], dim=1)

@@ -76,7 +76,7 @@ def retrain_toy_model(
     importance = importance_decay(n_features, decay)
     model = ToyModel(n_features, n_hidden, n_instances=seeds, feature_probability=1.0 - sparsity,
                      importance=importance, device="cpu", generator=torch.Generator().manual_seed(seed))
-    train(model, steps=steps, lr=lr, schedule="cosine", seed=seed, progress=False)
+    train(model, steps=steps, lr=lr, schedule="cosine", seed=seed, progress=False, fast=True)
     losses = evaluate_loss(model, batch_size=20_000)
     best = int(select_best(model, losses, seeds)[0])
     W = model.W.detach()[best : best + 1].clone()
@@ -267,7 +267,8 @@ def retrain_polysemantic(ratio: float, l1: float, n: int = 16, instances: int = 
                          seed: int = 0) -> PolysemanticityResult:
     """Train ``instances`` autoencoders with m = round(ratio · n) neurons and L1 strength ``l1``
     by gradient descent (lr 0.05, the fast setting of the chapter) and count polysemantic
-    neurons.  Deterministic for fixed arguments; about a second on a CPU."""
+    neurons.  Trains on the fast path (closed-form step, ``course_utils._fast``) so a slider
+    move answers in about a second on a CPU; deterministic for fixed arguments."""
     from . import polysemanticity as poly
 
     if not ratio >= 1:
@@ -276,7 +277,7 @@ def retrain_polysemantic(ratio: float, l1: float, n: int = 16, instances: int = 
         raise ValueError(f"λ must be >= 0, got {l1}")
     m = int(round(ratio * n))
     run = poly.train_autoencoders(n, m, instances, l1=l1, optimizer="gd", steps=steps, seed=seed,
-                                  device="cpu", progress=False, record_every=steps)
+                                  device="cpu", progress=False, record_every=steps, fast=True)
     return PolysemanticityResult(n, m, float(l1), run.W[0], poly.polysemantic_neurons(run.W),
                                  poly.predicted_polysemantic(n, m),
                                  poly.privileged_basis(run.W)["one_active_weight"])
@@ -737,7 +738,7 @@ def moved_facts(before_probs: Tensor, after_probs: Tensor, prompts, exclude=(), 
 
 
 def moved_facts_html(moved: dict, fact_set, metrics: dict | None = None, title: str = "") -> str:
-    """The fact editor's result pane: the edit's own ``editing.edit_metrics`` (when given) and
+    """The fact editor's result pane: the edit's own ``rome.edit_metrics`` (when given) and
     a ``moved_facts`` result as a table (subject, relation, answer before → after, p(trained
     answer) before → after); when no other fact's top-1 changed, the table lists the largest
     drops (``moved_facts(...)["largest"]``) instead."""
@@ -776,16 +777,16 @@ def fact_editor(model, fact_set, C, layer: int = 0, prefixes=((),), n_moved: int
     """Edit one fact of a fact model with ROME and see what else moved (chapter 06).
 
     model, fact_set: from ``facts.load_fact_model``; C: the key covariance of block ``layer``
-    (``editing.estimate_key_covariance``); prefixes: ROME's context prefixes
-    (``editing.context_prefixes``); n_moved: the most rows of the "moved facts" table.
+    (``rome.estimate_key_covariance``); prefixes: ROME's context prefixes
+    (``rome.context_prefixes``); n_moved: the most rows of the "moved facts" table.
 
     Type a subject's name (its pieces joined by spaces, e.g. as in ``fact_set.subject_name``;
     case-insensitive) and pick a relation: the pane shows the relation's first training
     template for that subject, the model's top-3 next tokens and the trained answer.  Pick a new
-    target and press "Apply edit": ``editing.rome_edit_model`` edits the model, then the pane
-    below shows ``editing.edit_metrics`` of the edit and the other facts (one prompt each,
+    target and press "Apply edit": ``rome.rome_edit_model`` edits the model, then the pane
+    below shows ``rome.edit_metrics`` of the edit and the other facts (one prompt each,
     ``one_prompt_per_fact``) whose top-1 answer changed (``moved_facts``).  "Undo" takes back
-    the most recent edit (``editing.undo_edit``; edits stack).
+    the most recent edit (``rome.undo_edit``; edits stack).
 
     **Edits are made in place on ``model``**: its block-``layer`` MLP down-projection changes,
     and stays changed after the widget is gone unless undone.  Undo subtracts the stored ΔW and
@@ -805,7 +806,7 @@ def fact_editor(model, fact_set, C, layer: int = 0, prefixes=((),), n_moved: int
 
     import ipywidgets as widgets
 
-    from . import editing, facts
+    from . import facts, rome
 
     weight = model.blocks[layer].mlp.c_proj.weight     # also checks the layer exists
     fact_prompts = one_prompt_per_fact(fact_set)
@@ -863,15 +864,15 @@ def fact_editor(model, fact_set, C, layer: int = 0, prefixes=((),), n_moved: int
                 return
             word = target.value
             before = probabilities()
-            request = editing.fact_request(fact_set, s, r, word)
+            request = rome.fact_request(fact_set, s, r, word)
             saved = weight.detach().clone()
-            out = editing.rome_edit_model(model, layer, request, C, prefixes=prefixes)
+            out = rome.rome_edit_model(model, layer, request, C, prefixes=prefixes)
             edits.append(dict(delta_W=out["delta_W"], saved=saved, request=request, subject=s, relation=r,
                               target=word))
             cache.pop("probs", None)
             after = probabilities()
             moved = moved_facts(before, after, fact_prompts, exclude=[(s, r)], n=n_moved, vocab=fact_set.vocab)
-            metrics = editing.edit_metrics(model, request)
+            metrics = rome.edit_metrics(model, request)
             title = (f"Edited {fact_set.subject_name(s)} / {facts.RELATIONS[r].name}: "
                      f"{fact_set.answer_word(s, r)} → {word}")
             moved_html.value = moved_facts_html(moved, fact_set, metrics, title)
@@ -887,7 +888,7 @@ def fact_editor(model, fact_set, C, layer: int = 0, prefixes=((),), n_moved: int
                 message("Nothing to undo.")
                 return
             edit = edits.pop()
-            editing.undo_edit(model, layer, edit["delta_W"])
+            rome.undo_edit(model, layer, edit["delta_W"])
             saved, delta = edit["saved"], edit["delta_W"]
             eps = torch.finfo(weight.dtype).eps
             tol = 4 * eps * (float(saved.abs().max()) + float(delta.abs().max()))

@@ -1,9 +1,9 @@
 """Train the course's small language models and save them as package data.
 
 The recipe is ``course_utils.lm.TRAINING_SETTINGS``: a 2-layer GPT (d_model 64, 4 heads,
-context 64) trained on 12,000 rows of the generated toy language (corpus seed 0) for 1,200
-AdamW steps of 32 rows, learning rate 3e-3 with 100 warmup steps and cosine decay; about 80 s
-per model on one CPU thread.  Two models differ only in their seed (initialisation and batch
+context 64) trained on 12,000 rows of the generated toy language (``course_utils.language``,
+corpus seed 0) for 1,200 AdamW steps of 32 rows, learning rate 3e-3 with 100 warmup steps and
+cosine decay; about 80 s per model on one CPU thread.  Two models differ only in their seed (initialisation and batch
 order), for universality experiments:
 
     course_utils/data/lm_seed0.safetensors
@@ -24,21 +24,23 @@ from pathlib import Path
 
 import torch
 
-from course_utils import lm
+from course_utils import language, lm
 from course_utils.device import configure_threads
 
 DEFAULT_OUT_DIR = Path(__file__).resolve().parents[1] / "course_utils" / "data"
 
 
-def corpora(settings: dict = lm.TRAINING_SETTINGS) -> tuple[lm.Corpus, lm.Corpus]:
+def corpora(settings: dict = lm.TRAINING_SETTINGS) -> tuple[language.Corpus, language.Corpus]:
     """The training and validation corpora of the recipe (labels skipped: not needed to train)."""
-    train = lm.generate_corpus(settings["n_train"], seed=settings["corpus_seed"], ctx=settings["ctx"], labels=False)
-    val = lm.generate_corpus(settings["n_val"], seed=settings["val_seed"], ctx=settings["ctx"], labels=False)
+    train = language.generate_corpus(settings["n_train"], seed=settings["corpus_seed"], ctx=settings["ctx"],
+                                     labels=False)
+    val = language.generate_corpus(settings["n_val"], seed=settings["val_seed"], ctx=settings["ctx"], labels=False)
     return train, val
 
 
 def train_shipped_lm(seed: int, settings: dict = lm.TRAINING_SETTINGS, progress: bool = True,
-                     data: tuple[lm.Corpus, lm.Corpus] | None = None) -> tuple[lm.GPT, lm.Vocab, dict]:
+                     data: tuple[language.Corpus, language.Corpus] | None = None
+                     ) -> tuple[lm.GPT, language.Vocab, dict]:
     """Train one model with the recipe on the CPU; returns (model, vocab, metadata)."""
     train, val = data or corpora(settings)
     cfg = lm.GPTConfig(vocab_size=len(train.vocab), n_ctx=settings["ctx"], d_model=settings["d_model"],
@@ -51,7 +53,7 @@ def train_shipped_lm(seed: int, settings: dict = lm.TRAINING_SETTINGS, progress:
         seed=seed, settings=dict(settings),
         train_loss=lm.evaluate_lm(model, train.tokens[: settings["n_val"]]),
         val_loss=lm.evaluate_lm(model, val.tokens),
-        baselines=lm.ngram_baselines(train.tokens, val.tokens, len(train.vocab)),
+        baselines=language.ngram_baselines(train.tokens, val.tokens, len(train.vocab)),
         train_seconds=round(result.seconds, 1), torch=torch.__version__, machine=platform.machine(),
     )
     return model, train.vocab, metadata

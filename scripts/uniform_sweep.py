@@ -34,7 +34,7 @@ def train_uniform_sweep(instances: int = 32, steps: int = 10_000, seed: int = 0,
     density = sweep_densities(instances)
     model = ToyModel(N_FEATURES, N_HIDDEN, instances, feature_probability=density[:, None], device="cpu",
                      generator=torch.Generator().manual_seed(seed))
-    train(model, steps=steps, seed=seed, progress=progress, description="uniform sweep")
+    train(model, steps=steps, seed=seed, progress=progress, description="uniform sweep", fast=True)
     return dict(W=model.W.detach().numpy(), b=model.b.detach().numpy(), density=density.numpy(),
                 loss=evaluate_loss(model, batch_size=20_000).numpy(), steps=np.array(steps), seed=np.array(seed))
 

@@ -420,17 +420,18 @@ plt.show()
 # The paper's central comparison: `n = 20`, `m = 5`, importance `0.7^i`, over a sweep of
 # sparsities: two models (linear and ReLU) of seven instances, 10,000 steps each. Your loop
 # would take about two minutes for them on one CPU core, so the larger runs from here on use
-# the course's **fast trainer**, `toy_models.train(..., fused=True)`: the same Adam steps on the
+# the course's **fast trainer**, `toy_models.train(..., fast=True)`: the same Adam steps on the
 # same model, with the gradients of `WᵀW x + b` derived by hand instead of by autograd, and
-# batches drawn by a faster sampler. The models are still built by your `ToyModel`. First,
-# proof that the fast trainer takes your loop's steps: both train copies of one small model
-# from one seed, on the same batches.
+# batches drawn by a faster sampler (that code lives apart, in `course_utils/_fast`; without
+# `fast=True`, `toy_models.train` is your loop). The models are still built by your
+# `ToyModel`. First, proof that the fast trainer takes your loop's steps: both train copies
+# of one small model from one seed, on the same batches.
 
 # %%
 twins = [Model(5, 2, n_instances=4, feature_probability=0.1, device=device,
                generator=torch.Generator().manual_seed(3)) for _ in range(2)]
 yours = train_fn(twins[0], steps=300, seed=5, progress=False)
-fast = toy_models.train(twins[1], steps=300, seed=5, progress=False, fused=True, sampler="torch", log_every=1)
+fast = toy_models.train(twins[1], steps=300, seed=5, progress=False, fast=True, sampler="torch", log_every=1)
 gap = (torch.stack(fast.losses).to(yours.device) - yours).abs().max().item()
 print(checks.made_with(Model, train_fn))
 print(f"300 steps, 4 instances, losses about {yours[-1].mean().item():.3f}: the two loss curves agree "
@@ -463,7 +464,8 @@ for activation in ["linear", "relu"]:
                               feature_probability=(1 - sparsities)[:, None],
                               importance=importance_decay(20, 0.7), device=device,
                               generator=torch.Generator().manual_seed(1))
-    toy_models.train(sweep[activation], steps=10_000, fused=True, description=f"n=20, m=5, {activation}")
+    # the fast path: same maths, hand-derived gradients; see course_utils/_fast
+    toy_models.train(sweep[activation], steps=10_000, fast=True, description=f"n=20, m=5, {activation}")
 
 # %%
 print(checks.made_with(Model, norms_fn, interference_fn), "Trained by the course's fast trainer.")
@@ -549,7 +551,7 @@ rr, ss = torch.meshgrid(relative_importance, density, indexing="ij")
 cell_importance = torch.stack([torch.ones_like(rr), rr], dim=-1).reshape(-1, 2).repeat_interleave(4, 0)
 phase_model = Model(2, 1, n_instances=400, feature_probability=ss.reshape(-1, 1).repeat_interleave(4, 0),
                     importance=cell_importance, device=device, generator=torch.Generator().manual_seed(0))
-toy_models.train(phase_model, steps=3_000, fused=True, description="phase diagram")
+toy_models.train(phase_model, steps=3_000, fast=True, description="phase diagram")  # the fast path
 phase_best = select_best(phase_model, evaluate_loss(phase_model, batch_size=20_000), 4)
 diagram_W = phase_model.W.detach().cpu()[phase_best]  # (100, 1, 2), the best seed of each cell
 

@@ -196,7 +196,8 @@ print(checks.made_with(dimensionality, per_feature))
 live_density = 1.0 / torch.logspace(0, 1.0, 10)  # 1/(1-S) from 1 to 10
 live = ToyModel(60, 6, n_instances=10, feature_probability=live_density[:, None], device=device,
                 generator=torch.Generator().manual_seed(0))
-live_run = train(live, steps=4_000, description="live sweep (n=60, m=6)")
+# the fast path: same maths, hand-derived gradients; see course_utils/_fast
+live_run = train(live, steps=4_000, description="live sweep (n=60, m=6)", fast=True)
 
 # %%
 W_live = live.W.detach().cpu()
@@ -334,7 +335,7 @@ seeds_3d = 2
 model_3d = ToyModel(12, 3, n_instances=10 * seeds_3d, device=device,
                     feature_probability=density_3d.repeat_interleave(seeds_3d)[:, None],
                     generator=torch.Generator().manual_seed(0))
-run_3d = train(model_3d, steps=3_000, description="m=3 sweep")
+run_3d = train(model_3d, steps=3_000, description="m=3 sweep", fast=True)
 
 # %%
 best_3d = select_best(model_3d, evaluate_loss(model_3d, batch_size=20_000), seeds_3d)
@@ -384,7 +385,7 @@ probability[:, 0] = 0.05 * factors
 pentagon_model = ToyModel(5, 2, n_instances=len(factors) * seeds, device=device,
                           feature_probability=probability.repeat_interleave(seeds, 0),
                           generator=torch.Generator().manual_seed(0))
-pentagon_run = train(pentagon_model, steps=10_000, description="non-uniform pentagon")
+pentagon_run = train(pentagon_model, steps=10_000, description="non-uniform pentagon", fast=True)
 
 # %%
 best = select_best(pentagon_model, evaluate_loss(pentagon_model), seeds)
@@ -471,7 +472,7 @@ anticorrelated = checks.check_anticorrelated_batch(anticorrelated_batch)
 
 # %% [markdown]
 # Now the models train on **your** batches: `ToyModel(..., batch_fn=...)` draws every batch with
-# the function it is given, and the course's fast trainer (`train`, chapter 01's fused step)
+# the function it is given, and the course's fast trainer (`train(..., fast=True)`, as in chapter 01)
 # calls it at every step instead of its own sampler. We train four of the paper's
 # experiments, best of several seeds each (the 2-D landscapes have local minima here too),
 # 3,000 steps at learning rate 3e-3, about 40 seconds in all.
@@ -484,7 +485,7 @@ def train_best(n, m, probabilities, seeds, batch_fn, sets, name):
     model = ToyModel(n, m, p.shape[0], feature_probability=p, device=device,
                      generator=torch.Generator().manual_seed(0),
                      batch_fn=lambda prob, size, gen: batch_fn(prob, size, sets, gen))
-    train(model, steps=3_000, lr=3e-3, description=f"n={n}, m={m}, {name}")
+    train(model, steps=3_000, lr=3e-3, description=f"n={n}, m={m}, {name}", fast=True)
     best = select_best(model, evaluate_loss(model, batch_size=100_000), seeds)
     return model.W.detach().cpu()[best]
 
@@ -577,14 +578,14 @@ print(checks.made_with(correlated), "Trained by the course's fast trainer.")
 # The paper also watched `D_i` **during training**: features do not slide smoothly into
 # place; they sit on one level, then jump to another, and each jump is a drop in the loss.
 # We train 16 seeds of the pentagon model and keep a snapshot of `W` and `b` every 50 steps
-# (`train(..., snapshot_every=50)`), then measure every snapshot on one fixed batch of
+# (`train(..., snapshot_every=50, fast=True)`), then measure every snapshot on one fixed batch of
 # 20,000 samples (the training loss, drawn fresh each step, is too noisy to show small
 # steps).
 
 # %% tags=["nbval-ignore-output"]
 dyn_model = ToyModel(5, 2, n_instances=16, feature_probability=0.05, device=device,
                      generator=torch.Generator().manual_seed(0))
-dyn_run = train(dyn_model, steps=10_000, snapshot_every=50, description="learning dynamics")
+dyn_run = train(dyn_model, steps=10_000, snapshot_every=50, description="learning dynamics", fast=True)
 
 # %%
 D_dyn = dynamics.dimensionality_history(dyn_run)  # (snapshots, instances, features)
@@ -757,8 +758,8 @@ print(checks.made_with(train_scaling, decay_))
 
 # %% [markdown]
 # **The fast path, shown equal.** A sweep over widths trains ten such models, which your loop
-# would take about a minute for; the course's `scaling.train_scaling_models` computes the same
-# step with sparse hand-derived gradients (a batch has one active feature per row on average).
+# would take about a minute for; the course's `scaling.train_scaling_models(..., fast=True)` computes
+# the same step with sparse hand-derived gradients (a batch has one active feature per row on average).
 # Given the same batches (`sampler="torch"`, your loop's stream) and **your** decay, it takes
 # the same steps as your loop: 200 steps at `m = 8`, both ways.
 
@@ -767,13 +768,14 @@ W8, b8 = scaling.init_parameters(n_scaling, 8, 2, generator=torch.Generator().ma
 W8.requires_grad_(), b8.requires_grad_()
 yours = train_scaling(W8, b8, p_scaling, gammas, decay_, steps=200, batch_size=512, lr=3e-2, seed=0, progress=False)
 params_fast, history_fast, _ = scaling.train_scaling_models(n_scaling, [8], gammas.tolist(), alpha, steps=200,
-                                                            sampler="torch", decay=decay_, log_every=1, progress=False)
+                                                            sampler="torch", decay=decay_, log_every=1, progress=False,
+                                                            fast=True)
 print(f"largest difference over 200 steps: loss {(history_fast[:, :, 0] - yours).abs().max():.1e}, "
       f"W {(params_fast[0][0] - W8.detach()).abs().max():.1e}")
 print(checks.made_with(train_scaling, decay_))
 
 # %% [markdown]
-# Now the sweep: `m = 8 … 32` for `γ = −1` and `γ = +0.1`, trained by the fast path with your
+# Now the sweep: `m = 8 … 32` for `γ = −1` and `γ = +0.1`, trained by the fast path (`fast=True`) with your
 # `signed_weight_decay_` (about 12 seconds).
 #
 # 🔮 **Predict.** On log-log axes, the loss against `m` is a straight line of slope `k`
@@ -788,7 +790,7 @@ print(checks.made_with(train_scaling, decay_))
 # </details>
 
 # %% tags=["nbval-ignore-output"]
-scaling_run = scaling.scaling_sweep(decay=decay_)
+scaling_run = scaling.scaling_sweep(decay=decay_, fast=True)
 
 # %%
 print(scaling_run.summary())
@@ -810,7 +812,7 @@ print(checks.made_with(decay_), "Trained by the course's fast trainer.")
 # `m` up to 100 and reports slopes near −1 (strong) and near `−α` (weak). Our 1,000-step run
 # gives −0.90 and −0.49 with this seed; across 6 seeds the strong slope ranged from −1.03 to
 # −0.88 and the weak one from −0.54 to −0.32 (`benchmarks/results/scaling.json`). A
-# longer run (`scaling.scaling_sweep(n_features=1024, steps=4000, ...)`) gets closer.
+# longer run (`scaling.scaling_sweep(n_features=1024, steps=4000, fast=True, ...)`) gets closer.
 #
 # ## Summary
 #

@@ -102,12 +102,13 @@ checks.check_autoencoder_loss(autoencoder_loss)
 # The paper trains with full-batch **AdamW** (learning rate `1e-3`, PyTorch's default weight
 # decay `0.01`), `λ = 1e-3`, for 7,500 steps, from `W ~ N(0, 1/m)`, which gives every
 # feature's row a norm of about 1 from the start. The library's `poly.train_autoencoders` runs
-# many seeds as one batched tensor program (a closed-form gradient, tested against autograd).
+# many seeds as one batched tensor program; by default it is the paper's autograd loop, and with
+# `fast=True`, as in every run of this chapter, a closed-form gradient tested equal to autograd.
 # Train 16 seeds with `n = 32` features and `m = 64` neurons, with and without L1.
 
 # %% tags=["nbval-ignore-output"]
-with_l1 = poly.train_autoencoders(32, 64, 16, l1=1e-3, device=device, description="λ = 1e-3")
-without_l1 = poly.train_autoencoders(32, 64, 16, l1=0.0, device=device, description="λ = 0")
+with_l1 = poly.train_autoencoders(32, 64, 16, l1=1e-3, device=device, description="λ = 1e-3", fast=True)
+without_l1 = poly.train_autoencoders(32, 64, 16, l1=0.0, device=device, description="λ = 0", fast=True)
 
 # %% [markdown]
 # A weight is **active** when `|w| ∈ [0.8, 1.2]` (the authors' threshold). Measure how
@@ -199,11 +200,12 @@ checks.check_predicted_polysemantic(predicted_polysemantic)
 # seconds), the dynamics the paper's theory describes. The widths start at `m = 2n`: at
 # `m = n` training converges poorly (with 32 features, only 85 % of them end with a single
 # active weight after 7,500 steps, against 99.4 % at `m = 2n`), so counts there mean little.
+# Both sweeps take the fast path (`fast=True`).
 
 # %% tags=["nbval-ignore-output"]
 widths = [64, 128, 256, 512]
-adamw_sweep = poly.collision_sweep(32, widths, 32, device=device)
-gd_sweep = poly.collision_sweep(32, widths, 32, optimizer="gd", l1=0.03, steps=3_000, device=device)
+adamw_sweep = poly.collision_sweep(32, widths, 32, device=device, fast=True)
+gd_sweep = poly.collision_sweep(32, widths, 32, optimizer="gd", l1=0.03, steps=3_000, device=device, fast=True)
 
 
 # %%
@@ -281,7 +283,7 @@ print(f"AdamW wins (initial): {fmt(adamw_sweep.win_rates.mean(dim=1), 3)}")
 
 # %% tags=["nbval-ignore-output"]
 flow = poly.train_autoencoders(32, 128, 8, l1=0.01, optimizer="gd", steps=3_000, record_every=10,
-                               device=device, description="gradient descent, λ = 0.01")
+                               device=device, description="gradient descent, λ = 0.01", fast=True)
 
 # %%
 predicted = poly.predicted_surviving(128, 0.01, flow.time)
@@ -320,7 +322,8 @@ plt.show()
 # %% tags=["nbval-ignore-output"]
 noise_runs = {
     kind: poly.train_autoencoders(8, 16, 16, l1=0.0, optimizer="gd", lr=0.02, steps=30_000, noise=kind,
-                                  sigma=0.15, record_every=250, device=device, description=f"{kind} noise")
+                                  sigma=0.15, record_every=250, device=device, description=f"{kind} noise",
+                                  fast=True)
     for kind in ("bernoulli", "gaussian")
 }
 

@@ -197,7 +197,9 @@ checks.check_normalise_decoder(normalise_decoder)
 
 # %% [markdown]
 # `saelib.ReLUSAE` is this SAE (your encoder, decoder and loss), and `saelib.train_sae` the
-# training loop: Adam, the gradient projection, the renormalisation, a progress bar. Check
+# training loop: Adam, the gradient projection, the renormalisation, a progress bar. This
+# chapter trains every SAE with its fast path, `fast=True`: the same loss with fewer passes
+# over the batch (`course_utils/_fast/sae.py`), equal up to float rounding. Check
 # that your functions compute what the library's SAE computes, then train one with 128 latents
 # (twice the true number), `λ = 0.3`, on 1,000 batches of 1,024 fresh inputs.
 
@@ -214,7 +216,7 @@ except NotImplementedError:
     print("(finish exercises 1 and 2 to compare your encoder and decoder with the library's)")
 
 # %% tags=["nbval-ignore-output"]
-run = saelib.train_sae(sae, data, steps=1_000, batch_size=1_024, lr=1e-2, description="ReLU SAE, λ = 0.3")
+run = saelib.train_sae(sae, data, steps=1_000, batch_size=1_024, lr=1e-2, fast=True, description="ReLU SAE, λ = 0.3")
 
 # %% [markdown]
 # ## 4. Grading an SAE against the truth
@@ -297,7 +299,7 @@ l1_coefficients = [0.01, 0.03, 0.1, 0.3, 1.0, 3.0]
 goldilocks = {}
 for lam in l1_coefficients:
     model = saelib.ReLUSAE(32, 128, l1_coefficient=lam, device=device, generator=torch.Generator().manual_seed(100))
-    saelib.train_sae(model, data, steps=1_000, batch_size=1_024, lr=1e-2, description=f"λ = {lam}")
+    saelib.train_sae(model, data, steps=1_000, batch_size=1_024, lr=1e-2, fast=True, description=f"λ = {lam}")
     goldilocks[lam] = saelib.evaluate(model, x_eval, G)
 
 # %%
@@ -337,7 +339,7 @@ sizes = [32, 48, 64, 96, 128, 256]
 by_size, dictionaries = {}, {}
 for n in sizes:
     model = saelib.ReLUSAE(32, n, l1_coefficient=0.3, device=device, generator=torch.Generator().manual_seed(100))
-    saelib.train_sae(model, data, steps=1_000, batch_size=1_024, lr=1e-2, description=f"{n} latents")
+    saelib.train_sae(model, data, steps=1_000, batch_size=1_024, lr=1e-2, fast=True, description=f"{n} latents")
     by_size[n] = saelib.evaluate(model, x_eval, G)
     with torch.no_grad():
         by_size[n]["rare"] = float((saelib.firing_rates(model.encode(x_eval)) < 1e-3).double().mean())
@@ -467,7 +469,7 @@ settings = {
 architectures = {}
 for name, (kind, kwargs) in settings.items():
     model = saelib.make_sae(kind, 32, 128, device=device, generator=torch.Generator().manual_seed(100), **kwargs)
-    saelib.train_sae(model, data, steps=1_000, batch_size=1_024, lr=1e-2, description=name)
+    saelib.train_sae(model, data, steps=1_000, batch_size=1_024, lr=1e-2, fast=True, description=name)
     architectures[name] = saelib.evaluate(model, x_eval, G)
 
 # %%
@@ -526,7 +528,7 @@ resampling = {}
 for every in [None, 100]:
     model = saelib.ReLUSAE(32, 64, l1_coefficient=0.3, device=device, generator=torch.Generator().manual_seed(100))
     run = saelib.train_sae(model, data, steps=1_500, batch_size=1_024, lr=0.1, schedule="cosine",
-                           resample_every=every, description=f"resample every {every}")
+                           resample_every=every, fast=True, description=f"resample every {every}")
     resampling[every] = (saelib.evaluate(model, x_eval, G), sum(count for _, count in run.resampled))
 
 # %%
@@ -552,7 +554,7 @@ for every, (scores, count) in resampling.items():
 # %% tags=["nbval-ignore-output"]
 pentagon = ToyModel(5, 2, n_instances=4, feature_probability=0.05, device=device,
                     generator=torch.Generator().manual_seed(0))
-run = train(pentagon, steps=10_000, description="pentagon")
+run = train(pentagon, steps=10_000, description="pentagon", fast=True)  # chapter 01's fast path
 
 # %%
 best = int(evaluate_loss(pentagon).argmin())
@@ -566,7 +568,7 @@ print(f"feature norms ‖W_i‖: {fmt(W_toy.norm(dim=0))}; inputs with a feature
 toy_saes = {}
 for name, kind, kwargs in [("ReLU + L1, λ = 0.1", "relu", dict(l1_coefficient=0.1)), ("TopK, k = 1", "topk", dict(k=1))]:
     model = saelib.make_sae(kind, 2, 5, device=device, generator=torch.Generator().manual_seed(3), **kwargs)
-    saelib.train_sae(model, h_toy[:80_000], steps=2_000, batch_size=1_024, lr=3e-3, description=name)
+    saelib.train_sae(model, h_toy[:80_000], steps=2_000, batch_size=1_024, lr=3e-3, fast=True, description=name)
     toy_saes[name] = model
 
 # %%

@@ -56,6 +56,7 @@ from torch import Tensor
 
 from course_utils import checks, facts, plots, widgets
 from course_utils import editing as E
+from course_utils import rome
 from course_utils.device import set_seed
 
 torch.set_printoptions(precision=3, sci_mode=False)
@@ -318,7 +319,7 @@ plt.show()
 # - **C** is estimated from the keys at every position of the training text;
 # - **k*** is the subject's key averaged over the fact's three training phrasings, and the
 #   **same** k* is used to build v* and in the update: Gupta et al.'s r-ROME fix for edits
-#   that blow up. (ROME also averages over random text prefixes, which `E.context_prefixes`
+#   that blow up. (ROME also averages over random text prefixes, which `rome.context_prefixes`
 #   makes. Our model only ever saw a prompt at the start of a row, and with prefixes in front
 #   only 2 of 10 edits take instead of 9, so we average over phrasings only.)
 # - **v*** is found by gradient descent: a vector δ added to the MLP's output at the subject so
@@ -329,13 +330,13 @@ plt.show()
 
 # %%
 roomy = models["roomy"]
-C_roomy = E.estimate_key_covariance(roomy, facts.EDIT_LAYER, fact_set.training_tokens(), pad_id=vocab.index["."])
-request = E.fact_request(fact_set, subject=0, relation=2, target="violin")
+C_roomy = rome.estimate_key_covariance(roomy, facts.EDIT_LAYER, fact_set.training_tokens(), pad_id=vocab.index["."])
+request = rome.fact_request(fact_set, subject=0, relation=2, target="violin")
 print("edit:", " ".join(vocab.words[t] for t in request.prompt[1:]), vocab.words[request.old], "→",
       vocab.words[request.target])
-before = E.edit_metrics(roomy, request)
-out = E.rome_edit_model(roomy, facts.EDIT_LAYER, request, C_roomy)
-after = E.edit_metrics(roomy, request)
+before = rome.edit_metrics(roomy, request)
+out = rome.rome_edit_model(roomy, facts.EDIT_LAYER, request, C_roomy)
+after = rome.edit_metrics(roomy, request)
 print(f"p(new) {before['p_new']:.3f} → {after['p_new']:.3f};  p(old) {before['p_old']:.3f} → {after['p_old']:.3f}")
 singular = torch.linalg.svdvals(out["delta_W"].double())
 print(f"singular values of ΔW: {singular[0]:.2f}, then at most {singular[1]:.1e} (rank one, to float32 rounding);  "
@@ -374,16 +375,16 @@ def counterfact_scores(edit_probs, paraphrase_probs, neighbour_probs, new, old, 
 checks.check_counterfact_scores(counterfact_scores)
 
 # %% [markdown]
-# `E.edit_metrics` computes them for an edit (with `E.counterfact_scores`). Undo the edit
+# `rome.edit_metrics` computes them for an edit (with `rome.counterfact_scores`). Undo the edit
 # above, then score ten single edits of the roomy model, each undone before the next:
 
 # %%
-E.undo_edit(roomy, facts.EDIT_LAYER, out["delta_W"])
+rome.undo_edit(roomy, facts.EDIT_LAYER, out["delta_W"])
 single = []
-for q in E.lifelong_requests(fact_set, 10, seed=1):
-    edit = E.rome_edit_model(roomy, facts.EDIT_LAYER, q, C_roomy)
-    single.append(E.edit_metrics(roomy, q))
-    E.undo_edit(roomy, facts.EDIT_LAYER, edit["delta_W"])
+for q in rome.lifelong_requests(fact_set, 10, seed=1):
+    edit = rome.rome_edit_model(roomy, facts.EDIT_LAYER, q, C_roomy)
+    single.append(rome.edit_metrics(roomy, q))
+    rome.undo_edit(roomy, facts.EDIT_LAYER, edit["delta_W"])
 mean = {k: sum(m[k] for m in single) / len(single) for k in ("efficacy", "paraphrase", "neighbourhood", "score")}
 print("10 single edits of the roomy model: " + ", ".join(f"{k} {v:.2f}" for k, v in mean.items()))
 print(f"recall of the 500 facts after undoing them all: {facts.fact_accuracy(roomy, fact_set.prompts('train'))[0]:.3f}")
@@ -394,8 +395,8 @@ print(f"recall of the 500 facts after undoing them all: {facts.fact_accuracy(roo
 # al. report efficacy 1.00, paraphrase 0.96 and neighbourhood 0.76 for ROME on GPT-2 XL. Ours is
 # lower on the first two because of the KL term: a person's key carries all five of their
 # facts, so v* must change one while keeping four, and within 40 steps of Adam it sometimes
-# stops short (`E.rome_value` documents the trade-off; with a weaker KL more edits take and
-# more of the person's other facts are lost).
+# stops short (`docs/tuning.md` records the trade-off behind `rome.rome_value`'s defaults; with a
+# weaker KL more edits take and more of the person's other facts are lost).
 #
 # **Try it yourself.** Type a name (e.g. the one printed above), pick a relation, see the
 # answer; pick a new answer and apply the edit. The widget shows the edit's scores and which
@@ -417,14 +418,14 @@ editor
 # Both models get the same sequence, with their own C.
 
 # %%
-requests = E.lifelong_requests(fact_set, 100, seed=0)
-untouched = E.untouched_prompts(fact_set, requests, n=300)
+requests = rome.lifelong_requests(fact_set, 100, seed=0)
+untouched = rome.untouched_prompts(fact_set, requests, n=300)
 runs, covariances = {}, {}
 for name, m in models.items():
-    covariances[name] = E.estimate_key_covariance(m, facts.EDIT_LAYER, fact_set.training_tokens(),
-                                                  pad_id=vocab.index["."])
-    runs[name] = E.lifelong_edit(m, requests, facts.EDIT_LAYER, covariances[name], record_every=25,
-                                 untouched=untouched)
+    covariances[name] = rome.estimate_key_covariance(m, facts.EDIT_LAYER, fact_set.training_tokens(),
+                                                     pad_id=vocab.index["."])
+    runs[name] = rome.lifelong_edit(m, requests, facts.EDIT_LAYER, covariances[name], record_every=25,
+                                    untouched=untouched)
 
 # %%
 for name, run in runs.items():
@@ -487,10 +488,10 @@ plt.show()
 
 # %%
 sup = models["superposed"]
-E.undo_edit(sup, facts.EDIT_LAYER, runs["superposed"]["delta_W"])     # back to the shipped superposed model
+rome.undo_edit(sup, facts.EDIT_LAYER, runs["superposed"]["delta_W"])     # back to the shipped superposed model
 print(f"superposed model restored: recall {facts.fact_accuracy(sup, fact_set.prompts('train'))[0]:.3f}")
-memit = E.lifelong_edit(sup, requests, facts.EDIT_LAYER, covariances["superposed"], method="memit",
-                        lam=10.0, record_every=100, untouched=untouched)
+memit = rome.lifelong_edit(sup, requests, facts.EDIT_LAYER, covariances["superposed"], method="memit",
+                           lam=10.0, record_every=100, untouched=untouched)
 
 
 def facts_right(run) -> float:

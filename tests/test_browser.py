@@ -461,9 +461,9 @@ def test_latent_browser_widget_in_chromium(tmp_path):
 
 FACT_EDITOR_NOTEBOOK_NAME = "06_fact_editor.ipynb"
 FACT_EDITOR_CELL = """\
-from course_utils import facts, editing, widgets
+from course_utils import facts, rome, widgets
 model, fact_set, vocab = facts.load_fact_model("roomy")
-C = editing.estimate_key_covariance(model, 0, fact_set.training_tokens(), pad_id=vocab.index["."])
+C = rome.estimate_key_covariance(model, 0, fact_set.training_tokens(), pad_id=vocab.index["."])
 editor = widgets.fact_editor(model, fact_set, C, layer=0)
 editor"""
 

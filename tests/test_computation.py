@@ -100,7 +100,7 @@ def test_neuron_model_forward_has_a_relu_on_the_hidden_layer():
     assert model.loss(x).shape == (2,)
 
 
-def test_neuron_model_trains_with_autograd_not_the_toy_models_fused_step():
+def test_neuron_model_trains_with_autograd_and_the_toy_models_fast_path_refuses_it():
     from course_utils.computation import NeuronModel
     from course_utils.toy_models import train
 
@@ -109,6 +109,8 @@ def test_neuron_model_trains_with_autograd_not_the_toy_models_fused_step():
     before = float(model.loss(x).detach())
     train(model, steps=200, lr=1e-2, progress=False)  # would raise or diverge with the wrong fused gradient
     assert float(model.loss(x).detach()) < before
+    with pytest.raises(TypeError, match="fast=False"):  # its forward is not the toy model's
+        train(model, steps=1, progress=False, fast=True)
 
 
 def test_neuron_monosemanticity_on_hand_built_weights():
@@ -186,7 +188,7 @@ def test_naive_baseline_without_mixing_has_the_closed_form_loss():
     assert abs(measured - 1 / 12) < 0.004, measured
 
 
-def test_weight_decay_trains_with_adamw_and_the_fused_step_refuses_it():
+def test_weight_decay_trains_with_adamw_and_the_fast_path_refuses_it():
     from course_utils.computation import ResidualMLP
     from course_utils.toy_models import ToyModel, train
 
@@ -198,7 +200,7 @@ def test_weight_decay_trains_with_adamw_and_the_fused_step_refuses_it():
     assert norms[1.0] < 0.9 * norms[0.0], norms  # the decay shrinks the weights
     assert not ResidualMLP(device="cpu").b_in.requires_grad  # no bias, as in Braun et al.
     with pytest.raises(ValueError, match="weight decay"):
-        train(ToyModel(5, 2, device="cpu"), steps=1, weight_decay=0.01, progress=False)
+        train(ToyModel(5, 2, device="cpu"), steps=1, weight_decay=0.01, progress=False, fast=True)
     with pytest.raises(ValueError, match="weight_decay"):
         train(ResidualMLP(20, 64, 8, device="cpu"), steps=1, weight_decay=-1.0, progress=False)
 

@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from course_utils import geometry
+from course_utils._fast.toy import NumpySampler
 from course_utils.toy_models import (
-    NumpySampler,
     ToyModel,
     evaluate_loss,
     generate_batch,
@@ -165,7 +165,7 @@ def train_best(n, m, probabilities, seeds, importance=1.0, **sets):
     p = torch.tensor(probabilities)[:, None].expand(-1, n).repeat_interleave(seeds, 0)
     model = ToyModel(n, m, p.shape[0], feature_probability=p, importance=importance, device="cpu",
                      generator=torch.Generator().manual_seed(0), **sets)
-    train(model, steps=STEPS, lr=LR, progress=False)
+    train(model, steps=STEPS, lr=LR, progress=False, fast=True)
     losses = evaluate_loss(model, batch_size=100_000)
     best = select_best(model, losses, seeds)
     return model.W.detach()[best], losses[best]

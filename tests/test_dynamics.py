@@ -14,7 +14,7 @@ def run():
     """The notebook's run: n=5, m=2, 1-S = 0.05, 16 seeds, 10k steps, a snapshot every 50."""
     torch.set_num_threads(1)
     model = ToyModel(5, 2, 16, feature_probability=0.05, device="cpu", generator=torch.Generator().manual_seed(0))
-    result = train(model, steps=10_000, snapshot_every=50, progress=False)
+    result = train(model, steps=10_000, snapshot_every=50, progress=False, fast=True)
     D = dynamics.dimensionality_history(result)
     loss = dynamics.loss_history(model, result)
     return model, result, D, loss

@@ -6,6 +6,8 @@ numbers (whitened-orthogonal keys are lossless; generic keys lose earlier edits 
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 import time
 
 import pytest
@@ -312,3 +314,12 @@ def test_p_spread_shrinks_with_dimension():
     large = editing.lifelong_editing_curve(d_k=128, d_v=16, n_edits=(64,), n_trials=2, seed=2)
     assert small["p_std"][0] > 2 * large["p_std"][0]
     assert small["retention"][0] < large["retention"][0]
+
+
+def test_the_closed_form_stands_without_a_model():
+    """editing is the linear algebra alone: importing it loads no transformer, fact set or ROME
+    code (that is course_utils.rome, which builds on it)."""
+    code = ("import sys, course_utils.editing; "
+            "print(' '.join(sorted(m for m in sys.modules if m.startswith('course_utils.'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["course_utils.editing"]

@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from course_utils import editing, facts
+from course_utils import facts, rome
 from course_utils.widgets import fact_editor, find_subject, moved_facts, one_prompt_per_fact
 
 pytestmark = pytest.mark.usefixtures("one_thread")   # one CPU thread, as the course runs (conftest)
@@ -30,7 +30,7 @@ def _load():
 @pytest.fixture(scope="module")
 def roomy(single_thread):
     model, fs, vocab = _load()
-    C = editing.estimate_key_covariance(model, LAYER, fs.training_tokens(), pad_id=vocab.index["."])
+    C = rome.estimate_key_covariance(model, LAYER, fs.training_tokens(), pad_id=vocab.index["."])
     return model.eval(), fs, vocab, C
 
 
@@ -121,7 +121,7 @@ def test_a_failing_edit_is_shown_in_the_widget(editor, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("value optimisation diverged")
 
-    monkeypatch.setattr(editing, "rome_edit_model", broken)
+    monkeypatch.setattr(rome, "rome_edit_model", broken)
     w.apply.click()
     assert "The edit failed" in w.status.value and "value optimisation diverged" in w.status.value
     assert not w.edits and w.undo.disabled

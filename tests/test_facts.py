@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from course_utils import facts, lm
+from course_utils import facts, language, lm
 from script_helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,7 +78,7 @@ def test_prompts_mark_the_subject_and_end_before_the_answer(fact_set):
         for i in range(0, len(p), 7):
             s, r, t = int(p.subject[i]), int(p.relation[i]), int(p.template[i])
             words = vocab.decode(p.tokens[i]).split()
-            assert words[0] == lm.BOS
+            assert words[0] == language.BOS
             assert words[p.subject_first[i]:p.subject_last[i] + 1] == list(fact_set.subjects[s])
             assert int(p.subject_last[i]) < len(words) - 1                    # words follow the subject
             template = facts.RELATIONS[r].templates[t].replace("{s}", fact_set.subject_name(s))
@@ -91,7 +91,7 @@ def test_prompts_mark_the_subject_and_end_before_the_answer(fact_set):
 def test_training_text_holds_out_one_paraphrase_per_fact(fact_set):
     tokens = fact_set.training_tokens(bios=2)
     vocab, end = fact_set.vocab, fact_set.vocab.index[facts.END]
-    rows = [" ".join(w for w in vocab.decode(row).split() if w != lm.BOS).rstrip(" .") for row in tokens]
+    rows = [" ".join(w for w in vocab.decode(row).split() if w != language.BOS).rstrip(" .") for row in tokens]
     assert len(rows) == len(fact_set.prompts("train")) + 2 * fact_set.n_subjects
     assert (tokens[:, 0] == vocab.bos).all() and (tokens[:, -1] == end).all()
     text = set(rows)
@@ -112,7 +112,7 @@ def test_training_text_holds_out_one_paraphrase_per_fact(fact_set):
 def test_bare_biographies_and_the_answer_loss(fact_set, tiny):
     bare = fact_set.vocab.decode(fact_set.bare_bio(2, order=[4, 0, 1, 2, 3])).split()
     name = list(fact_set.subjects[2])
-    assert bare == [lm.BOS, *name, *(fact_set.answer_word(2, r) for r in [4, 0, 1, 2, 3]), facts.END]
+    assert bare == [language.BOS, *name, *(fact_set.answer_word(2, r) for r in [4, 0, 1, 2, 3]), facts.END]
     tokens = fact_set.training_tokens(bios=1, bare_bios=2)
     assert len(tokens) == len(fact_set.prompts("train")) + 3 * fact_set.n_subjects
     # the answer loss is the next-token loss over the targets that are answers, and only those

@@ -1,16 +1,20 @@
-"""course_utils.lm: the generated corpus and its concept labels, the GPT and its hooks,
-checkpoints (the shipped ones and the script that reproduces them), the chapter-05b analysis
-helpers, and the Hugging Face GPT-2 loader against an independent reference forward pass."""
+"""course_utils.language (the generated corpus and its concept labels), course_utils.lm (the
+GPT and its hooks, checkpoints -- the shipped ones and the script that reproduces them --, the
+chapter-05b analysis helpers, and the Hugging Face GPT-2 loader against an independent
+reference forward pass) and course_utils.universality (latent matching, SVCCA)."""
 
+import copy
 import importlib.util
 import math
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
-from course_utils import lm
+from course_utils import language, lm, universality
 from script_helpers import load_script
 
 pytestmark = pytest.mark.usefixtures("one_thread")   # one CPU thread, as the course runs (conftest)
@@ -18,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")   # one CPU thread, as the co
 
 @pytest.fixture(scope="module")
 def corpus():
-    return lm.generate_corpus(300, seed=3)
+    return language.generate_corpus(300, seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -31,17 +35,17 @@ def tiny():
 
 
 def test_corpus_is_deterministic_and_shaped(corpus):
-    again = lm.generate_corpus(300, seed=3)
+    again = language.generate_corpus(300, seed=3)
     assert torch.equal(corpus.tokens, again.tokens) and torch.equal(corpus.labels, again.labels)
-    assert not torch.equal(corpus.tokens, lm.generate_corpus(300, seed=4).tokens)
+    assert not torch.equal(corpus.tokens, language.generate_corpus(300, seed=4).tokens)
     assert corpus.tokens.shape == (300, 64) and corpus.tokens.dtype == torch.long
-    assert corpus.labels.shape == (300, 64, len(lm.CONCEPTS)) and corpus.labels.dtype == torch.bool
+    assert corpus.labels.shape == (300, 64, len(language.CONCEPTS)) and corpus.labels.dtype == torch.bool
     assert (corpus.tokens[:, 0] == corpus.vocab.bos).all() and (corpus.tokens[:, 1:] != corpus.vocab.bos).all()
-    assert 200 <= len(corpus.vocab) <= 500 and len(lm.CONCEPTS) >= 8
+    assert 200 <= len(corpus.vocab) <= 500 and len(language.CONCEPTS) >= 8
     assert set(corpus.descriptions) == set(corpus.concepts)
     # every concept occurs, none is everywhere
     rate = corpus.labels.float().mean(dim=(0, 1))
-    assert (rate > 0.005).all() and (rate < 0.5).all(), dict(zip(lm.CONCEPTS, rate.tolist()))
+    assert (rate > 0.005).all() and (rate < 0.5).all(), dict(zip(language.CONCEPTS, rate.tolist()))
 
 
 def test_vocab_round_trip(corpus):
@@ -64,8 +68,8 @@ def _word_rows(corpus):
 def test_labels_match_an_independent_recount(corpus):
     """Recount several concepts from the decoded text with regular expressions and string scans."""
     rows = _word_rows(corpus)
-    col = {c: i for i, c in enumerate(lm.CONCEPTS)}
-    colours = set(lm.COLOURS)
+    col = {c: i for i, c in enumerate(language.CONCEPTS)}
+    colours = set(language.COLOURS)
     for s, words in enumerate(rows):
         text = " ".join(words)
         got = corpus.labels[s]
@@ -101,9 +105,9 @@ def test_labels_match_an_independent_recount(corpus):
 def test_plural_subject_predicts_the_verb_form(corpus):
     """Where plural_subject holds, the next verb of the clause is a plural form, and the
     position right before a plural-form declarative verb is labelled."""
-    plural_forms = {p for pair in lm.VERBS + lm.SPEECH_VERBS + lm.AUXILIARIES for p in pair[1:]}
-    singular_forms = {p[0] for pair in (lm.VERBS, lm.SPEECH_VERBS, lm.AUXILIARIES) for p in pair}
-    col = lm.CONCEPTS.index("plural_subject")
+    plural_forms = {p for pair in language.VERBS + language.SPEECH_VERBS + language.AUXILIARIES for p in pair[1:]}
+    singular_forms = {p[0] for pair in (language.VERBS, language.SPEECH_VERBS, language.AUXILIARIES) for p in pair}
+    col = language.CONCEPTS.index("plural_subject")
     checked = 0
     for s, words in enumerate(_word_rows(corpus)):
         labels = corpus.labels[s, :, col].tolist()
@@ -113,7 +117,7 @@ def test_plural_subject_predicts_the_verb_form(corpus):
                 assert nxt in plural_forms, (i, " ".join(words))
             # "the cats like": the noun right before an agreeing plural verb
             start = max(j for j in range(i + 1) if words[j] in ("<bos>", ".", "?", '"')) + 1
-            if i + 1 < len(words) and words[i + 1] in plural_forms and w in {p[1] for p in lm.ANIMALS + lm.OBJECTS} \
+            if i + 1 < len(words) and words[i + 1] in plural_forms and w in {p[1] for p in language.ANIMALS + language.OBJECTS} \
                     and words[start] not in ("do", "does"):   # in "do the cats see", "do" is the verb
                 assert labels[i], (i, " ".join(words))
                 checked += 1
@@ -121,19 +125,19 @@ def test_plural_subject_predicts_the_verb_form(corpus):
 
 
 def test_concept_labels_function_and_errors(corpus):
-    assert torch.equal(lm.concept_labels(corpus.tokens[:5]), corpus.labels[:5])
-    assert torch.equal(lm.concept_labels(corpus.tokens[2]), corpus.labels[2])
+    assert torch.equal(language.concept_labels(corpus.tokens[:5]), corpus.labels[:5])
+    assert torch.equal(language.concept_labels(corpus.tokens[2]), corpus.labels[2])
     assert torch.equal(corpus.label("colour"), corpus.labels[..., 1])
     with pytest.raises(ValueError, match="unknown concept"):
         corpus.label("zebra")
     with pytest.raises(ValueError, match="positive integer"):
-        lm.generate_corpus(0)
+        language.generate_corpus(0)
 
 
 def test_ngram_baselines_on_a_known_sequence():
     # 0 1 0 1 …: unigram entropy log 2, bigram entropy 0
     tokens = torch.tensor([[0, 1] * 8 + [0]] * 4)   # predicted: 8 ones and 8 zeros per row
-    b = lm.ngram_baselines(tokens, tokens, vocab_size=2, alpha=1e-9)
+    b = language.ngram_baselines(tokens, tokens, vocab_size=2, alpha=1e-9)
     assert abs(b["unigram_entropy"] - math.log(2)) < 1e-9 and abs(b["unigram"] - math.log(2)) < 1e-6
     assert b["bigram_entropy"] == 0 and b["bigram"] < 1e-6
 
@@ -216,7 +220,7 @@ def test_token_errors(tiny):
 
 
 def test_save_load_round_trip_and_corrupt_files(tiny, tmp_path):
-    vocab = lm.Vocab([f"w{i}" for i in range(30)])
+    vocab = language.Vocab([f"w{i}" for i in range(30)])
     path = lm.save_lm(tiny, vocab, tmp_path / "m.safetensors", dict(val_loss=1.25, note="x"))
     model, vocab2 = lm.load_lm(path, device="cpu")
     tokens = torch.randint(0, 30, (2, 12), generator=torch.Generator().manual_seed(3))
@@ -244,7 +248,7 @@ def test_save_load_round_trip_and_corrupt_files(tiny, tmp_path):
     with pytest.raises(ValueError, match="not a course_utils.lm checkpoint"):
         lm.load_lm(tmp_path / "other.safetensors")
     with pytest.raises(ValueError, match="vocabulary has 3 words"):
-        lm.save_lm(tiny, lm.Vocab(["a", "b", "c"]), tmp_path / "v.safetensors")
+        lm.save_lm(tiny, language.Vocab(["a", "b", "c"]), tmp_path / "v.safetensors")
 
 
 def test_train_lm_learns_a_pattern_and_checks_nan():
@@ -258,6 +262,64 @@ def test_train_lm_learns_a_pattern_and_checks_nan():
     assert len(result.loss) == len(result.steps) > 10 and not model.training
     with pytest.raises(FloatingPointError, match="NaN or infinite"):
         lm.train_lm(model, tokens, steps=3, lr=1e30, warmup=0, grad_clip=1e30, progress=False)
+
+
+def test_train_lm_is_the_adamw_loop_written_out():
+    """train_lm is AdamW (weight decay on matrices only), linear warmup then cosine decay and
+    gradient clipping over shuffled batches: the same loop written out here gives bit-identical
+    losses and weights (the shipped checkpoints' reproduction rests on this order of operations)."""
+    tokens = language.generate_corpus(64, seed=5, ctx=16, labels=False).tokens
+    cfg = lm.GPTConfig(vocab_size=len(language.default_vocab()), n_ctx=16, d_model=16, n_layers=1, n_heads=2)
+    model = lm.GPT(cfg, seed=0, device="cpu")
+    reference = copy.deepcopy(model)
+    steps, batch_size, lr, warmup, min_lr_ratio = 12, 8, 1e-2, 4, 0.1
+    result = lm.train_lm(model, tokens, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, seed=3,
+                         min_lr_ratio=min_lr_ratio, log_every=5, progress=False)
+
+    decay = [p for p in reference.parameters() if p.dim() >= 2]
+    no_decay = [p for p in reference.parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW([dict(params=decay, weight_decay=0.1), dict(params=no_decay, weight_decay=0.0)],
+                                  lr=lr, betas=(0.9, 0.95), foreach=True)
+    generator = torch.Generator().manual_seed(3)
+    order, cursor, losses = torch.randperm(len(tokens), generator=generator), 0, []
+    reference.train()
+    for step in range(steps):
+        if cursor + batch_size > len(order):
+            order, cursor = torch.randperm(len(tokens), generator=generator), 0
+        batch = tokens[order[cursor:cursor + batch_size]]
+        cursor += batch_size
+        progress = (step - warmup) / (steps - warmup)
+        multiplier = ((step + 1) / warmup if step < warmup
+                      else min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+        for group in optimizer.param_groups:
+            group["lr"] = lr * multiplier
+        loss = lm.lm_loss(reference, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(reference.parameters(), 1.0)
+        optimizer.step()
+        losses.append(float(loss.detach()))
+
+    assert result.steps == [0, 5, 10, 11]
+    assert result.loss == [losses[s] for s in result.steps]
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), reference.state_dict().values()))
+    assert result.seconds > 0 and not model.training
+
+
+def test_the_language_the_model_and_universality_are_modules_of_their_own():
+    """language imports no other course module, lm needs only the language (not the SAEs), and
+    universality needs neither: each can be read, and imported, on its own."""
+    code = ("import importlib, sys; importlib.import_module(sys.argv[1]); "
+            "print(' '.join(sorted(m for m in sys.modules if m.startswith('course_utils.'))))")
+
+    def loaded(module):
+        out = subprocess.run([sys.executable, "-c", code, module], capture_output=True, text=True, check=True)
+        return set(out.stdout.split())
+
+    assert loaded("course_utils.language") == {"course_utils.language"}
+    assert loaded("course_utils.universality") == {"course_utils.universality"}
+    assert loaded("course_utils.lm") == {"course_utils.lm", "course_utils.language", "course_utils.device",
+                                         "course_utils.training"}
 
 
 def test_train_lm_takes_a_custom_loss_and_the_mlp_width_is_configurable(tmp_path):
@@ -279,7 +341,7 @@ def test_train_lm_takes_a_custom_loss_and_the_mlp_width_is_configurable(tmp_path
         lm.train_lm(model, tokens, steps=1, progress=False, loss="answers")
     with pytest.raises(ValueError, match="mlp_ratio"):
         lm.GPTConfig(vocab_size=30, mlp_ratio=0)
-    path = lm.save_lm(model, lm.Vocab([str(i) for i in range(30)]), tmp_path / "narrow.safetensors")
+    path = lm.save_lm(model, language.Vocab([str(i) for i in range(30)]), tmp_path / "narrow.safetensors")
     assert lm.load_lm(path)[0].cfg.d_mlp == 16                           # the ratio round-trips
 
 
@@ -289,14 +351,14 @@ def test_train_lm_takes_a_custom_loss_and_the_mlp_width_is_configurable(tmp_path
 @pytest.fixture(scope="module")
 def val_corpus():
     s = lm.TRAINING_SETTINGS
-    return lm.generate_corpus(s["n_val"], seed=s["val_seed"], ctx=s["ctx"])
+    return language.generate_corpus(s["n_val"], seed=s["val_seed"], ctx=s["ctx"])
 
 
 @pytest.mark.parametrize("name", ["seed0", "seed1"])
 def test_shipped_checkpoints_reach_their_recorded_loss(name, val_corpus):
     meta = lm.read_lm_metadata(lm.DATA_DIR / f"lm_{name}.safetensors")
     model, vocab = lm.load_lm(name, device="cpu")
-    assert vocab == lm.default_vocab() and meta["settings"] == lm.TRAINING_SETTINGS
+    assert vocab == language.default_vocab() and meta["settings"] == lm.TRAINING_SETTINGS
     assert (lm.DATA_DIR / f"lm_{name}.safetensors").stat().st_size < 3e6
     val = lm.evaluate_lm(model, val_corpus.tokens)
     assert abs(val - meta["val_loss"]) < 0.01 * meta["val_loss"], (val, meta["val_loss"])
@@ -312,19 +374,19 @@ def test_shipped_model_uses_context(val_corpus):
     tokens, labels = val_corpus.tokens[:500], val_corpus.labels[:500]
     pred = logits.argmax(-1)
     # at the last token before a plural-form declarative verb the model prefers a plural verb
-    singular = torch.tensor([vocab.index[p[0]] for p in lm.VERBS])
-    plural = torch.tensor([vocab.index[p[1]] for p in lm.VERBS])
+    singular = torch.tensor([vocab.index[p[0]] for p in language.VERBS])
+    plural = torch.tensor([vocab.index[p[1]] for p in language.VERBS])
     nxt = tokens[:, 1:]
     before_verb = torch.isin(nxt, torch.cat([singular, plural])) & (tokens[:, :-1] != vocab.index["do"]) \
         & (tokens[:, :-1] != vocab.index["does"])
     lp = logits[:, :-1].log_softmax(-1)
     p_plural = lp[..., plural].logsumexp(-1) > lp[..., singular].logsumexp(-1)
     is_plural = torch.isin(nxt, plural)
-    agree = (p_plural == is_plural)[before_verb & (labels[:, :-1, lm.CONCEPTS.index("plural_subject")] | ~is_plural)]
+    agree = (p_plural == is_plural)[before_verb & (labels[:, :-1, language.CONCEPTS.index("plural_subject")] | ~is_plural)]
     assert agree.float().mean() > 0.95, agree.float().mean()
     # after the last list item the model predicts "]" (and after other items, not)
-    last = labels[:, :-1, lm.CONCEPTS.index("list_last_item")]
-    item = labels[:, :-1, lm.CONCEPTS.index("in_list")] & (tokens[:, :-1] != vocab.index[","])
+    last = labels[:, :-1, language.CONCEPTS.index("list_last_item")]
+    item = labels[:, :-1, language.CONCEPTS.index("in_list")] & (tokens[:, :-1] != vocab.index[","])
     closes = pred[:, :-1] == vocab.index["]"]
     assert closes[last].float().mean() > 0.9 and closes[item & ~last].float().mean() < 0.1
 
@@ -364,7 +426,7 @@ def test_max_activating_examples_known_answer():
     acts = torch.zeros(4, 8)
     acts[2, 5], acts[0, 1], acts[3, 7] = 3.0, 2.0, 1.0
     tokens = torch.arange(32).reshape(4, 8)
-    vocab = lm.Vocab([f"t{i}" for i in range(32)])
+    vocab = language.Vocab([f"t{i}" for i in range(32)])
     out = lm.max_activating_examples(acts, k=3, window=2, tokens=tokens, vocab=vocab)
     assert out["indices"].tolist() == [[2, 5], [0, 1], [3, 7]]
     assert out["values"].tolist() == [3.0, 2.0, 1.0]
@@ -486,7 +548,7 @@ def test_script_reproduces_the_shipped_checkpoint():
     torch.set_num_threads(1)
     model, vocab, meta = script.train_shipped_lm(0, progress=False)
     shipped = lm.read_lm_metadata(lm.DATA_DIR / "lm_seed0.safetensors")
-    assert vocab == lm.default_vocab()
+    assert vocab == language.default_vocab()
     assert abs(meta["val_loss"] - shipped["val_loss"]) < 0.03 * shipped["val_loss"], (meta["val_loss"], shipped["val_loss"])
     assert meta["baselines"] == pytest.approx(shipped["baselines"])
 
@@ -502,7 +564,7 @@ def test_reduced_script_run_beats_the_baselines(tmp_path):
     settings = dict(lm.TRAINING_SETTINGS, steps=200, warmup=50)
     model, vocab, meta = script.train_shipped_lm(0, settings, progress=False)
     shipped = lm.read_lm_metadata(lm.DATA_DIR / "lm_seed0.safetensors")
-    assert vocab == lm.default_vocab() and model.cfg == lm.GPTConfig(**shipped["config"])
+    assert vocab == language.default_vocab() and model.cfg == lm.GPTConfig(**shipped["config"])
     assert meta["seed"] == 0 and meta["settings"] == settings
     assert meta["baselines"] == pytest.approx(shipped["baselines"])          # the same corpora
     b = meta["baselines"]
@@ -529,26 +591,26 @@ def test_match_latents_pairs_by_activation_correlation():
     a = torch.relu(torch.randn(2_000, 4, generator=gen))
     a[:, 3] = 0  # a dead latent is left out
     b = torch.cat([torch.relu(torch.randn(2_000, 2, generator=gen)), 2 * a[:, [1]], a[:, [0]] + 0.5], dim=1)
-    pairs = lm.match_latents(a, b)
+    pairs = universality.match_latents(a, b)
     assert pairs["a"].tolist() == [0, 1, 2]
     assert pairs["b"][:2].tolist() == [3, 2]  # scaled and shifted copies correlate 1
     torch.testing.assert_close(pairs["correlation"][:2], torch.ones(2, dtype=torch.float64))
     assert abs(float(pairs["correlation"][2])) < 0.1  # latent 2 has no partner
-    corr = lm.activation_correlations(a, b)
+    corr = universality.activation_correlations(a, b)
     assert corr.shape == (4, 4) and (corr[3] == 0).all()
     with pytest.raises(ValueError, match="same tokens"):
-        lm.activation_correlations(a, b[:10])
+        universality.activation_correlations(a, b[:10])
 
 
 def test_svcca_is_one_for_linear_maps_and_low_for_unrelated_spaces():
     gen = torch.Generator().manual_seed(1)
     A = torch.randn(200, 8, generator=gen)
-    assert lm.svcca(A, A @ torch.randn(8, 8, generator=gen) + 3.0) == pytest.approx(1.0)
-    unrelated = lm.svcca(A, torch.randn(200, 8, generator=gen))
+    assert universality.svcca(A, A @ torch.randn(8, 8, generator=gen) + 3.0) == pytest.approx(1.0)
+    unrelated = universality.svcca(A, torch.randn(200, 8, generator=gen))
     assert unrelated < 0.3
-    baseline = lm.svcca_baseline(A, torch.randn(500, 8, generator=gen), samples=10)
+    baseline = universality.svcca_baseline(A, torch.randn(500, 8, generator=gen), samples=10)
     assert baseline.shape == (10,) and float(baseline.max()) < 0.35
     with pytest.raises(ValueError, match="same n"):
-        lm.svcca(A, A[:10])
+        universality.svcca(A, A[:10])
     with pytest.raises(ValueError, match="keep"):
-        lm.svcca(A, A, keep=0)
+        universality.svcca(A, A, keep=0)

@@ -1,8 +1,9 @@
 """course_utils.polysemanticity: Lecomte et al. 2023's incidental polysemanticity.
 
-The tied ReLU autoencoder y = ReLU(W Wᵀ x), its closed-form gradient (against autograd), the
-measures on hand-built matrices with known answers, the collision prediction (against its
-simulation), and short training runs (a few hundred steps of n = 4 … 6 features).
+The tied ReLU autoencoder y = ReLU(W Wᵀ x), the fast path's closed-form gradient (against
+autograd) and trainer (against the plain autograd loop), the measures on hand-built matrices
+with known answers, the collision prediction (against its simulation), and short training
+runs (a few hundred steps of n = 4 … 6 features).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import pytest
 import torch
 
 from course_utils import polysemanticity as poly
+from course_utils._fast.polysemanticity import loss_and_grad
 from course_utils.polysemanticity import (
     active_weights,
     autoencoder_loss,
@@ -22,7 +24,6 @@ from course_utils.polysemanticity import (
     forward,
     fourth_norm,
     initial_argmax_win_rate,
-    loss_and_grad,
     polysemantic_neurons,
     predicted_polysemantic,
     predicted_surviving,
@@ -86,12 +87,16 @@ def test_gradient_with_noise_differs_from_without():
 
 @pytest.mark.parametrize("l1", [0.0, 0.01, 0.3])
 def test_autoencoder_loss_equals_the_closed_form_loss(l1):
+    noise = 0.2 * torch.randn(3, 8, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
     for dtype in (torch.float32, torch.float64):
         W = _random_W(3, 5, 8, seed=4, dtype=dtype)
         loss = autoencoder_loss(W, l1)
         assert loss.shape == (3,) and loss.dtype == dtype
         torch.testing.assert_close(loss, loss_and_grad(W, l1)[0])
         torch.testing.assert_close(loss, _autograd_loss(W, l1))
+        noisy = autoencoder_loss(W, l1, noise.to(dtype))  # the hidden-noise variant
+        torch.testing.assert_close(noisy, loss_and_grad(W, l1, noise.to(dtype))[0])
+        torch.testing.assert_close(noisy, _autograd_loss(W, l1, noise.to(dtype)))
 
 
 def test_autoencoder_loss_known_values():
@@ -343,8 +348,9 @@ def test_training_is_reproducible_per_seed():
     assert not torch.equal(a.W, a.W_init)
 
 
-def test_history_shapes_and_record_steps():
-    run = _train(steps=45, record_every=10, instances=3)
+@pytest.mark.parametrize("fast", [False, True])
+def test_history_shapes_and_record_steps(fast):
+    run = _train(steps=45, record_every=10, instances=3, fast=fast)
     assert run.record_steps == [0, 10, 20, 30, 40, 45]
     for history in (run.loss_history, run.l1_history, run.surviving_history, run.fourth_norm_history):
         assert history.shape == (6, 3)
@@ -360,7 +366,7 @@ def test_history_shapes_and_record_steps():
     torch.testing.assert_close(run.l1_history[-1], run.W.abs().sum(-1).mean(-1))
     torch.testing.assert_close(run.fourth_norm_history[-1], fourth_norm(run.W).mean(-1))
     torch.testing.assert_close(run.surviving_history[0], (run.W_init.abs() > 0.02).sum(-1).float().mean(-1))
-    default = _train(steps=300)  # a record every steps // 100 steps
+    default = _train(steps=300, fast=fast)  # a record every steps // 100 steps
     assert default.record_steps == list(range(0, 301, 3)) and default.loss_history.shape == (101, 3)
     assert _train(steps=7).record_steps == list(range(8))
     assert _train(optimizer="adamw").lr == 1e-3
@@ -373,15 +379,17 @@ def test_gradient_descent_with_l1_lowers_the_loss_and_prunes_weights():
     assert (run.surviving_history[-1] < run.surviving_history[0]).all()
 
 
-def test_gradient_descent_step_is_w_minus_lr_grad():
-    run = _train(steps=1, lr=0.05)
+@pytest.mark.parametrize("fast", [False, True])
+def test_gradient_descent_step_is_w_minus_lr_grad(fast):
+    run = _train(steps=1, lr=0.05, fast=fast)
     _, grad = loss_and_grad(run.W_init, 0.03)
     torch.testing.assert_close(run.W, run.W_init - 0.05 * grad)
 
 
 @pytest.mark.parametrize("optimizer, reference", [("adamw", torch.optim.AdamW), ("adam", torch.optim.Adam)])
 def test_adam_steps_equal_torch_optim(optimizer, reference):
-    run = _train(n=4, m=7, optimizer=optimizer, lr=0.01, l1=0.01, steps=40, seed=3)
+    """The fast path's foreach Adam and decoupled decay are torch.optim's, given the same gradients."""
+    run = _train(n=4, m=7, optimizer=optimizer, lr=0.01, l1=0.01, steps=40, seed=3, fast=True)
     W = run.W_init.clone().requires_grad_()
     options = {"weight_decay": 0.01} if optimizer == "adamw" else {}
     torch_optimizer = reference([W], lr=0.01, **options)
@@ -392,10 +400,10 @@ def test_adam_steps_equal_torch_optim(optimizer, reference):
 
 
 def test_long_gradient_descent_run_ends_in_a_privileged_basis():
-    """The paper's winner-take-all picture on a small model (0.3 s): each feature ends with
-    exactly one active weight, every other weight is near zero, no two features of the same
-    sign share a neuron, and most winners were the initial argmax."""
-    run = _train(n=6, m=12, instances=16, steps=4000, record_every=4000)
+    """The paper's winner-take-all picture on a small model (0.3 s on the fast path): each
+    feature ends with exactly one active weight, every other weight is near zero, no two
+    features of the same sign share a neuron, and most winners were the initial argmax."""
+    run = _train(n=6, m=12, instances=16, steps=4000, record_every=4000, fast=True)
     assert privileged_basis(run.W) == {"one_active_weight": 1.0, "others_near_zero": 1.0}
     signs = shared_neuron_signs(run.W)
     assert signs["same_sign"] == 0 and signs["opposite_sign"] >= 1
@@ -403,11 +411,35 @@ def test_long_gradient_descent_run_ends_in_a_privileged_basis():
     assert initial_argmax_win_rate(run.W_init, run.W).mean() > 5 / 12
 
 
-def test_divergent_learning_rate_raises():
+@pytest.mark.parametrize("fast", [False, True])
+def test_divergent_learning_rate_raises(fast):
     with pytest.raises(FloatingPointError, match="training diverged"):
-        _train(lr=10.0, steps=100)
+        _train(lr=10.0, steps=100, fast=fast)
     with pytest.raises(FloatingPointError, match="lower lr"):
-        _train(lr=10.0, steps=100, record_every=10**9)  # checked at the last step at the latest
+        _train(lr=10.0, steps=100, record_every=10**9, fast=fast)  # checked at the last step at the latest
+
+
+@pytest.mark.parametrize("kwargs, atol", [
+    (dict(optimizer="adamw", l1=1e-3, lr=None), 1e-5),  # the paper's setup
+    (dict(optimizer="adam", l1=0.0, lr=0.01), 1e-5),
+    (dict(optimizer="gd", l1=0.0), 1e-5),
+    # With L1, gradient descent leaves the pruned weights jumping across zero by lr·λ = 1.5e-3
+    # each step (sign(0 ± tiny) decides the direction): float noise moves them by up to 2 lr·λ.
+    (dict(optimizer="gd", l1=0.03), 2 * 0.05 * 0.03 + 1e-5),
+    (dict(optimizer="gd", l1=0.0, lr=0.02, noise="bernoulli", sigma=0.15), 1e-5),
+    (dict(optimizer="adamw", l1=0.0, lr=0.01, noise="gaussian", sigma=0.15), 1e-5),
+])
+def test_plain_and_fast_paths_take_the_same_steps(kwargs, atol):
+    """The default path (autograd through autoencoder_loss, torch.optim) and fast=True (the
+    closed-form gradient, the foreach Adam) from one seed: the same W, records and counts."""
+    plain, fast = (_train(n=6, m=12, instances=4, steps=300, record_every=50, seed=5, fast=f, **kwargs)
+                   for f in (False, True))
+    assert torch.equal(plain.W_init, fast.W_init) and plain.record_steps == fast.record_steps
+    torch.testing.assert_close(plain.W, fast.W, atol=atol, rtol=1e-4)
+    torch.testing.assert_close(plain.loss_history, fast.loss_history, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(plain.fourth_norm_history, fast.fourth_norm_history, atol=1e-4, rtol=1e-4)
+    assert torch.equal(polysemantic_neurons(plain.W), polysemantic_neurons(fast.W))
+    assert not torch.equal(plain.W, plain.W_init)
 
 
 def test_noise_run_without_l1():
@@ -452,8 +484,9 @@ def test_sort_for_display_needs_one_instance(shape):
 # --------------------------------------------------------------------------------------
 
 
-def test_collision_sweep_on_a_tiny_config():
-    sweep = collision_sweep(6, [12, 24], instances=4, optimizer="gd", l1=0.03, steps=300, progress=False)
+@pytest.mark.parametrize("fast", [False, True])
+def test_collision_sweep_on_a_tiny_config(fast):
+    sweep = collision_sweep(6, [12, 24], instances=4, optimizer="gd", l1=0.03, steps=300, progress=False, fast=fast)
     assert sweep.n == 6 and sweep.widths == [12, 24]
     assert sweep.counts.shape == (2, 4) and sweep.win_rates.shape == (2, 4)
     assert len(sweep.privileged) == 2 and len(sweep.seconds) == 2
@@ -473,9 +506,22 @@ def test_collision_sweep_on_a_tiny_config():
         assert row["mean"] == pytest.approx(sweep.counts[k].double().mean().item())
         assert row["one_active_weight"] == sweep.privileged[k]["one_active_weight"]
     # Each width is one seeded batched run: the counts are those of train_autoencoders.
-    run = train_autoencoders(6, 24, 4, seed=1000, optimizer="gd", l1=0.03, steps=300, progress=False)
+    run = train_autoencoders(6, 24, 4, seed=1000, optimizer="gd", l1=0.03, steps=300, progress=False, fast=fast)
     assert torch.equal(sweep.counts[1], polysemantic_neurons(run.W))
     torch.testing.assert_close(sweep.win_rates[1], initial_argmax_win_rate(run.W_init, run.W))
+
+
+def test_collision_sweep_passes_the_switch_on(monkeypatch):
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs["fast"])
+        return train_autoencoders(*args, **kwargs)
+
+    monkeypatch.setattr(poly, "train_autoencoders", spy)
+    collision_sweep(4, [8, 8], instances=2, optimizer="gd", steps=5, progress=False, fast=True)
+    collision_sweep(4, [8], instances=2, optimizer="gd", steps=5, progress=False)
+    assert calls == [True, True, False]
 
 
 def test_collision_sweep_rejects_bad_widths():

@@ -4,7 +4,7 @@ notebook_results.py) with the two shipped fact models (the same 500 facts, d_mlp
 - section 2: their averaged causal traces (`traces`: 40 known facts each, 5 noise samples,
   seed 0), where recall sits (Meng et al. 2022);
 - section 4: 100 lifelong ROME edits of distinct subjects in each (`runs`: layer
-  ``facts.EDIT_LAYER``, ``E.lifelong_requests(fact_set, 100, seed=0)``, 300 untouched facts,
+  ``facts.EDIT_LAYER``, ``rome.lifelong_requests(fact_set, 100, seed=0)``, 300 untouched facts,
   recorded every 25 edits), Hu et al. 2024's failure of lifelong editing in superposition;
 - section 5: MEMIT's batched solve on the same sequence in the superposed model (`memit`,
   lam 10).

@@ -1,12 +1,14 @@
 """Unit tests of course_utils.sae: the synthetic ground truth, the five SAEs (hand-computed forward
-passes and straight-through gradients), resampling, the training loop, the metrics, and a seeded
-reproduction of Sharkey et al.'s dictionary recovery (smaller than the paper's 512 in 256)."""
+passes and straight-through gradients), their fast losses (course_utils._fast.sae) against the
+plain ones, resampling, the training loop, the metrics, and a seeded reproduction of Sharkey et
+al.'s dictionary recovery (smaller than the paper's 512 in 256)."""
 
 import math
 
 import pytest
 import torch
 
+from course_utils._fast.sae import fast_loss, kth_largest_positive, sparse_decode, sparse_is_faster
 from course_utils.sae import (
     ARCHITECTURES,
     BatchTopKSAE,
@@ -23,14 +25,12 @@ from course_utils.sae import (
     feature_probabilities,
     fraction_recovered,
     fraction_variance_explained,
-    kth_largest_positive,
     l0,
     make_sae,
     max_cosine_similarity,
     mmcs,
     resample_dead_latents,
     shrinkage,
-    sparse_decode,
     train_sae,
 )
 
@@ -200,7 +200,7 @@ def test_relu_sae_loss_by_hand():
 
 
 def test_relu_sae_gradients_equal_the_plain_formula():
-    # loss() folds the L1 norm into the decoder product; the gradients are the formula's.
+    # The loss is the formula; so are its gradients.
     sae = make("relu")
     set_params(sae, b_dec=torch.rand(8), b_enc=0.1 * torch.randn(16))
     x = torch.rand(64, 8, generator=torch.Generator().manual_seed(1))
@@ -239,14 +239,15 @@ def test_sparse_decode_equals_the_dense_decoder(shape):
     torch.testing.assert_close(sparse_decode(indices, values, W), dense @ W, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("n_latents", [32, 512])  # the loss decodes densely, then through embedding_bag
+@pytest.mark.parametrize("n_latents", [32, 512])  # the fast loss decodes densely, then through embedding_bag
 def test_topk_loss_matches_encode_decode(n_latents):
     sae = make("topk", d_in=64, n_latents=n_latents, k=8)
+    assert sparse_is_faster(8, n_latents, 64) == (n_latents == 512)
     x = torch.rand(40, 64)
-    out = sae.loss(x)
-    torch.testing.assert_close(out.mse, sae.mse(x, sae.decode(sae.encode(x))), rtol=1e-5, atol=1e-6)
-    assert torch.equal(out.fired, (sae.encode(x) > 0).any(dim=0))
-    assert out.l0.item() == pytest.approx(float((sae.encode(x) > 0).sum()) / 40)
+    for out in (sae.loss(x), fast_loss(sae, x)):
+        torch.testing.assert_close(out.mse, sae.mse(x, sae.decode(sae.encode(x))), rtol=1e-5, atol=1e-6)
+        assert torch.equal(out.fired, (sae.encode(x) > 0).any(dim=0))
+        assert out.l0.item() == pytest.approx(float((sae.encode(x) > 0).sum()) / 40)
 
 
 def test_topk_aux_loss_reconstructs_the_error_from_dead_latents():
@@ -305,9 +306,9 @@ def test_batchtopk_keeps_k_times_batch_in_training_and_thresholds_at_inference()
 
 
 def test_batchtopk_loss_through_embedding_bag_matches_dense():
-    sae = make("batchtopk", d_in=64, n_latents=512, k=8)  # 1000·k < n·d: the sparse branch
+    sae = make("batchtopk", d_in=64, n_latents=512, k=8)  # 1000·k < n·d: the fast loss's sparse branch
     x = torch.rand(30, 64, generator=torch.Generator().manual_seed(2))
-    out = sae.loss(x)
+    out = fast_loss(sae, x)
     f = sae.batch_topk(sae.pre_activations(x))
     torch.testing.assert_close(out.mse, sae.mse(x, sae.decode(f)), rtol=1e-5, atol=1e-6)
     assert torch.equal(out.fired, (f > 0).any(dim=0))
@@ -384,6 +385,74 @@ def test_gated_forward_and_loss_on_hand_built_weights():
     grads = torch.autograd.grad(out.mse, [sae.b_enc, sae.b_mag], allow_unused=True)
     assert grads[0] is None or (grads[0] == 0).all()
     assert grads[1].abs().sum() > 0
+
+
+# --------------------------------------------------------------------------------------
+# The fast path (course_utils._fast.sae) computes the same losses
+# --------------------------------------------------------------------------------------
+
+
+def trained_a_little(architecture, n_latents):
+    """An SAE after 20 steps (non-zero biases, thresholds moved), with three latents marked dead
+    so that TopK's and BatchTopK's AuxK term is on."""
+    data = SyntheticFeatures(48, 32, mean_active=3.0, device="cpu", generator=torch.Generator().manual_seed(0))
+    sae = make(architecture, d_in=32, n_latents=n_latents, seed=1)
+    train_sae(sae, data, steps=20, batch_size=256, lr=1e-2, progress=False)
+    sae.train()
+    if hasattr(sae, "dead_after"):
+        sae.samples_since_fired[[0, 5, 9]] = sae.dead_after
+    return sae, data.sample(512, torch.Generator().manual_seed(7))
+
+
+@pytest.mark.parametrize("n_latents", [64, 512])  # TopK and BatchTopK: dense, then sparse decodes
+@pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
+def test_fast_loss_equals_the_plain_loss(architecture, n_latents, one_thread):
+    sae, x = trained_a_little(architecture, n_latents)
+    plain, fast = sae.loss(x), fast_loss(sae, x)
+    for piece in ("total", "mse", "sparsity", "aux", "l0"):
+        torch.testing.assert_close(getattr(fast, piece), getattr(plain, piece), rtol=1e-5, atol=1e-6)
+    if architecture in ("topk", "batchtopk"):
+        assert plain.aux > 0
+    assert torch.equal(fast.fired, plain.fired)
+    if architecture == "batchtopk":
+        torch.testing.assert_close(fast.min_active, plain.min_active)
+    grads = []
+    for out in (plain, fast):
+        sae.zero_grad()
+        out.total.backward()
+        grads.append({name: p.grad.clone() for name, p in sae.named_parameters()})
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
+def test_training_fast_and_plain_end_close(architecture, one_thread):
+    data = SyntheticFeatures(48, 32, mean_active=3.0, device="cpu", generator=torch.Generator().manual_seed(0))
+    saes, results = [], []
+    for fast in (False, True):
+        sae = make(architecture, d_in=32, n_latents=128, seed=1, **({"dead_after": 512} if "topk" in architecture
+                                                                     else {}))
+        results.append(train_sae(sae, data, steps=30, batch_size=512, lr=1e-2, resample_every=10,
+                                 resample_inputs=2048, progress=False, fast=fast))
+        saes.append(sae)
+    assert results[0].resampled == results[1].resampled and results[0].steps == results[1].steps
+    for (name, plain), fast in zip(saes[0].state_dict().items(), saes[1].state_dict().values()):
+        if plain.is_floating_point():
+            torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-4, msg=name)
+    for name in results[0].history:
+        assert results[1].history[name] == pytest.approx(results[0].history[name], rel=1e-4, abs=1e-5)
+
+
+def test_fast_loss_of_a_subclass_with_its_own_loss_is_that_loss():
+    class Halved(ReLUSAE):
+        def loss(self, x):
+            out = super().loss(x)
+            out.total = out.total / 2
+            return out
+
+    sae = Halved(8, 16, device="cpu", generator=torch.Generator().manual_seed(0))
+    x = torch.rand(32, 8)
+    torch.testing.assert_close(fast_loss(sae, x).total, sae.loss(x).total)
 
 
 # --------------------------------------------------------------------------------------
@@ -533,12 +602,12 @@ def test_evaluate_a_perfect_hand_built_sae():
 
 # Smaller than the paper's 512 features in 256 dimensions, for speed: 64 features in 32
 # dimensions, the same decay 0.99 and 5 active on average; SAEs with 128 latents (2× the true
-# number), 1,000 Adam steps of 1,024 fresh inputs, lr 1e-2.
+# number), 1,000 Adam steps of 1,024 fresh inputs, lr 1e-2, on the fast path as chapter 05a.
 def recover(architecture, **kwargs):
     data = SyntheticFeatures(64, 32, mean_active=5.0, decay=0.99, device="cpu",
                              generator=torch.Generator().manual_seed(0))
     sae = make_sae(architecture, 32, 128, device="cpu", generator=torch.Generator().manual_seed(100), **kwargs)
-    train_sae(sae, data, steps=1_000, batch_size=1_024, lr=1e-2, progress=False)
+    train_sae(sae, data, steps=1_000, batch_size=1_024, lr=1e-2, progress=False, fast=True)
     return evaluate(sae, data.sample(20_000, torch.Generator().manual_seed(5)), data.directions)
 
 

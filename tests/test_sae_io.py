@@ -1,4 +1,4 @@
-"""Tests of course_utils.sae's saving and loading in SAELens's on-disk format: round trips of the
+"""Tests of course_utils.sae_io, saving and loading SAEs in SAELens's on-disk format: round trips of the
 five SAEs (bit-identical outputs, equal settings), the fields SAELens needs in cfg.json, a
 hand-written SAELens "standard" directory computing SAELens's formula, every error path, and
 (only where the optional ``sae_lens`` package is installed) SAELens itself reading our files."""
@@ -13,17 +13,14 @@ from safetensors.torch import load_file, save_file
 
 from course_utils.sae import (
     ARCHITECTURES,
-    SAE_CFG_FILENAME,
-    SAE_WEIGHTS_FILENAME,
     JumpReLUSAE,
     ReLUSAE,
     SyntheticFeatures,
     TopKSAE,
-    load_sae,
     make_sae,
-    save_sae,
     train_sae,
 )
+from course_utils.sae_io import SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME, load_sae, save_sae
 
 KWARGS = {"relu": {}, "topk": {"k": 3}, "batchtopk": {"k": 3, "threshold_lr": 0.05}, "jumprelu": {"bandwidth": 0.1},
           "gated": {"l1_coefficient": 0.5}}

@@ -1,6 +1,8 @@
 """course_utils.scaling: Liu, Liu & Gore 2025's scaling laws from superposition.
 
-The two sweeps at the bottom are the notebook's run (about 12 s each on one thread); the
+The paper's loop (the default path) against the fast path (``course_utils._fast.scaling``:
+sparse batches, hand-derived gradients), step by step on the same batches.  The two sweeps
+at the bottom are the notebook's run on the fast path (about 12 s each on one thread); the
 slope windows come from seeds 0-5 (α = 0.25: strong −0.88 … −1.03, weak −0.32 … −0.54,
 finite-n theory −0.42) and seeds 0-3 (α = 1: strong −0.97 … −1.24, weak −0.88 … −1.16).
 """
@@ -11,6 +13,7 @@ import pytest
 import torch
 
 from course_utils import scaling
+from course_utils._fast import scaling as fast_scaling
 from course_utils.scaling import (
     PowerLawFit,
     evaluate_loss,
@@ -86,7 +89,7 @@ def test_batches_have_the_paper_distribution():
     torch.testing.assert_close(values.mean(), torch.tensor(1.0), atol=0.01, rtol=0)  # U(0, 2)
     torch.testing.assert_close(values.square().mean(), torch.tensor(4 / 3), atol=0.02, rtol=0)
     # The sparse sampler used in training draws the same distribution.
-    sampler = scaling._SparseBatches(p, 50_000, seed=0)
+    sampler = fast_scaling.SparseBatches(p, 50_000, seed=0)
     rows, features, vals = sampler()
     counts = torch.bincount(features, minlength=64).float() / 50_000
     torch.testing.assert_close(counts, p, atol=5e-3, rtol=0.05)
@@ -107,8 +110,8 @@ def test_fused_gradients_equal_autograd():
     p = power_law_probability(n, 0.0) * 4  # about four active features per sample
     x = sample_batch(p, batch, g)
     rows, features = x.nonzero(as_tuple=True)
-    loss, grad_W, grad_b = scaling._loss_and_grads(W.clone(), b.clone(), rows, features, x[rows, features],
-                                                   batch, with_loss=True)
+    loss, grad_W, grad_b = fast_scaling.loss_and_grads(W.clone(), b.clone(), rows, features, x[rows, features],
+                                                       batch, with_loss=True)
     W_, b_ = W.clone().requires_grad_(), b.clone().requires_grad_()
     reference = scaling_loss(W_, b_, x)
     reference.sum().backward()
@@ -166,9 +169,10 @@ def test_fit_power_law_recovers_exact_laws():
     assert fit_power_law([1, 10, 100], [5.0, 0.5, 0.05]).slope == pytest.approx(-1.0)
 
 
-def test_training_lowers_the_loss_and_keeps_shapes():
+@pytest.mark.parametrize("fast", [False, True])
+def test_training_lowers_the_loss_and_keeps_shapes(fast):
     params, history, logged = train_scaling_models(n_features=64, n_hidden=(4, 8), weight_decay=(-1.0, 0.1, 0.0),
-                                                   steps=200, batch_size=128, progress=False)
+                                                   steps=200, batch_size=128, progress=False, fast=fast)
     assert [tuple(W.shape) for W, _ in params] == [(3, 4, 64), (3, 8, 64)]
     assert [tuple(b.shape) for _, b in params] == [(3, 64), (3, 64)]
     assert history.shape == (len(logged), 3, 2) and logged[0] == 0 and logged[-1] == 199
@@ -240,7 +244,7 @@ def sweep():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return scaling_sweep(progress=False)
+        return scaling_sweep(progress=False, fast=True)
     finally:
         torch.set_num_threads(threads)
 
@@ -266,7 +270,7 @@ def test_weak_superposition_keeps_about_m_features_and_scales_like_the_tail(swee
 
 
 def test_at_alpha_one_both_regimes_scale_as_one_over_m():
-    result = scaling_sweep(alpha=1.0, progress=False)
+    result = scaling_sweep(alpha=1.0, progress=False, fast=True)
     strong, weak = result.slopes
     assert -1.35 < strong < -0.7 and -1.35 < weak < -0.7, result.summary()
     assert abs(strong - weak) < 0.35, result.summary()
@@ -274,8 +278,9 @@ def test_at_alpha_one_both_regimes_scale_as_one_over_m():
 
 
 def test_the_plain_loop_and_the_fast_trainer_take_the_same_steps():
-    """train_scaling_model (autograd, the chapter's exercise) against train_scaling_models
-    (sparse analytic gradients) on the same batches (sampler='torch'), with a decay passed in."""
+    """train_scaling_model (autograd, the chapter's exercise) against train_scaling_models'
+    fast path (sparse analytic gradients) on the same batches (sampler='torch'), with a decay
+    passed in."""
     calls = []
 
     def decay(W, gamma, lr):
@@ -288,9 +293,49 @@ def test_the_plain_loop_and_the_fast_trainer_take_the_same_steps():
     plain = scaling.train_scaling_model(W, b, scaling.power_law_probability(64, 0.5), gammas, steps=80,
                                         batch_size=128, progress=False)
     params, history, _ = scaling.train_scaling_models(64, [6], gammas.tolist(), 0.5, steps=80, batch_size=128,
-                                                      sampler="torch", decay=decay, log_every=1, progress=False)
+                                                      sampler="torch", decay=decay, log_every=1, progress=False,
+                                                      fast=True)
     assert len(calls) == 80
     torch.testing.assert_close(history[:, :, 0], plain, atol=1e-7, rtol=1e-5)
     torch.testing.assert_close(params[0][0], W.detach(), atol=1e-6, rtol=1e-5)
-    with pytest.raises(ValueError, match="sampler"):
-        scaling.train_scaling_models(64, [6], [0.1], steps=2, sampler="numpi", progress=False)
+    with pytest.raises(ValueError, match="sampler must be 'numpy' or 'torch'"):
+        scaling.train_scaling_models(64, [6], [0.1], steps=2, sampler="numpi", progress=False, fast=True)
+    with pytest.raises(ValueError, match="pass fast=True"):
+        scaling.train_scaling_models(64, [6], [0.1], steps=2, sampler="numpy", progress=False)
+
+
+def test_the_plain_sweep_is_the_paper_loop_per_width_and_agrees_with_the_fast_path():
+    """The default train_scaling_models is train_scaling_model run for each m from the
+    sweep's initialisation and data stream; the fast path on that stream takes the same steps."""
+    gammas, steps, log_every = [-1.0, 0.1], 60, 7
+    params, history, logged = train_scaling_models(48, (4, 6), gammas, 0.5, steps=steps, batch_size=96, warmup=0.2,
+                                                   seed=3, log_every=log_every, progress=False)
+    assert logged == list(range(0, steps, log_every)) + [steps - 1] and history.shape == (len(logged), 2, 2)
+    generator = torch.Generator().manual_seed(3)
+    for k, m in enumerate((4, 6)):
+        W, b = scaling.init_parameters(48, m, 2, generator)
+        W.requires_grad_(), b.requires_grad_()
+        losses = scaling.train_scaling_model(W, b, power_law_probability(48, 0.5), torch.tensor(gammas), steps=steps,
+                                             batch_size=96, seed=3, warmup=0.2, progress=False)
+        torch.testing.assert_close(history[:, :, k], losses[logged], atol=1e-7, rtol=1e-5)
+        torch.testing.assert_close(params[k][0], W.detach(), atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(params[k][1], b.detach(), atol=1e-6, rtol=1e-5)
+    assert not any(t.requires_grad for pair in params for t in pair)
+    fast_params, fast_history, fast_logged = train_scaling_models(
+        48, (4, 6), gammas, 0.5, steps=steps, batch_size=96, warmup=0.2, seed=3, log_every=log_every,
+        progress=False, fast=True, sampler="torch")
+    assert fast_logged == logged
+    torch.testing.assert_close(fast_history, history, atol=1e-7, rtol=1e-5)
+    for (W, b), (W_fast, b_fast) in zip(params, fast_params):
+        torch.testing.assert_close(W_fast, W, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(b_fast, b, atol=1e-6, rtol=1e-5)
+
+
+def test_scaling_sweep_passes_the_switch_on():
+    sizes = dict(n_features=32, n_hidden=(4,), steps=20, batch_size=32)
+    for fast in (False, True):
+        result = scaling_sweep(eval_samples=256, progress=False, fast=fast, **sizes)
+        _, history, _ = train_scaling_models(progress=False, fast=fast, **sizes)
+        assert torch.equal(result.history, history), fast
+    plain = scaling_sweep(eval_samples=256, progress=False, **sizes)
+    assert not torch.equal(plain.history, result.history)  # another stream: the plain loop draws with torch
