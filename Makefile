@@ -41,7 +41,7 @@ setup:
 		touch $(STAMP); \
 	fi
 
-# Chromium for tests/test_browser.py (the chapter widgets in a real browser, driven by the
+# Chromium for tests/test_course_browser.py (the chapter widgets in a real browser, driven by the
 # playwright package; Playwright's own browser download is not used).  Installed with apt
 # when this runs as root or with passwordless sudo (CI runs as root); otherwise this says how
 # to install it and the test is skipped with that reason.  CHROMIUM=/path picks a binary.
@@ -50,15 +50,15 @@ browser:
 	@if [ -n "$$CHROMIUM" ] && [ -x "$$CHROMIUM" ] || command -v chromium >/dev/null 2>&1; then \
 		:; \
 	elif ! command -v apt-get >/dev/null 2>&1; then \
-		echo "note: no chromium and no apt-get: install Chromium (and set CHROMIUM=/path/to/it) to run tests/test_browser.py; it is skipped"; \
+		echo "note: no chromium and no apt-get: install Chromium (and set CHROMIUM=/path/to/it) to run tests/test_course_browser.py; it is skipped"; \
 	elif [ "$$(id -u)" = 0 ]; then \
 		echo "+ $(APT_CHROMIUM)"; \
-		( $(APT_CHROMIUM) ) || echo "warning: could not install chromium; tests/test_browser.py will be skipped"; \
+		( $(APT_CHROMIUM) ) || echo "warning: could not install chromium; tests/test_course_browser.py will be skipped"; \
 	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
 		echo "+ sudo sh -c '$(APT_CHROMIUM)'"; \
-		sudo sh -c '$(APT_CHROMIUM)' || echo "warning: could not install chromium; tests/test_browser.py will be skipped"; \
+		sudo sh -c '$(APT_CHROMIUM)' || echo "warning: could not install chromium; tests/test_course_browser.py will be skipped"; \
 	else \
-		echo "note: chromium is not installed; tests/test_browser.py will be skipped. To run it: sudo apt-get install chromium"; \
+		echo "note: chromium is not installed; tests/test_course_browser.py will be skipped. To run it: sudo apt-get install chromium"; \
 	fi
 
 lab: setup

@@ -4,9 +4,9 @@
   notebook's results from its still-running kernel (tests/notebook_results.py).
 - Under pytest-xdist (`-n 2 --dist loadgroup`), the scheduler below keeps together what must run
   in one process, in collection order: a solutions notebook's cells and its chapter's
-  reproduction tests (`tests/test_reproduction_chNN.py`, after the notebook, since `make test`
+  reproduction tests (`tests/test_chNN_reproduction.py`, after the notebook, since `make test`
   names the notebooks first); and each other test module, so its module-scoped fixtures are
-  built once.  The learner notebooks of `tests/test_chapters.py` spread over both workers.
+  built once.  The learner notebooks of `tests/test_course_chapters.py` spread over both workers.
   (xdist's own loadgroup reads `xdist_group` marks by renaming node ids, which pytest 9.2's
   node ids no longer allow; this scheduler does not depend on it.)
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 # Modules whose tests share no expensive fixture and are each long: one work unit per test.
-SPREAD_PER_TEST = ("tests/test_chapters.py",)
+SPREAD_PER_TEST = ("tests/test_course_chapters.py",)
 
 
 def _is_nbval_cell(item) -> bool:
@@ -46,7 +46,7 @@ NBVAL_OUTPUT_TIMEOUT_S = 60
 
 # The longest work units, started first so that the two workers finish together (each learner
 # notebook takes 50-140 s, the fresh Binder environment about 3 minutes; docs/benchmarks.md).
-RUN_FIRST = ("tests/test_binder.py", "tests/test_chapters.py")
+RUN_FIRST = ("tests/test_course_binder.py", "tests/test_course_chapters.py")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -63,7 +63,7 @@ def work_unit(nodeid: str, root: Path) -> str:
     if notebook:
         return notebook.group(1)
     path = nodeid.split("::", 1)[0]
-    chapter = re.fullmatch(r"tests/test_reproduction_ch(\w+?)\.py", path)
+    chapter = re.fullmatch(r"tests/test_ch(\w+?)_reproduction\.py", path)
     if chapter:
         matches = sorted((root / "solutions").glob(f"{chapter.group(1)}_*.ipynb"))
         if matches:

@@ -339,7 +339,7 @@ subjects, so they cannot."""
 
 EDIT_LAYER = 0
 """The layer whose MLP, at the subject's last token, carries the most indirect effect in both
-shipped models (``average_trace``; ``tests/test_reproduction_ch06.py`` checks it on chapter
+shipped models (``average_trace``; ``tests/test_ch06_reproduction.py`` checks it on chapter
 06's trace): ROME's layer.  In both it
 mediates recall, more than any MLP at the last token (roomy 0.40 against 0.20, superposed 0.29
 against 0.19)."""

@@ -23,7 +23,7 @@ instances (each instance trains independently; the sum keeps their gradients sep
 Training (``train``) is the paper's loop: Adam on a fresh batch every step, the loss through
 autograd.  ``train(..., fast=True)`` trains a toy model to the same result several times
 faster on a CPU with hand-derived gradients and a NumPy sampler; that code lives apart, in
-``course_utils/_fast/toy.py``, and ``tests/test_toy_models.py`` proves the two paths agree.
+``course_utils/_fast/toy.py``, and ``tests/test_ch01_toy_models.py`` proves the two paths agree.
 """
 
 from __future__ import annotations

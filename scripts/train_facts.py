@@ -13,7 +13,7 @@ same 100 subjects × 5 relations = 500 facts and differ only in the MLPs' width:
 
 The safetensors header holds the config, the vocabulary, the settings (fact-set size and
 seed, model and training settings) and the top-1 recall on the training templates and on the
-held-out paraphrases.  ``tests/test_facts.py`` checks the files and proves this script
+held-out paraphrases.  ``tests/test_ch06_facts.py`` checks the files and proves this script
 reproduces them.
 
     python scripts/train_facts.py [--models roomy superposed] [--out-dir DIR]

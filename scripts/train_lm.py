@@ -11,7 +11,7 @@ order), for universality experiments:
 
 The safetensors header holds the config, the vocabulary, the settings, the final training and
 validation losses (nats/token; validation rows: corpus seed 10,001) and the unigram/bigram
-baselines.  ``tests/test_lm.py`` checks the files and proves this script reproduces them.
+baselines.  ``tests/test_ch05b_lm.py`` checks the files and proves this script reproduces them.
 
     python scripts/train_lm.py [--seeds 0 1] [--out-dir DIR]
 """

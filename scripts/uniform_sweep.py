@@ -5,7 +5,7 @@ size keeps the script near 6 minutes on one CPU thread), one instance per featur
 probability, 1/(1 - S) log-spaced from 1 to 100, Adam lr 1e-3, batch 1024, 10,000 steps:
 the chapter-01 recipe.  The result (W, b and the final loss per instance, about 0.7 MB) is
 committed as ``course_utils/data/uniform_sweep.npz`` and loaded by the notebook beside a
-smaller live sweep; ``tests/test_uniform_sweep.py`` proves this script reproduces it.
+smaller live sweep; ``tests/test_ch02_uniform_sweep.py`` proves this script reproduces it.
 
     python scripts/uniform_sweep.py [--out PATH] [--steps N] [--instances K]
 """

@@ -514,7 +514,7 @@ for label, run in (("ROME, one at a time", runs["superposed"]), ("MEMIT, one bat
 #
 # What did not help here (measured on the same sequence): AlphaEdit's null-space projection
 # (Fang et al. 2024) finds no null space in the superposed model, since the keys of its 64
-# neurons use every direction (`tests/test_rome.py` checks this); holding the earlier edits'
+# neurons use every direction (`tests/test_ch06_rome.py` checks this); holding the earlier edits'
 # keys fixed exactly (the constrained update, `method="orthogonal"`) is impossible past 64
 # edits there, and holding only the most recent 24 or 48 of them kept fewer edits and fewer
 # other facts than plain ROME (measured with a stronger KL term, kl_factor 2: 52-55 % of the

@@ -1,4 +1,4 @@
-"""Shared helpers for the tests of exercise checks (tests/test_checks_*.py)."""
+"""Shared helpers for the tests of exercise checks (tests/test_chNN_checks*.py)."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ and asserts the paper's claims on ``RESULTS.get()["pentagon_W"]``. When nbval ru
 notebook in the same pytest process (``make test`` puts each notebook and its reproduction
 tests in one xdist group, the notebook first), the root ``conftest.py`` evaluates the
 expressions in that kernel after the notebook's last cell, and ``get()`` returns them. Run on
-their own (``pytest tests/test_reproduction_ch01.py``), the tests execute the notebook once
+their own (``pytest tests/test_ch01_reproduction.py``), the tests execute the notebook once
 themselves, with nbclient, without comparing outputs.
 """
 

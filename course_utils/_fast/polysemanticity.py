@@ -4,7 +4,7 @@ steps as the paper's autograd loop, with the gradient in closed form.
 The inputs are the n basis vectors, so the forward pass on the whole dataset is the Gram
 matrix Z = W Wᵀ and the gradient of the loss is two small matrix products; a step is that
 gradient plus the foreach Adam (or a plain gradient-descent update), with no autograd graph.
-``tests/test_polysemanticity.py`` checks ``loss_and_grad`` against autograd and this trainer
+``tests/test_ch03_polysemanticity.py`` checks ``loss_and_grad`` against autograd and this trainer
 against the plain one.
 """
 

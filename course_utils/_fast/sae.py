@@ -2,7 +2,7 @@
 batch, for ``train_sae(..., fast=True)``.
 
 ``fast_loss(sae, x)`` returns the same ``SAELoss`` as ``sae.loss(x)`` (equal up to float
-rounding; ``tests/test_sae.py`` checks the pieces and the gradients) by the same maths,
+rounding; ``tests/test_ch05a_sae.py`` checks the pieces and the gradients) by the same maths,
 rearranged:
 
 - the encoder as x W_enc + (b_enc − b_dec W_enc), one ``addmm``: the backward pass then needs

@@ -4,7 +4,7 @@ paper's loop, on sparse batches with hand-derived gradients.
 A batch of the paper's power-law data has about one active feature per row, so it is kept as
 its active entries (rows, features, values) and never as a dense (batch, features) tensor:
 h = W x and the x-side of ∂L/∂W are sums over the active entries, and each step is three
-dense products per model plus the foreach Adam.  ``tests/test_scaling.py`` checks the
+dense products per model plus the foreach Adam.  ``tests/test_ch02_scaling.py`` checks the
 gradients against autograd and this trainer against ``scaling.train_scaling_model``.
 """
 

@@ -12,7 +12,7 @@ faster on a CPU:
   per feature (``toy_models.generate_correlated_batch`` draws with it too);
 - ``Adam`` (``_fast.adam``): the optimiser's update with foreach ops.
 
-``tests/test_toy_models.py`` proves the gradients equal autograd's and that both paths reach
+``tests/test_ch01_toy_models.py`` proves the gradients equal autograd's and that both paths reach
 the same model; ``benchmarks/toy_models.py`` measures the speed.
 """
 

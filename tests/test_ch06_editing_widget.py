@@ -3,7 +3,7 @@ model: the answer pane, unknown subjects, an edit and its "moved facts" report, 
 a failing edit shown in the widget, and the pure helper ``moved_facts``.
 
 No numbers of the checkpoint are relied on beyond what ROME guarantees on it (a layer-0 edit of
-the roomy model makes the new target the top-1 answer; see tests/test_rome.py)."""
+the roomy model makes the new target the top-1 answer; see tests/test_ch06_rome.py)."""
 
 import time
 

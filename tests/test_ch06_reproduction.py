@@ -10,7 +10,7 @@ notebook_results.py) with the two shipped fact models (the same 500 facts, d_mlp
   lam 10).
 
 What the notebook does not compute stays where it was: AlphaEdit's missing null space
-(tests/test_rome.py) and the closed-form curves' own settings (tests/test_editing.py)."""
+(tests/test_ch06_rome.py) and the closed-form curves' own settings (tests/test_ch06_editing.py)."""
 
 import pytest
 import torch

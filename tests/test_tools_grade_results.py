@@ -5,7 +5,7 @@ Chapter 01's ``result:pentagon``: the learner's ``ToyModel`` (5 features, 2 dime
 pentagon in its best instance.  The learner's code runs in the grader's sandbox
 (``worker.evaluate`` as the grader calls it, one sandbox per submission); the verdict is
 reached in this process.  The end-to-end rows (a whole batch by the command line) are in
-tests/test_grade.py.
+tests/test_tools_grade.py.
 """
 
 from __future__ import annotations

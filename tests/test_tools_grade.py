@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "grading"))
 import submission_notebooks as nbs  # noqa: E402
 
 EXERCISES = nbs.EXERCISES
-PENTAGON = "result:pentagon"  # chapter 01's result check, graded after the exercises (tests/test_grade_results.py)
+PENTAGON = "result:pentagon"  # chapter 01's result check, graded after the exercises (tests/test_tools_grade_results.py)
 ROWS = EXERCISES + [PENTAGON]  # the rows of a chapter 01 submission
 CHAPTER = "01_toy_models"
 MEMORY_MB = 1000

@@ -2,7 +2,7 @@
 script that reproduces them), causal tracing (against single restorations done by hand and
 against its own invariants), and the ROME helpers.  Where the shipped models recall their facts
 (averaged causal traces) is asserted on the chapter notebook's own traces, in
-tests/test_reproduction_ch06.py."""
+tests/test_ch06_reproduction.py."""
 
 from pathlib import Path
 

@@ -3,7 +3,7 @@ the value optimisation, the rank-one edit of a fact model's MLP (exact, undoable
 in the value and the update -- the r-ROME fix), CounterFact-style metrics, the constrained /
 AlphaEdit / MEMIT updates, lifelong editing's records, and AlphaEdit's missing null space in the
 superposed model.  The 100 lifelong ROME and MEMIT edits of the two shipped models are the
-chapter notebook's own (tests/test_reproduction_ch06.py asserts on its results).
+chapter notebook's own (tests/test_ch06_reproduction.py asserts on its results).
 
 The edit layer is a parameter everywhere; these tests edit layer 0 at the last subject token,
 where the shipped checkpoints' subject MLP recall is measured to sit (single edits of the 6-layer

@@ -40,7 +40,7 @@ def make_tree(root: Path) -> None:
     (root / "tests").mkdir()
     shutil.copy(ROOT / "conftest.py", root / "conftest.py")
     shutil.copy(ROOT / "tests" / "notebook_results.py", root / "tests" / "notebook_results.py")
-    (root / "tests" / "test_reproduction_ch00.py").write_text(TEST_FILE)
+    (root / "tests" / "test_ch00_reproduction.py").write_text(TEST_FILE)
     nb = nbformat.v4.new_notebook()
     # Each execution of the notebook appends to runs.txt: the test counts them.
     nb.cells = [nbformat.v4.new_code_cell("open('runs.txt', 'a').write('run\\n')"),
@@ -89,9 +89,9 @@ def test_work_units_keep_a_notebook_with_its_reproduction_tests(tmp_path):
     unit = lambda nodeid: work_unit(nodeid, tmp_path)  # noqa: E731
     assert unit("solutions/05a_sparse_autoencoders.ipynb::Cell 0") == "05a_sparse_autoencoders"
     assert unit("solutions/05a_sparse_autoencoders::ipynb::Cell 12") == "05a_sparse_autoencoders"  # pytest 9.2
-    assert unit("tests/test_reproduction_ch05a.py::test_goldilocks_zone") == "05a_sparse_autoencoders"
-    assert unit("tests/test_grade.py::test_one") == unit("tests/test_grade.py::test_two") == "tests/test_grade.py"
-    assert unit("tests/test_chapters.py::test_run[01]") != unit("tests/test_chapters.py::test_run[02]")
+    assert unit("tests/test_ch05a_reproduction.py::test_goldilocks_zone") == "05a_sparse_autoencoders"
+    assert unit("tests/test_tools_grade.py::test_one") == unit("tests/test_tools_grade.py::test_two") == "tests/test_tools_grade.py"
+    assert unit("tests/test_course_chapters.py::test_run[01]") != unit("tests/test_course_chapters.py::test_run[02]")
     assert unit("tests/test_x.py::test_y@group") == "group"
 
 
