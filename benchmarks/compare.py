@@ -2,15 +2,16 @@
 
 Checks each commit out into a temporary git worktree, then runs each commit's own benchmark
 scripts (so an API that changed between the two is still measured as it is called) on the
-workloads below, one CPU thread, alternating the order of the two commits every round so
-that a machine that slows down or speeds up during the run does not favour either.  Every
+workloads below, one CPU thread.  Each workload runs on the two commits back to back, the
+order alternating every round, so that a machine whose speed drifts during the run (this
+one's varies by a quarter over minutes) does not favour either.  Every
 timed quantity (each JSON field named ``*seconds``) is reported as the best over rounds,
 with the change from the base commit; a change above ``--tolerance`` (5 %) is flagged.
 
-    python benchmarks/compare.py BASE [HEAD] [--rounds 2] [--json benchmarks/results/compare.json]
+    python benchmarks/compare.py BASE [HEAD] [--rounds 3] [--json benchmarks/results/compare.json]
 
 Workloads (a few minutes per commit and round, on 1 thread):
-  toy_models   (a) and (c): the fused toy-model trainer and the naive baseline
+  toy_models   (a) with the naive baseline, and (c): the fused toy-model trainer
   scaling      the chapter-02 notebook sweep
   polysemanticity  gradient-descent sweep, noise runs, fast step against autograd
   sae          every SAE architecture, best of 3
@@ -33,8 +34,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 # (name, script args, the results file it writes, relative to the tree)
 SCRIPTS = [
-    ("toy_models", ["benchmarks/toy_models.py", "--workload", "a", "--workload", "c", "--threads", "1",
-                    "--no-cuda", "--baseline", "--out", "{out}/toy_models.json"], "{out}/toy_models.json"),
+    ("toy_models", ["benchmarks/toy_models.py", "--workload", "a", "--threads", "1", "--no-cuda", "--baseline",
+                    "--out", "{out}/toy_models_a.json"], "{out}/toy_models_a.json"),
+    ("toy_models", ["benchmarks/toy_models.py", "--workload", "c", "--threads", "1", "--no-cuda",
+                    "--out", "{out}/toy_models_c.json"], "{out}/toy_models_c.json"),
     ("scaling", ["benchmarks/scaling.py", "--workload", "notebook", "--threads", "1", "--seeds", "1",
                  "--out", "{out}/scaling.json"], "{out}/scaling.json"),
     ("polysemanticity", ["benchmarks/polysemanticity.py", "--threads", "1", "--workload", "gd_sweep", "noise",
@@ -48,11 +51,10 @@ SCRIPTS = [
 
 LM_SNIPPET = """
 import json, sys, time, torch
-try:
-    from course_utils.language import generate_corpus
-except ImportError:
-    from course_utils.lm import generate_corpus
 from course_utils import lm
+generate_corpus = getattr(lm, "generate_corpus", None)  # before course_utils.language existed
+if generate_corpus is None:
+    from course_utils.language import generate_corpus
 corpus = generate_corpus(2_000, seed=0)
 torch.manual_seed(0)
 model = lm.GPT(lm.GPTConfig(vocab_size=len(corpus.vocab), n_ctx=corpus.tokens.shape[1]))
@@ -89,34 +91,34 @@ def _timings(script: str, rows: list[dict], workloads: set[str] | None) -> dict[
     return found
 
 
-def run_tree(tree: Path, out: Path) -> dict[str, float]:
-    """Every workload once on ``tree``; returns its timings."""
+def run_workload(tree: Path, out: Path, workload) -> dict[str, float]:
+    """One workload (an entry of SCRIPTS, or "lm") once on ``tree``; returns its timings."""
     out.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
-    for name, args, results in SCRIPTS:
-        results_path = tree / results.format(out=out)
-        if results_path.exists() and str(out) not in str(results_path):
-            results_path.unlink()  # a script's fixed results file: read back only this run's rows
-        command = [sys.executable] + [a.format(out=out) for a in args]
-        done = subprocess.run(command, cwd=tree, env=_env(tree), capture_output=True, text=True)
+    if workload == "lm":
+        lm_out = out / "lm.json"
+        done = subprocess.run([sys.executable, "-c", LM_SNIPPET, str(lm_out)], cwd=tree, env=_env(tree),
+                              capture_output=True, text=True)
         if done.returncode:
-            print(f"  {name} failed in {tree}:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}", file=sys.stderr)
-            continue
-        wanted = None
-        if "--workload" in args:
-            i = args.index("--workload")
-            wanted = {a for a in args[i + 1:] if not a.startswith("--")} | {
-                args[j + 1] for j, a in enumerate(args) if a == "--workload"}
-        timings.update(_timings(name, _rows(results_path), wanted))
-        print(f"  {name}: done", flush=True)
-    lm_out = out / "lm.json"
-    done = subprocess.run([sys.executable, "-c", LM_SNIPPET, str(lm_out)], cwd=tree, env=_env(tree),
-                          capture_output=True, text=True)
+            print(f"  lm failed in {tree}:\n{done.stderr[-3000:]}", file=sys.stderr)
+            return {}
+        return _timings("lm", _rows(lm_out), None)
+    name, args, results = workload
+    results_path = tree / results.format(out=out)
+    if results_path.exists():
+        results_path.unlink()  # read back only this run's rows
+    command = [sys.executable] + [a.format(out=out) for a in args]
+    done = subprocess.run(command, cwd=tree, env=_env(tree), capture_output=True, text=True)
     if done.returncode:
-        print(f"  lm failed in {tree}:\n{done.stderr[-3000:]}", file=sys.stderr)
-    else:
-        timings.update(_timings("lm", _rows(lm_out), None))
-    return timings
+        print(f"  {name} failed in {tree}:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}", file=sys.stderr)
+        return {}
+    wanted = {args[j + 1] for j, a in enumerate(args) if a == "--workload"}
+    if "--workload" in args:  # nargs="*" style: every value after the flag
+        i = args.index("--workload")
+        for a in args[i + 1:]:
+            if a.startswith("--"):
+                break
+            wanted.add(a)
+    return _timings(name, _rows(results_path), wanted or None)
 
 
 def worktree(commit: str, where: Path) -> Path:
@@ -130,7 +132,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("base")
     parser.add_argument("head", nargs="?", default="HEAD")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--tolerance", type=float, default=0.05)
     parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "compare.json")
     args = parser.parse_args(argv)
@@ -141,10 +143,12 @@ def main(argv=None) -> int:
         trees = {c: worktree(c, Path(tmp)) for c in commits}
         try:
             for r in range(args.rounds):
-                for c in (commits if r % 2 == 0 else commits[::-1]):
-                    print(f"round {r + 1}: {c}", flush=True)
-                    for key, value in run_tree(trees[c], Path(tmp) / f"out-{c}-{r}").items():
-                        best[c][key] = min(value, best[c].get(key, float("inf")))
+                for w, workload in enumerate(SCRIPTS + ["lm"]):
+                    for c in (commits if (r + w) % 2 == 0 else commits[::-1]):
+                        found = run_workload(trees[c], Path(tmp) / f"out-{c}-{r}-{w}", workload)
+                        for key, value in found.items():
+                            best[c][key] = min(value, best[c].get(key, float("inf")))
+                    print(f"round {r + 1}: {workload if workload == 'lm' else workload[0]} done", flush=True)
         finally:
             for tree in trees.values():
                 subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO, capture_output=True)
