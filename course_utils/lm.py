@@ -59,22 +59,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .device import get_device
-from .language import Corpus, Vocab
+from .language import Corpus, Vocab, _positive_int
 from .training import TrainingLoop
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 FORMAT_VERSION = "1"
-
-
-def _positive_int(name: str, value) -> int:
-    """``value`` as an int; ``ValueError`` naming ``name`` unless it is an integer >= 1 (not a bool)."""
-    try:
-        ok = not isinstance(value, bool) and int(value) == value and value >= 1
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 # --------------------------------------------------------------------------------------
