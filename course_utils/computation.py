@@ -16,7 +16,10 @@ C(m, 2) pairs, provided the inputs are sparse:
 
 With exactly features i and j on, each neuron wired to both reads 2 − 1 = 1, the others 0: the
 read-off is exact.  With l features on, the other l − 2 leak in through shared wiring, giving
-the first-order error laws the chapter derives (``predicted_u_and_readoffs``).
+the error laws the chapter derives (``predicted_u_and_readoffs``).  ``UAnd`` is the whole
+construction as one object (wiring, layer, read-off, coverage); the measurements
+(``measure_u_and_readoffs``, ``u_and_accuracy``, ``uncovered_fraction``) take it, the
+learner's class of the same shape, or a bare wiring W.
 """
 
 from __future__ import annotations
@@ -72,10 +75,16 @@ class NeuronModel(ToyModel):
     The same parameters, data and importance-weighted loss as ``ToyModel`` (W is
     (instances, hidden, features)); only the ReLU on the hidden layer is new, which makes the
     m hidden neurons a basis that can be read one neuron at a time.  ``train`` trains it
-    through autograd (``fast=True`` refuses it: the fast path's gradients are ToyModel's)."""
+    through autograd (``fast=True`` refuses it: the fast path's gradients are ToyModel's).
+
+    ``forward_fn(W, b, x)`` replaces ``neuron_forward`` (the chapter passes the learner's)."""
+
+    def __init__(self, *args, forward_fn=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.forward_fn = neuron_forward if forward_fn is None else forward_fn
 
     def forward(self, x: Tensor) -> Tensor:
-        return neuron_forward(self.W, self.b, x)
+        return self.forward_fn(self.W, self.b, x)
 
 
 class AbsModel(torch.nn.Module):
@@ -189,16 +198,18 @@ def asymmetric_motifs(W1: Tensor, W2: Tensor, b: Tensor, ratio: float = 1.5, min
 
 def abs_monosemantic_loss(importance: Tensor, feature_probability: Tensor, n_hidden: int) -> Tensor:
     """The abs(x) loss of the best solution without superposition: the n_hidden // 2 most
-    important features get a ReLU(x) and a ReLU(−x) neuron each (exact), the rest output 0
-    and miss E[x²] = p/3.  importance, feature_probability: (instances, features) or
-    broadcastable; -> (instances,) (features sorted by importance within each instance)."""
+    important features get a ReLU(x) and a ReLU(−x) neuron each (exact); every other feature
+    gets no neuron and outputs its best constant, the bias b_i = E|x_i| = p/2, missing the
+    variance of |x_i|, E[x²] − E[|x|]² = p/3 − p²/4.  importance, feature_probability:
+    (instances, features) or broadcastable; -> (instances,) (features ranked by importance
+    within each instance)."""
     importance, p = torch.broadcast_tensors(torch.as_tensor(importance, dtype=torch.float32),
                                             torch.as_tensor(feature_probability, dtype=torch.float32))
     importance, p = importance.reshape(-1, importance.shape[-1]), p.reshape(-1, p.shape[-1])
     order = importance.argsort(dim=-1, descending=True)
     missed = torch.ones_like(importance)
     missed.scatter_(-1, order[:, : n_hidden // 2], 0.0)
-    return (missed * importance * p / 3).mean(dim=-1)
+    return (missed * importance * (p / 3 - p**2 / 4)).mean(dim=-1)
 
 
 def neuron_monosemanticity(W: Tensor, min_norm: float = 0.1) -> Tensor:
@@ -264,22 +275,81 @@ def predicted_u_and_readoffs(p: float, l: int, exact: bool = False) -> dict[str,
     with B ~ Binomial(k, p) leaks:
     - both on: 1 + B over the l − 2 others: 1 + (l − 2) p;
     - one on: ReLU(1 + B − 1) = B over the l − 1 others: (l − 1) p;
-    - none on: ReLU(B − 1) over all l: C(l, 2) p² to first order (two leaks are needed);
+    - none on: ReLU(B − 1) over all l: C(l, 2) p² to leading order, which is second order in
+      p (two leaks are needed);
       exactly l p − 1 + (1 − p)^l, which ``exact=True`` returns (the other two are exact already).
     """
     none = l * p - 1 + (1 - p) ** l if exact else math.comb(l, 2) * p * p
     return {"both": 1 + (l - 2) * p, "one": (l - 1) * p, "none": none}
 
 
-def measure_u_and_readoffs(W: Tensor, l: int, batch: int = 256, generator: torch.Generator | None = None) -> dict[str, float]:
+class UAnd:
+    """The U-AND construction as one object: m features, d neurons, wiring probability p.
+
+    ``W`` is the (d, m) wiring drawn by ``u_and_wiring(m, d, p, generator)``;
+    ``hidden(x)``: (batch, m) -> (batch, d); ``readoff(h)``: (batch, d) -> (batch, m, m);
+    calling it, ``construction(x)``, gives every pair's AND read-off, (batch, m, m), NaN for
+    an uncovered pair; ``coverage()``: (m, m) neurons wired to both features of each pair.
+    ``UAnd.from_wiring(W)`` wraps a wiring that is already drawn.  The chapter's learner
+    writes the same class; ``measure_u_and_readoffs``, ``u_and_accuracy`` and
+    ``uncovered_fraction`` take either."""
+
+    def __init__(self, m: int, d: int, p: float, generator: torch.Generator | None = None):
+        self.m, self.d, self.p = m, d, p
+        self.W = u_and_wiring(m, d, p, generator)
+
+    @classmethod
+    def from_wiring(cls, W: Tensor) -> "UAnd":
+        construction = cls.__new__(cls)
+        construction.d, construction.m = W.shape
+        construction.p = float(W.mean()) if W.numel() else 0.0
+        construction.W = W
+        return construction
+
+    def hidden(self, x: Tensor) -> Tensor:
+        return u_and_hidden(self.W, x)
+
+    def readoff(self, h: Tensor) -> Tensor:
+        return u_and_readoff(self.W, h)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self.readoff(self.hidden(x))
+
+    def coverage(self) -> Tensor:
+        return pair_coverage(self.W)
+
+
+def as_construction(construction) -> "UAnd":
+    """A wiring W (a (d, m) tensor) as the reference ``UAnd``; a construction (the learner's
+    class or the reference's) as it is."""
+    return UAnd.from_wiring(construction) if isinstance(construction, Tensor) else construction
+
+
+def _features(construction) -> int:
+    """m, the number of features, of a construction."""
+    m = getattr(construction, "m", None)
+    return int(m) if m is not None else int(construction.coverage().shape[-1])
+
+
+def _readoffs(construction, x: Tensor, chunk: int = 32) -> Tensor:
+    """``construction(x)`` in chunks of inputs (a learner's read-off may hold a (batch, d, m)
+    product in memory): (batch, m, m)."""
+    return torch.cat([construction(x[start:start + chunk]) for start in range(0, x.shape[0], chunk)])
+
+
+def measure_u_and_readoffs(construction, l: int, batch: int = 256,
+                           generator: torch.Generator | None = None) -> dict[str, float]:
     """Mean read-off over random inputs with l features on, for covered pairs with both, one and
-    none of their two features on (the averages the first-order laws predict)."""
-    m = W.shape[1]
+    none of their two features on (the averages the error laws predict).  ``construction``: a
+    wiring W (d, m), or a U-AND construction (``UAnd``, or the learner's class with the same
+    methods)."""
+    construction = as_construction(construction)
+    m = _features(construction)
     x = sparse_boolean_inputs(m, l, batch, generator)
-    readoff = u_and_readoff(W, u_and_hidden(W, x))
+    readoff = _readoffs(construction, x)
     on = x[:, :, None] + x[:, None, :]  # 0, 1 or 2 of the pair on
     off_diagonal = ~torch.eye(m, dtype=torch.bool)
-    covered = (pair_coverage(W) > 0) & off_diagonal
+    covered = (construction.coverage() > 0) & off_diagonal
     result = {}
     for name, count in (("both", 2), ("one", 1), ("none", 0)):
         mask = (on == count) & covered
@@ -287,14 +357,16 @@ def measure_u_and_readoffs(W: Tensor, l: int, batch: int = 256, generator: torch
     return result
 
 
-def u_and_accuracy(W: Tensor, l: int, batch: int = 256, threshold: float = 0.5,
+def u_and_accuracy(construction, l: int, batch: int = 256, threshold: float = 0.5,
                    generator: torch.Generator | None = None) -> float:
     """The fraction of all C(m, 2) pairwise ANDs that the read-off gets right on random inputs
     with l features on: read-off above ``threshold`` exactly when both features are on.  An
-    uncovered pair (NaN read-off) counts as wrong."""
-    m = W.shape[1]
+    uncovered pair (NaN read-off) counts as wrong.  ``construction``: a wiring W (d, m) or a
+    U-AND construction."""
+    construction = as_construction(construction)
+    m = _features(construction)
     x = sparse_boolean_inputs(m, l, batch, generator)
-    readoff = u_and_readoff(W, u_and_hidden(W, x))
+    readoff = _readoffs(construction, x)
     truth = (x[:, :, None] * x[:, None, :]) > 0
     correct = (readoff > threshold) == truth  # NaN compares False: wrong when the AND is true
     correct &= ~readoff.isnan()
@@ -302,10 +374,11 @@ def u_and_accuracy(W: Tensor, l: int, batch: int = 256, threshold: float = 0.5,
     return float(correct[:, pairs].float().mean())
 
 
-def uncovered_fraction(W: Tensor) -> float:
-    """The fraction of the C(m, 2) pairs no neuron is wired to; ≈ (1 − p²)^d ≈ exp(−d p²)."""
-    m = W.shape[1]
-    coverage = pair_coverage(W)
+def uncovered_fraction(construction) -> float:
+    """The fraction of the C(m, 2) pairs no neuron is wired to; ≈ (1 − p²)^d ≈ exp(−d p²).
+    ``construction``: a wiring W (d, m) or a U-AND construction."""
+    coverage = as_construction(construction).coverage()
+    m = coverage.shape[-1]
     pairs = torch.triu(torch.ones(m, m, dtype=torch.bool), diagonal=1)
     return float((coverage[pairs] == 0).float().mean())
 

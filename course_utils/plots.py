@@ -432,6 +432,26 @@ def plot_fourth_norms(steps: Sequence[int], histories: dict, title: str = "") ->
     return fig
 
 
+def plot_token_neurons(runs: dict, tokens: str = "ABCD") -> Figure:
+    """One heatmap per run (title -> (activations, losses)): a row per seed, the neuron's
+    activation h_t on each token (columns), its final loss written at the row's end."""
+    fig, axes = plt.subplots(1, len(runs), figsize=(3.2 * len(runs), 4.6), squeeze=False)
+    for ax, (title, (activations, losses)) in zip(axes[0], runs.items()):
+        h, loss = _np(activations), _np(losses)
+        image = ax.imshow(h, cmap="Greens", aspect="auto", vmin=0)
+        ax.set_xticks(range(h.shape[1]), list(tokens[:h.shape[1]]))
+        ax.set_yticks(range(h.shape[0]))
+        ax.set_ylabel("seed")
+        ax.set_xlabel("token (final loss at right)")
+        for k, value in enumerate(loss):
+            ax.text(h.shape[1] - 0.4, k, f"{value:.3f}", va="center", fontsize=7)
+        ax.set_xlim(-0.5, h.shape[1] + 0.6)
+        ax.set_title(title, fontsize=10)
+        fig.colorbar(image, ax=ax, fraction=0.05, label="activation h")
+    fig.tight_layout()
+    return fig
+
+
 # --------------------------------------------------------------------------------------
 # Chapter 04: computation in superposition
 # --------------------------------------------------------------------------------------
@@ -488,8 +508,16 @@ def plot_neuron_features(Ws, titles: Sequence[str] | None = None, importance: Te
     if any(W.shape[1] != n_feat for W in Ws):
         raise ValueError("every W needs the same number of features")
     labels = [None] * len(Ws) if titles is None else _titles(len(Ws), titles)
-    width = max(size, 0.14 * max(W.shape[0] for W in Ws) + 1.0)
-    fig, axes = _axes_for(ax, len(Ws), (width * len(Ws), size))
+    # each panel gets its own width (wide enough for its y tick labels and its two-line label,
+    # more for many neurons) and constrained layout keeps the labels of neighbours apart and
+    # gives the shared colourbar its own room on the right
+    width = max(size, 0.14 * max(W.shape[0] for W in Ws) + 1.0) + 0.4
+    if ax is None:
+        fig, grid = plt.subplots(1, len(Ws), figsize=(width * len(Ws) + 1.0, size + 0.4), squeeze=False,
+                                 layout="constrained")
+        axes = list(grid[0])
+    else:
+        fig, axes = _axes_for(ax, len(Ws), None)
     imp = None if importance is None else _np(importance).reshape(-1)
     if imp is not None and len(imp) != n_feat:
         raise ValueError(f"importance has {len(imp)} entries for {n_feat} features")
@@ -533,7 +561,8 @@ def plot_neuron_features(Ws, titles: Sequence[str] | None = None, importance: Te
         mono = int((group == 0).sum())
         axis.set_xlabel(f"neurons ({mono}/{hidden} monosemantic)" + (f"\n{label}" if label else ""), fontsize=8)
     axes[0].set_ylabel("input weight W[k, i]")
-    fig.colorbar(plt.cm.ScalarMappable(cmap=cmap, norm=norm), ax=axes, shrink=0.8, label=bar_label)
+    fig.colorbar(plt.cm.ScalarMappable(cmap=cmap, norm=norm), ax=axes, shrink=0.8, label=bar_label,
+                 fraction=0.12 / len(Ws), pad=0.02)
     return fig
 
 

@@ -21,6 +21,14 @@ through ``autoencoder_loss`` and a ``torch.optim`` optimiser.  Because the input
 identity, the forward pass on the whole dataset is the Gram matrix G = W Wᵀ, and
 ``fast=True`` steps with its closed-form gradient instead (``course_utils/_fast/
 polysemanticity.py``, tested equal to autograd); the notebook's sweeps use it.
+``train_autoencoder`` is the same default path written out as one plain loop (the chapter's
+capstone: its learners write it).
+
+The last part is Towards Monosemanticity's argument (Bricken et al. 2023) that a prediction
+objective alone can make a neuron polysemantic: one ReLU neuron reading N mutually exclusive
+tokens (``token_neuron_loss``, ``train_token_neuron``), whose best cross-entropy has a closed
+form (``ce_lower_bound``) that prefers firing on two tokens, while squared error
+(``mse_lower_bound``) ties every firing pattern.
 """
 
 from __future__ import annotations
@@ -231,6 +239,32 @@ def train_autoencoders(
     )
 
 
+def train_autoencoder(n: int, m: int, instances: int, l1: float, loss_fn=None, steps: int = 7_500,
+                      lr: float = 1e-3, weight_decay: float = 0.01, seed: int = 0, device="cpu",
+                      progress: bool = True) -> tuple[Tensor, Tensor]:
+    """The paper's training loop, written out (chapter 03's learners write it): W ~ N(0, 1/m)
+    drawn from ``torch.Generator().manual_seed(seed)`` (as ``init_weights``), a leaf tensor
+    (instances, n, m) on ``device``, full-batch AdamW on ``loss_fn(W, l1)`` (one loss per
+    instance, default ``autoencoder_loss``) summed over the instances.
+
+    Returns (W_init, W): a copy of the initial weights and the trained weights, both detached
+    and on the CPU, (instances, n, m).  The same steps as ``train_autoencoders``' default path."""
+    from tqdm.auto import tqdm
+
+    loss_fn = autoencoder_loss if loss_fn is None else loss_fn
+    generator = torch.Generator().manual_seed(seed)
+    W = (torch.randn(instances, n, m, generator=generator) / math.sqrt(m)).to(device).requires_grad_()
+    W_init = W.detach().cpu().clone()
+    optimizer = torch.optim.AdamW([W], lr=lr, weight_decay=weight_decay)
+    for _ in tqdm(range(steps), desc=f"n={n}, m={m}, λ={l1:g}", disable=not progress, leave=False,
+                  mininterval=0.5):
+        loss = loss_fn(W, l1)  # (instances,)
+        optimizer.zero_grad()
+        loss.sum().backward()
+        optimizer.step()
+    return W_init, W.detach().cpu()
+
+
 # --------------------------------------------------------------------------------------
 # Measures
 # --------------------------------------------------------------------------------------
@@ -359,6 +393,7 @@ class CollisionSweep:
     privileged: list[dict[str, float]]
     seconds: list[float]
     settings: dict
+    predicted: Tensor | None = None  # the prediction per width, when the sweep was given one
 
     @property
     def mean(self) -> Tensor:
@@ -370,6 +405,10 @@ class CollisionSweep:
 
     @property
     def prediction(self) -> Tensor:
+        """The expected count per width: what the sweep's ``predict`` gave, else
+        ``predicted_polysemantic``."""
+        if self.predicted is not None:
+            return self.predicted
         return torch.tensor([predicted_polysemantic(self.n, m) for m in self.widths], dtype=torch.float64)
 
     @property
@@ -397,9 +436,16 @@ class CollisionSweep:
 
 
 def collision_sweep(n: int, widths, instances: int = 32, *, seed: int = 0, progress: bool = True,
-                    fast: bool = False, **train_kwargs) -> CollisionSweep:
+                    fast: bool = False, count=None, predict=None, win_rate=None,
+                    **train_kwargs) -> CollisionSweep:
     """Train ``instances`` seeds at each width in ``widths`` (each width one batched run) and
-    count polysemantic neurons.  ``fast`` and ``train_kwargs`` go to ``train_autoencoders``."""
+    count polysemantic neurons.  ``fast`` and ``train_kwargs`` go to ``train_autoencoders``.
+
+    ``count(W) -> (instances,)`` counts the polysemantic neurons (default
+    ``polysemantic_neurons``) and ``predict(n, m) -> float`` gives the expected count (default
+    ``predicted_polysemantic``) and ``win_rate(W_init, W) -> (instances,)`` the fraction of
+    features won by their initial argmax (default ``initial_argmax_win_rate``): the chapter
+    passes the learner's versions."""
     from tqdm.auto import tqdm
 
     widths = [int(m) for m in widths]
@@ -412,12 +458,110 @@ def collision_sweep(n: int, widths, instances: int = 32, *, seed: int = 0, progr
     for k, m in enumerate(tqdm(widths, desc=f"collision sweep n={n}", disable=not progress, leave=False)):
         run = train_autoencoders(n, m, instances, seed=seed + 1000 * k, progress=progress,
                                  record_every=record_every, fast=fast, **train_kwargs)
-        counts.append(polysemantic_neurons(run.W))
-        win_rates.append(initial_argmax_win_rate(run.W_init, run.W))
+        counts.append(torch.as_tensor((count or polysemantic_neurons)(run.W)).cpu())
+        win_rates.append(torch.as_tensor((win_rate or initial_argmax_win_rate)(run.W_init, run.W)).cpu())
         privileged.append(privileged_basis(run.W))
         seconds.append(run.seconds)
     settings = {"instances": instances, "seed": seed, **train_kwargs}
-    return CollisionSweep(n, widths, torch.stack(counts), torch.stack(win_rates), privileged, seconds, settings)
+    predicted = None if predict is None else torch.tensor([float(predict(n, m)) for m in widths], dtype=torch.float64)
+    return CollisionSweep(n, widths, torch.stack(counts), torch.stack(win_rates), privileged, seconds, settings,
+                          predicted)
+
+
+# --------------------------------------------------------------------------------------
+# Polysemanticity without sparsity: one neuron, N mutually exclusive tokens
+# --------------------------------------------------------------------------------------
+#
+# Towards Monosemanticity (Bricken et al. 2023, "why not architectural approaches"): one ReLU
+# neuron reads N equally likely one-hot tokens, h_t = ReLU(w_t), and a linear readout predicts
+# the token from it, logits = u h_t + c.  Under cross-entropy the best the readout can do depends
+# only on which tokens share an activation level; under squared error every firing pattern ties.
+
+TOKEN_LOSSES = ("ce", "mse")
+
+
+def ce_lower_bound(activations: Tensor, tol: float = 1e-6) -> float:
+    """The infimum over linear readouts (u, c) of the cross-entropy of predicting N equally
+    likely tokens from one neuron's activations, ``activations``: (N,).
+
+    Tokens at distinct activation levels can be told apart with certainty in the limit of a
+    large readout (the logits u_k h + c_k are tangent lines of a parabola, each the largest at
+    its own level); tokens at the same level can only be guessed uniformly.  So the bound is
+    Σ over groups g of equal activation (within ``tol``) of (|g|/N) ln |g|."""
+    h = torch.as_tensor(activations, dtype=torch.float64).flatten().sort().values
+    N = h.numel()
+    boundaries = torch.nonzero(h.diff() > tol).flatten() + 1
+    edges = [0, *boundaries.tolist(), N]
+    sizes = [b - a for a, b in zip(edges[:-1], edges[1:])]
+    return float(sum(size / N * math.log(size) for size in sizes))
+
+
+def mse_lower_bound(activations: Tensor, tol: float = 1e-6) -> float:
+    """The least squared error, Σ over the N outputs and mean over N equally likely one-hot
+    tokens, of an affine readout u h_t + c of one neuron's activations (N,): (N − 2)/N when the
+    activations are not all equal, (N − 1)/N when they are (per output, the variance of x_k
+    left unexplained by a regression on h; Σ_k Cov(x_k, h)² = Var(h)/N)."""
+    h = torch.as_tensor(activations, dtype=torch.float64).flatten()
+    N = h.numel()
+    constant = float(h.max() - h.min()) <= tol
+    return (N - 1) / N if constant else (N - 2) / N
+
+
+def token_neuron_loss(w: Tensor, u: Tensor, c: Tensor, loss: str = "ce") -> Tensor:
+    """The loss of one neuron per seed on N one-hot tokens, (seeds,).
+
+    w, u, c: (seeds, N).  The neuron's activation on token t is h_t = ReLU(w_t); the readout
+    gives N outputs u h_t + c.  ``"ce"``: cross-entropy of predicting the token t, mean over
+    tokens; ``"mse"``: squared error against the one-hot x_t, summed over outputs, mean over
+    tokens."""
+    if loss not in TOKEN_LOSSES:
+        raise ValueError(f"loss must be one of {TOKEN_LOSSES}, got {loss!r}")
+    seeds, N = w.shape
+    h = torch.relu(w)  # (seeds, tokens)
+    outputs = h[:, :, None] * u[:, None, :] + c[:, None, :]  # (seeds, tokens, outputs)
+    if loss == "ce":
+        return -torch.log_softmax(outputs, dim=-1).diagonal(dim1=-2, dim2=-1).mean(dim=-1)
+    x = torch.eye(N, dtype=w.dtype, device=w.device)
+    return (outputs - x).square().sum(dim=-1).mean(dim=-1)
+
+
+@dataclass
+class TokenNeuronRun:
+    """What ``train_token_neuron`` returns: the activations h = ReLU(w), (seeds, N), the final
+    losses (seeds,), and the readout u, c (seeds, N)."""
+
+    loss_kind: str
+    activations: Tensor
+    loss: Tensor
+    u: Tensor
+    c: Tensor
+
+    def firing(self, threshold: float = 1e-3) -> Tensor:
+        """(seeds,): the number of tokens each seed's neuron fires on (h > threshold)."""
+        return (self.activations > threshold).sum(dim=-1)
+
+
+def train_token_neuron(loss: str = "ce", seeds: int = 16, tokens: int = 4, steps: int = 5_000,
+                       lr: float = 0.01, init_std: float = 0.5, seed: int = 0,
+                       progress: bool = False) -> TokenNeuronRun:
+    """Train ``seeds`` one-neuron models (``token_neuron_loss``) at once with full-batch AdamW
+    (PyTorch's default weight decay 0.01): w, u ~ N(0, init_std²) from one generator seeded with
+    ``seed``, c = 0.  A neuron whose weights all start negative never fires (a dead ReLU gets no
+    gradient)."""
+    from tqdm.auto import tqdm
+
+    generator = torch.Generator().manual_seed(seed)
+    w = (torch.randn(seeds, tokens, generator=generator) * init_std).requires_grad_()
+    u = (torch.randn(seeds, tokens, generator=generator) * init_std).requires_grad_()
+    c = torch.zeros(seeds, tokens, requires_grad=True)
+    optimizer = torch.optim.AdamW([w, u, c], lr=lr)
+    for _ in tqdm(range(steps), desc=f"one neuron, {loss}", disable=not progress, leave=False, mininterval=0.5):
+        optimizer.zero_grad()
+        token_neuron_loss(w, u, c, loss).sum().backward()
+        optimizer.step()
+    with torch.no_grad():
+        final = token_neuron_loss(w, u, c, loss)
+    return TokenNeuronRun(loss, torch.relu(w).detach(), final, u.detach(), c.detach())
 
 
 # --------------------------------------------------------------------------------------

@@ -264,11 +264,13 @@ class PolysemanticityResult:
 
 
 def retrain_polysemantic(ratio: float, l1: float, n: int = 16, instances: int = 32, steps: int = 3_000,
-                         seed: int = 0) -> PolysemanticityResult:
+                         seed: int = 0, count=None, predict=None) -> PolysemanticityResult:
     """Train ``instances`` autoencoders with m = round(ratio · n) neurons and L1 strength ``l1``
     by gradient descent (lr 0.05, the fast setting of the chapter) and count polysemantic
     neurons.  Trains on the fast path (closed-form step, ``course_utils._fast``) so a slider
-    move answers in about a second on a CPU; deterministic for fixed arguments."""
+    move answers in about a second on a CPU; deterministic for fixed arguments.  ``count(W)``
+    and ``predict(n, m)`` (default: the course's ``polysemantic_neurons`` and
+    ``predicted_polysemantic``) are the chapter's, the learner's when theirs passed."""
     from . import polysemanticity as poly
 
     if not ratio >= 1:
@@ -278,13 +280,16 @@ def retrain_polysemantic(ratio: float, l1: float, n: int = 16, instances: int = 
     m = int(round(ratio * n))
     run = poly.train_autoencoders(n, m, instances, l1=l1, optimizer="gd", steps=steps, seed=seed,
                                   device="cpu", progress=False, record_every=steps, fast=True)
-    return PolysemanticityResult(n, m, float(l1), run.W[0], poly.polysemantic_neurons(run.W),
-                                 poly.predicted_polysemantic(n, m),
+    count = count or poly.polysemantic_neurons
+    predict = predict or poly.predicted_polysemantic
+    return PolysemanticityResult(n, m, float(l1), run.W[0], torch.as_tensor(count(run.W)),
+                                 float(predict(n, m)),
                                  poly.privileged_basis(run.W)["one_active_weight"])
 
 
-def polysemanticity_explorer(n: int = 16, steps: int = 3_000):
-    """Sliders for m/n and λ; each change retrains and redraws.  Make it the last expression of
+def polysemanticity_explorer(n: int = 16, steps: int = 3_000, count=None, predict=None):
+    """Sliders for m/n and λ; each change retrains and redraws (counting with ``count`` and
+    predicting with ``predict``, see ``retrain_polysemantic``).  Make it the last expression of
     a cell to show it."""
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
@@ -300,7 +305,7 @@ def polysemanticity_explorer(n: int = 16, steps: int = 3_000):
     def redraw(_=None):
         with output:
             output.clear_output(wait=True)
-            result = retrain_polysemantic(ratio.value, l1.value, n=n, steps=steps)
+            result = retrain_polysemantic(ratio.value, l1.value, n=n, steps=steps, count=count, predict=predict)
             print(result.summary())
             plot_polysemantic_weights([result.W], titles=[f"seed 0: n={result.n}, m={result.m}, λ={result.l1:g}"],
                                       size=4.5)
@@ -317,9 +322,11 @@ def polysemanticity_explorer(n: int = 16, steps: int = 3_000):
 # --------------------------------------------------------------------------------------
 
 
-def u_and_summary(m: int, d: int, p: float, l: int, seed: int = 0, batch: int = 256) -> dict:
+def u_and_summary(m: int, d: int, p: float, l: int, seed: int = 0, batch: int = 256, construction=None) -> dict:
     """One U-AND setting, measured and predicted: m boolean features, d neurons each wired to
-    each feature with probability p, inputs with l features on.
+    each feature with probability p, inputs with l features on.  ``construction`` is the class
+    that builds it, ``construction(m, d, p, generator)`` (the chapter passes the learner's
+    ``UAnd``); by default the course's ``computation.UAnd``.
 
     Returns a dict: ``measured``, ``predicted`` (first order) and ``predicted_exact``, each
     "both" / "one" / "none" -> mean read-off; ``uncovered`` (the fraction of pairs no neuron is
@@ -330,17 +337,18 @@ def u_and_summary(m: int, d: int, p: float, l: int, seed: int = 0, batch: int = 
 
     from . import computation as C
 
-    generator = torch.Generator().manual_seed(seed)
-    W = C.u_and_wiring(m, d, p, generator)  # checks m, d and p
+    C._check_u_and(m, d, p)
     if int(l) != l or not 2 <= l <= m:
         raise ValueError(f"l (features on) must be a whole number from 2 to m = {m}, got l = {l}: "
                          "an AND needs two features on, and no more than m features can be on")
     l = int(l)
+    generator = torch.Generator().manual_seed(seed)
+    built = (C.UAnd if construction is None else construction)(m, d, p, generator)
     return {
-        "measured": C.measure_u_and_readoffs(W, l, batch, generator),
+        "measured": C.measure_u_and_readoffs(built, l, batch, generator),
         "predicted": C.predicted_u_and_readoffs(p, l),
         "predicted_exact": C.predicted_u_and_readoffs(p, l, exact=True),
-        "uncovered": C.uncovered_fraction(W),
+        "uncovered": C.uncovered_fraction(built),
         "predicted_uncovered": math.exp(-d * p * p),
         "d_p2": d * p * p,
         "n_ands": math.comb(m, 2),
@@ -365,11 +373,14 @@ def describe_u_and(summary: dict) -> str:
     return text
 
 
-def u_and_explorer(m: int = 100, d: int = 400, p: float = 0.1, l: int = 3, seed: int = 0, batch: int = 64):
+def u_and_explorer(m: int = 100, d: int = 400, p: float = 0.1, l: int = 3, seed: int = 0, batch: int = 64,
+                   construction=None):
     """Sliders for d (neurons), p (wiring probability) and l (features on) of the U-AND
     construction with m features; each change rebuilds the wiring and redraws measured vs
     predicted read-offs (about 0.1 s with m = 100).  Lower p until d·p² < 1 to watch the
-    construction fail.  Make it the last expression of a cell to show it."""
+    construction fail.  ``construction``: the class that builds it, ``construction(m, d, p,
+    generator)`` (the learner's ``UAnd``); the course's ``computation.UAnd`` by default.  Make
+    it the last expression of a cell to show it."""
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
 
@@ -388,7 +399,8 @@ def u_and_explorer(m: int = 100, d: int = 400, p: float = 0.1, l: int = 3, seed:
         with output:
             output.clear_output(wait=True)
             try:
-                summary = u_and_summary(m, neurons.value, wiring.value, on.value, seed=seed, batch=batch)
+                summary = u_and_summary(m, neurons.value, wiring.value, on.value, seed=seed, batch=batch,
+                                        construction=construction)
             except ValueError as error:
                 print(f"Cannot build this setting: {error}")
                 return

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 
 import pytest
 import torch
@@ -29,6 +30,8 @@ REFERENCES = {
     "count_polysemantic_neurons": poly.polysemantic_neurons,
     "predicted_polysemantic": poly.predicted_polysemantic,
     "initial_argmax_win_rate": poly.initial_argmax_win_rate,
+    "train_autoencoder": poly.train_autoencoder,
+    "ce_lower_bound": poly.ce_lower_bound,
 }
 
 @pytest.fixture(autouse=True, scope="module")
@@ -52,7 +55,13 @@ def test_reference_passes_hidden_seeds(name):
 
 
 def test_registered_under_the_exercise_names():
-    assert_registered(REFERENCES)
+    assert_registered({k: v for k, v in REFERENCES.items() if k != "train_autoencoder"})
+    assert_registered(["train_autoencoder"], min_seeds=6)
+
+
+def test_every_check_returns_the_reference_it_hands_over():
+    for name, reference in REFERENCES.items():
+        assert checks.EXERCISES[name].exercise.reference is reference, name
 
 
 def test_failure_messages_name_the_case():
@@ -528,7 +537,7 @@ def test_predicted_names_each_listed_mistake(mistake):
 
 
 @pytest.mark.parametrize("wrong, phrase", [
-    (predicted_birthday_pairs, "your prediction is too high by a factor of"),
+    (predicted_birthday_pairs, "your prediction is too high against the simulation"),
     (predicted_rounded, "your prediction is too"),
     (predicted_shape_two, "returned a tensor of shape (2,); expected one number"),
     (predicted_string, "your function returned str; expected a number"),
@@ -540,6 +549,11 @@ def test_predicted_names_each_listed_mistake(mistake):
 ])
 def test_predicted_catches(wrong, phrase):
     assert phrase in failure("predicted_polysemantic", wrong)
+
+
+def test_prediction_failure_gives_no_ratio():
+    message = failure("predicted_polysemantic", predicted_birthday_pairs)
+    assert "factor" not in message and not re.search(r"\d\.\d", message), message
 
 
 def test_prediction_mistakes_are_outside_the_tolerance_on_every_case():
@@ -672,3 +686,263 @@ def test_win_rate_over_instances_is_invisible_with_one_instance():
     one = [s for s in range(8) if chapter._winner_case(s).W.shape[0] == 1]
     assert one
     assert_passes("initial_argmax_win_rate", win_rate_over_all_instances, seeds=one)
+
+
+# --------------------------------------------------------------------------------------
+# train_autoencoder (the capstone)
+# --------------------------------------------------------------------------------------
+
+
+def _train(n, m, instances, l1, loss_fn, steps, lr, weight_decay, seed, device, progress, *,
+           optimizer="adamw", reduce="sum", zero_grad=True, scale=None, clone=True, order="zero-backward-step"):
+    """A learner's loop, right by default; the keywords plant one mistake each."""
+    generator = torch.Generator().manual_seed(seed)
+    W = torch.randn(instances, n, m, generator=generator)
+    W = (W / (math.sqrt(m) if scale is None else scale(n, m))).to(device).requires_grad_()
+    W_init = W.detach().cpu().clone() if clone else W.detach().cpu()
+    make = {"adamw": lambda: torch.optim.AdamW([W], lr=lr, weight_decay=weight_decay),
+            "adam": lambda: torch.optim.Adam([W], lr=lr),
+            "adam_l2": lambda: torch.optim.Adam([W], lr=lr, weight_decay=weight_decay),
+            "sgd": lambda: torch.optim.SGD([W], lr=lr)}
+    opt = make[optimizer]()
+    for _ in range(steps):
+        loss = loss_fn(W, l1)
+        if order == "zero-after-backward":
+            getattr(loss, reduce)().backward()
+            opt.zero_grad()
+        else:
+            if zero_grad:
+                opt.zero_grad()
+            getattr(loss, reduce)().backward()
+        opt.step()
+    return W_init, W.detach().cpu()
+
+
+def train_right(n, m, instances, l1, loss_fn, steps=7_500, lr=1e-3, weight_decay=0.01, seed=0, device="cpu",
+                progress=True):
+    return _train(n, m, instances, l1, loss_fn, steps, lr, weight_decay, seed, device, progress)
+
+
+def _wrong(**planted):
+    def train(n, m, instances, l1, loss_fn, steps=7_500, lr=1e-3, weight_decay=0.01, seed=0, device="cpu",
+              progress=True):
+        return _train(n, m, instances, l1, loss_fn, steps, lr, weight_decay, seed, device, progress, **planted)
+    return train
+
+
+train_adam = _wrong(optimizer="adam")
+train_adam_l2 = _wrong(optimizer="adam_l2")
+train_mean = _wrong(reduce="mean")
+train_no_zero_grad = _wrong(zero_grad=False)
+train_unscaled = _wrong(scale=lambda n, m: 1.0)
+train_over_m = _wrong(scale=lambda n, m: m)
+train_over_sqrt_n = _wrong(scale=lambda n, m: math.sqrt(n))
+train_aliased = _wrong(clone=False)
+train_sgd = _wrong(optimizer="sgd")
+train_zero_after_backward = _wrong(order="zero-after-backward")
+
+
+def train_no_loss_fn(n, m, instances, l1, steps=7_500, lr=1e-3, weight_decay=0.01, seed=0, device="cpu",
+                     progress=True):
+    return train_right(n, m, instances, l1, poly.autoencoder_loss, steps, lr, weight_decay, seed, device)
+
+
+def train_own_generator_state(n, m, instances, l1, loss_fn, steps=7_500, lr=1e-3, weight_decay=0.01, seed=0,
+                              device="cpu", progress=True):  # torch's global stream, not the seeded generator
+    W = (torch.randn(instances, n, m) / math.sqrt(m)).requires_grad_()
+    W_init = W.detach().clone()
+    opt = torch.optim.AdamW([W], lr=lr, weight_decay=weight_decay)
+    for _ in range(steps):
+        loss = loss_fn(W, l1)
+        opt.zero_grad()
+        loss.sum().backward()
+        opt.step()
+    return W_init, W.detach()
+
+
+def train_keeps_grad(*args, **kwargs):
+    W_init, W = train_right(*args, **kwargs)
+    return W_init, W.requires_grad_()
+
+
+def train_returns_W_only(*args, **kwargs):
+    return train_right(*args, **kwargs)[1]
+
+
+def test_train_right_answers_pass():
+    assert_passes("train_autoencoder", train_right)
+
+
+TRAIN_MISTAKES = {
+    "the optimiser is Adam without weight decay; the paper uses AdamW (decoupled weight decay "
+    "`weight_decay`)": train_adam,
+    "the optimiser is Adam with weight_decay, which adds the decay to the gradient (L2); the "
+    "paper's AdamW decays the weights directly": train_adam_l2,
+    "the per-instance losses are averaged before backward(); sum them, so that each instance "
+    "trains on its own loss": train_mean,
+    "the gradients are never zeroed (optimizer.zero_grad() is missing), so they accumulate "
+    "from step to step": train_no_zero_grad,
+}
+
+
+def test_every_listed_train_mistake_has_a_learner_here():
+    assert set(chapter._train_mistakes(chapter._train_case(0))) == set(TRAIN_MISTAKES)
+
+
+@pytest.mark.parametrize("mistake", TRAIN_MISTAKES)
+def test_train_names_each_listed_mistake(mistake):
+    assert_names_mistake("train_autoencoder", TRAIN_MISTAKES[mistake], mistake)
+
+
+@pytest.mark.parametrize("wrong, phrase", [
+    (train_unscaled, "match a known mistake: W_init is not scaled"),
+    (train_over_m, "match a known mistake: W_init is divided by m"),
+    (train_over_sqrt_n, "match a known mistake: W_init is scaled by 1/√n"),
+    (train_aliased, "your W_init is the trained W itself"),
+    (train_own_generator_state, "your W_init is not the reference draw"),
+    (train_sgd, "your W did not change in 150 steps"),  # the tiny-loss case comes first
+    (train_zero_after_backward, "your W did not change"),
+    (train_no_loss_fn, "takes no `loss_fn` argument"),
+    (train_keeps_grad, "the trained W still requires grad"),
+    (train_returns_W_only, "expected a pair (W_init, W)"),
+])
+def test_train_catches(wrong, phrase):
+    assert phrase in failure("train_autoencoder", wrong)
+
+
+def test_train_cases_vary_every_argument_and_include_the_tiny_loss():
+    cases = default_cases("train_autoencoder", chapter._train_case)
+    for key in ("n", "l1", "lr", "weight_decay", "seed", "instances"):
+        assert len({getattr(c, key) for c in cases}) >= 2, key
+    assert all(c.n <= c.m <= 2 * c.n + 1 and 3 <= c.n <= 6 for c in cases)
+    assert cases[0].loss_fn is chapter._tiny_loss and any(c.loss_fn is poly.autoencoder_loss for c in cases)
+
+
+def test_sgd_fails_the_plain_cases_as_a_different_loop():
+    plain = [s for s in range(6) if chapter._train_case(s).loss_fn is poly.autoencoder_loss]
+    assert "your trained W differs from the reference loop's" in failure("train_autoencoder", train_sgd, seeds=plain)
+
+
+def test_the_mean_over_instances_is_invisible_without_the_tiny_loss():
+    """Adam is blind to a loss scale except through ε: only the tiny-loss cases catch the mean."""
+    plain = [s for s in range(6) if chapter._train_case(s).loss_fn is poly.autoencoder_loss]
+    assert_passes("train_autoencoder", train_mean, seeds=plain)
+
+
+# --------------------------------------------------------------------------------------
+# ce_lower_bound
+# --------------------------------------------------------------------------------------
+
+
+def bound_right(activations):
+    _, counts = torch.unique(activations, return_counts=True)
+    p = counts.double() / activations.numel()
+    return float((p * counts.double().log()).sum())
+
+
+def bound_right_loop(activations):
+    N = len(activations)
+    total = 0.0
+    for level in set(activations.tolist()):
+        size = sum(1 for a in activations.tolist() if a == level)
+        total += size / N * math.log(size)
+    return torch.tensor(total)
+
+
+def bound_log2(activations):
+    _, counts = torch.unique(activations, return_counts=True)
+    return float((counts.double() / activations.numel() * counts.double().log2()).sum())
+
+
+def bound_unweighted(activations):
+    _, counts = torch.unique(activations, return_counts=True)
+    return float(counts.double().log().sum())
+
+
+def bound_firing_as_one_group(activations):
+    N = activations.numel()
+    sizes = [int((activations > 0).sum()), int((activations <= 0).sum())]
+    return sum(g / N * math.log(g) for g in sizes if g)
+
+
+def bound_silent_tokens_apart(activations):
+    values, counts = torch.unique(activations, return_counts=True)
+    N = activations.numel()
+    return sum(int(c) / N * math.log(int(c)) for v, c in zip(values, counts) if v > 0)
+
+
+def bound_level_entropy(activations):
+    _, counts = torch.unique(activations, return_counts=True)
+    p = counts.double() / activations.numel()
+    return float(-(p * p.log()).sum())
+
+
+def bound_mean_over_groups(activations):
+    _, counts = torch.unique(activations, return_counts=True)
+    return float(counts.double().log().mean())
+
+
+def bound_in_place(activations):
+    activations.clamp_(min=0.5)
+    return bound_right(activations)
+
+
+def bound_tensor_of_groups(activations):
+    _, counts = torch.unique(activations, return_counts=True)
+    return counts.double() / activations.numel() * counts.double().log()
+
+
+def test_bound_right_answers_pass():
+    for learner in (bound_right, bound_right_loop):
+        assert_passes("ce_lower_bound", learner)
+        assert_passes("ce_lower_bound", learner, seeds=range(100, 116))
+
+
+def test_bound_values():
+    """The closed form on the chapter's patterns: (3/4) ln 3, ln 2, ½ ln 2, ln 4."""
+    bound = poly.ce_lower_bound
+    assert math.isclose(bound(torch.tensor([2.0, 0, 0, 0])), 0.75 * math.log(3), rel_tol=1e-12)
+    assert math.isclose(bound(torch.tensor([1.0, 1.0, 0, 0])), math.log(2), rel_tol=1e-12)
+    assert math.isclose(bound(torch.tensor([1.0, 3.0, 0, 0])), 0.5 * math.log(2), rel_tol=1e-12)
+    assert math.isclose(bound(torch.zeros(4)), math.log(4), rel_tol=1e-12)
+    assert bound(torch.tensor([1.0, 2.0, 3.0, 4.0])) == 0.0
+    assert math.isclose(bound(torch.tensor([1.0, 1.0 + 1e-9, 0, 0])), math.log(2))  # equal within tol
+
+
+BOUND_MISTAKES = {
+    "the logarithm is base 2; the cross-entropy is in nats (natural log)": bound_log2,
+    "the groups are not weighted by their probability |g|/N": bound_unweighted,
+    "all tokens the neuron fires on are treated as one group; tokens at different activation "
+    "levels can be told apart": bound_firing_as_one_group,
+    "the silent tokens are not a group of their own: tokens with activation 0 cannot be told "
+    "apart from each other either": bound_silent_tokens_apart,
+    "this is the entropy of the activation level, not the uncertainty about the token given "
+    "the level": bound_level_entropy,
+}
+
+
+def test_every_listed_bound_mistake_has_a_learner_here():
+    assert set(chapter._bound_mistakes(torch.tensor([1.0, 0, 0]))) == set(BOUND_MISTAKES)
+
+
+@pytest.mark.parametrize("mistake", BOUND_MISTAKES)
+def test_bound_names_each_listed_mistake(mistake):
+    assert_names_mistake("ce_lower_bound", BOUND_MISTAKES[mistake], mistake)
+
+
+@pytest.mark.parametrize("wrong, phrase", [
+    (bound_mean_over_groups, "your bound is too"),
+    (bound_in_place, "changed its input `activations` in place"),
+    (bound_tensor_of_groups, "expected one number"),
+])
+def test_bound_catches(wrong, phrase):
+    assert phrase in failure("ce_lower_bound", wrong)
+
+
+def test_bound_cases_cover_several_sizes_silent_and_single_level_patterns():
+    cases = default_cases("ce_lower_bound", chapter._bound_case)
+    sizes = {c.activations.numel() for c in cases}
+    assert len(sizes) >= 4 and any(n != 4 for n in sizes)
+    assert any((c.activations == 0).all() for c in cases)
+    assert any((c.activations > 0).all() and len(set(c.activations.tolist())) == 1 for c in cases)
+    assert {c.activations.dtype for c in cases} == {torch.float32, torch.float64}

@@ -529,3 +529,138 @@ def test_collision_sweep_rejects_bad_widths():
         collision_sweep(6, [], instances=2, progress=False)
     with pytest.raises(ValueError, match="at least as many neurons"):
         collision_sweep(6, [12, 4], instances=2, progress=False)
+
+
+# --------------------------------------------------------------------------------------
+# The learners' training loop, written out
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("l1, lr, weight_decay", [(1e-3, 1e-3, 0.01), (0.03, 1e-2, 0.1)])
+def test_train_autoencoder_equals_the_default_path_of_train_autoencoders(l1, lr, weight_decay):
+    W_init, W = poly.train_autoencoder(5, 9, 3, l1, steps=200, lr=lr, weight_decay=weight_decay, seed=4,
+                                       progress=False)
+    run = poly.train_autoencoders(5, 9, 3, l1=l1, lr=lr, weight_decay=weight_decay, steps=200, seed=4,
+                                  device="cpu", progress=False)
+    assert torch.equal(W_init, run.W_init) and torch.equal(W, run.W)
+    assert torch.equal(W_init, poly.init_weights(3, 5, 9, torch.Generator().manual_seed(4)))
+    assert not W.requires_grad and W.device.type == "cpu"
+    assert W_init.data_ptr() != W.data_ptr() and not torch.equal(W_init, W)
+
+
+def test_train_autoencoder_takes_the_loss_it_is_given():
+    def no_penalty(W, l1):
+        return poly.autoencoder_loss(W, 0.0)
+
+    _, W = poly.train_autoencoder(4, 6, 2, 0.05, no_penalty, steps=50, lr=1e-2, seed=1, progress=False)
+    _, W_zero = poly.train_autoencoder(4, 6, 2, 0.0, steps=50, lr=1e-2, seed=1, progress=False)
+    _, W_l1 = poly.train_autoencoder(4, 6, 2, 0.05, steps=50, lr=1e-2, seed=1, progress=False)
+    assert torch.equal(W, W_zero) and not torch.allclose(W, W_l1, atol=1e-3)
+
+
+def test_collision_sweep_counts_and_predicts_with_the_functions_it_is_given():
+    def count_twice(W):
+        return 2 * poly.polysemantic_neurons(W)
+
+    def predict_one(n, m):
+        return 1.0
+
+    def win_rate_half(W_init, W):
+        return torch.full((W.shape[0],), 0.5)
+
+    plain = collision_sweep(4, [8, 12], 3, steps=50, progress=False, device="cpu", fast=True)
+    mine = collision_sweep(4, [8, 12], 3, steps=50, progress=False, device="cpu", fast=True,
+                           count=count_twice, predict=predict_one, win_rate=win_rate_half)
+    assert torch.equal(mine.counts, 2 * plain.counts)
+    assert torch.equal(mine.prediction, torch.ones(2, dtype=torch.float64))
+    assert torch.equal(plain.prediction, torch.tensor([predicted_polysemantic(4, m) for m in (8, 12)],
+                                                      dtype=torch.float64))
+    assert torch.equal(mine.win_rates, torch.full((2, 3), 0.5))
+
+
+# --------------------------------------------------------------------------------------
+# One neuron, four tokens: cross-entropy against squared error
+# --------------------------------------------------------------------------------------
+
+
+def test_ce_lower_bound_closed_form():
+    bound = poly.ce_lower_bound
+    assert math.isclose(bound(torch.tensor([2.0, 0, 0, 0])), 0.75 * math.log(3))  # monosemantic: 0.824
+    assert math.isclose(bound(torch.tensor([1.0, 1.0, 0, 0])), math.log(2))  # A and B equally: 0.693
+    assert math.isclose(bound(torch.tensor([1.0, 2.0, 0, 0])), 0.5 * math.log(2))  # two levels: 0.347
+    assert math.isclose(bound(torch.zeros(4)), math.log(4))
+    assert math.isclose(bound(torch.tensor([1.0, 2.0, 0, 0, 0, 0])), 4 / 6 * math.log(4))  # N = 6
+    assert bound(torch.tensor([0.0, 1.0, 2.0])) == 0.0
+
+
+def test_mse_lower_bound_ties_every_firing_pattern():
+    for pattern in ([2.0, 0, 0, 0], [1.0, 1.0, 0, 0], [1.0, 2.0, 0, 0], [1.0, 2.0, 3.0, 0.5]):
+        assert poly.mse_lower_bound(torch.tensor(pattern)) == 0.5
+    assert poly.mse_lower_bound(torch.zeros(4)) == 0.75
+    assert poly.mse_lower_bound(torch.tensor([1.0, 0, 0, 0, 0])) == 3 / 5
+
+
+def test_token_neuron_loss_reaches_the_bounds_with_a_large_readout():
+    # fires on A at 1, on B at 2: logits tangent to a parabola, scaled up
+    w = torch.tensor([[1.0, 2.0, -1.0, -1.0]])
+    scale = 200.0
+    u = scale * torch.tensor([[2 * 1.0, 2 * 2.0, 0.0, 0.0]])
+    c = scale * torch.tensor([[-1.0, -4.0, 0.0, 0.0]])  # u_k h + c_k = scale·(2 a_k h − a_k²), a = 1, 2, 0, 0
+    assert abs(float(poly.token_neuron_loss(w, u, c, "ce")) - 0.5 * math.log(2)) < 1e-6
+    # squared error: the least-squares readout reaches 1/2
+    h = torch.relu(w)[0]
+    x = torch.eye(4)
+    design = torch.stack([h, torch.ones(4)], dim=1)
+    solution = torch.linalg.lstsq(design, x).solution  # (2, outputs)
+    mse = poly.token_neuron_loss(w, solution[0][None], solution[1][None], "mse")
+    assert abs(float(mse) - 0.5) < 1e-5
+    with pytest.raises(ValueError, match="loss must be one of"):
+        poly.token_neuron_loss(w, u, c, "l1")
+
+
+def test_trained_ce_neuron_fires_on_two_tokens_in_most_seeds():
+    run = poly.train_token_neuron("ce", seeds=16, steps=5_000)
+    firing = run.firing()
+    two = firing == 2
+    assert int(two.sum()) >= 8, firing
+    # those end at ½ ln 2 (two levels), above the bound only by the readout's finite scale
+    assert (run.loss[two] - 0.5 * math.log(2)).abs().max() < 0.005
+    for k in torch.nonzero(two).flatten().tolist():
+        h = run.activations[k][run.activations[k] > 0]
+        assert (h.max() - h.min()) > 1.0  # at different strengths
+        assert math.isclose(poly.ce_lower_bound(run.activations[k]), 0.5 * math.log(2))
+    # one-token seeds sit at (3/4) ln 3; dead ones at ln 4
+    assert ((run.loss[firing == 1] - 0.75 * math.log(3)).abs() < 0.005).all()
+    assert ((run.loss[firing == 0] - math.log(4)).abs() < 1e-4).all()
+
+
+def test_trained_mse_neuron_ends_at_one_half_whatever_it_fires_on():
+    run = poly.train_token_neuron("mse", seeds=16, steps=5_000)
+    alive = run.firing() > 0
+    assert int(alive.sum()) >= 12
+    torch.testing.assert_close(run.loss[alive], torch.full((int(alive.sum()),), 0.5), atol=1e-4, rtol=0)
+    assert ((run.loss[~alive] - 0.75).abs() < 1e-4).all()
+
+
+def test_plot_token_neurons_draws_one_panel_per_run():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from course_utils import plots
+
+    runs = {"a": (torch.rand(16, 4), torch.rand(16)), "b": (torch.rand(16, 4), torch.rand(16))}
+    fig = plots.plot_token_neurons(runs)
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == ["a", "b"]
+    assert len(panels[0].texts) == 16  # one loss per seed
+    plt.close(fig)
+
+
+def test_explorer_counts_and_predicts_with_the_functions_it_is_given():
+    from course_utils.widgets import retrain_polysemantic
+
+    result = retrain_polysemantic(2, 0.03, n=6, instances=4, steps=200,
+                                  count=lambda W: torch.zeros(W.shape[0]), predict=lambda n, m: 7.0)
+    assert torch.equal(result.counts, torch.zeros(4)) and result.prediction == 7.0

@@ -1,8 +1,10 @@
 """Chapter 03 results (Lecomte et al. 2023), asserted on the models that
 `solutions/03_incidental_polysemanticity.ipynb` trained (see notebook_results.py): 16 seeds of
-n=32, m=64 with and without L1; 32 seeds per width m = 64 … 512 under AdamW and gradient
-descent; one sparsification run (n=32, m=128, λ=0.01, GD); 16 seeds each of Bernoulli and
-Gaussian hidden noise (n=8, m=16, no L1)."""
+n=32, m=64 with and without L1, trained by the learner's loop; 32 seeds per width m = 64 … 512
+under AdamW and gradient descent (the fast path, shown equal to the learner's loop on a small
+case); one sparsification run (n=32, m=128, λ=0.01, GD); 16 seeds each of Bernoulli and
+Gaussian hidden noise (n=8, m=16, no L1); and one neuron reading four tokens under
+cross-entropy and squared error (Towards Monosemanticity's argument)."""
 
 import math
 
@@ -16,8 +18,15 @@ WIDTHS = [64, 128, 256, 512]
 
 RESULTS = NotebookResults(
     "03_incidental_polysemanticity",
-    with_l1_W="with_l1.W.cpu()",
-    without_l1_W="without_l1.W.cpu()",
+    with_l1_W="W_l1.cpu()",
+    without_l1_W="W_no_l1.cpu()",
+    fast_gap="fast_gap",
+    ce_activations="ce_run.activations",
+    ce_loss="ce_run.loss",
+    mse_activations="mse_run.activations",
+    mse_loss="mse_run.loss",
+    implementations="[checks.is_reference(f) for f in (loss_fn, train_fn, count_fn, predict_fn, win_rate_fn, "
+                    "bound_fn)]",
     widths="widths",
     adamw_sweep="adamw_sweep",
     gd_sweep="gd_sweep",
@@ -116,3 +125,29 @@ def test_bernoulli_noise_sparsifies_gaussian_noise_does_not():
         norms = run["W"].square().sum(-1).sqrt()
         assert ((norms - 1).abs() < 0.1).all()
     assert math.isfinite(float(runs["bernoulli"]["loss_history"][-1].mean()))
+
+
+def test_the_fast_path_takes_the_learners_steps():
+    assert RESULTS.get()["fast_gap"] < 1e-5
+
+
+def test_cross_entropy_makes_one_neuron_fire_on_two_tokens_and_squared_error_does_not_care():
+    results = RESULTS.get()
+    h, loss = results["ce_activations"], results["ce_loss"]
+    firing = (h > 1e-3).sum(dim=-1)
+    two = firing == 2
+    assert int(two.sum()) >= 8, firing  # most seeds: the polysemantic neuron
+    assert ((loss[two] - 0.5 * math.log(2)).abs() < 0.005).all(), loss[two]
+    for k in torch.nonzero(two).flatten().tolist():
+        on = h[k][h[k] > 1e-3]
+        assert on.max() > 2 * on.min(), h[k]  # at different strengths: three groups, ½ ln 2
+        assert math.isclose(poly.ce_lower_bound(h[k]), 0.5 * math.log(2))
+    # the monosemantic seeds sit at (3/4) ln 3, above the polysemantic ln 2 and ½ ln 2
+    assert ((loss[firing == 1] - 0.75 * math.log(3)).abs() < 0.005).all(), loss[firing == 1]
+    mse_alive = (results["mse_activations"] > 1e-3).any(dim=-1)
+    mse = results["mse_loss"]
+    assert int(mse_alive.sum()) >= 12 and ((mse[mse_alive] - 0.5).abs() < 1e-3).all(), mse
+
+
+def test_the_solved_chapter_ran_the_learners_code_everywhere():
+    assert RESULTS.get()["implementations"] == [False] * 6

@@ -950,7 +950,7 @@ def naive_none(n, d, p):
 
 @pytest.mark.parametrize("wrong, phrase", [
     (naive_zero, "your loss is 0, but n_features − d_mlp features have no neuron"),
-    (naive_one_sixth_per_feature, "your loss is too high by a factor of"),
+    (naive_one_sixth_per_feature, "your loss is too high: count the unserved features"),
     (naive_served_is_zero_when_full, "your loss should be 0 here"),
     (naive_vector, "returned a tensor of shape"),
     (naive_string, "your function returned str; expected a number"),
@@ -974,3 +974,242 @@ def test_naive_catches(wrong, phrase):
 ])
 def test_wrong_shapes_are_failures(name, wrong, phrase):
     assert phrase in failure(name, wrong)
+
+
+# --------------------------------------------------------------------------------------
+# The load-bearing exercises return what the chapter runs
+# --------------------------------------------------------------------------------------
+
+CAPSTONES = {"AbsModel": comp.AbsModel, "u_and_wiring": comp.u_and_wiring, "UAnd": comp.UAnd}
+
+
+@pytest.mark.parametrize("name", [*REFERENCES, *CAPSTONES])
+def test_every_chapter_04_exercise_has_a_reference(name):
+    expected = {**REFERENCES, **CAPSTONES}[name]
+    assert checks.EXERCISES[name].exercise.reference is expected
+    assert checks.is_reference(expected)
+
+
+@pytest.mark.parametrize("name", CAPSTONES)
+def test_capstone_reference_passes_and_stub_is_not_attempted(name, capsys):
+    assert_reference_passes_and_stub_is_not_attempted(name, CAPSTONES[name], capsys)
+
+
+@pytest.mark.parametrize("name", CAPSTONES)
+def test_capstone_reference_passes_hidden_seeds(name):
+    assert_passes(name, CAPSTONES[name], seeds=range(100, 112))
+
+
+def test_capstone_checks_are_registered():
+    for name, check in (("AbsModel", checks.check_abs_model), ("u_and_wiring", checks.check_u_and_wiring),
+                        ("UAnd", checks.check_u_and)):
+        assert checks.EXERCISES[name] is check and check.__name__ in checks.__all__
+        assert len(check.exercise.hints) >= 2 and len(check.exercise.seeds) >= 8 and name in check.__doc__
+
+
+# --------------------------------------------------------------------------------------
+# Capstone A: the AbsModel class
+# --------------------------------------------------------------------------------------
+
+
+def abs_model_class(**mistakes):
+    """The reference AbsModel written out plainly, with one mistake switched on."""
+    m = mistakes
+    from course_utils.toy_models import per_instance
+
+    class AbsModel(torch.nn.Module):
+        def __init__(self, n_features, n_hidden, n_instances=1, feature_probability=1.0, importance=1.0,
+                     init_scale=1.0, device="cpu", generator=None):
+            super().__init__()
+            self.n_features, self.n_hidden, self.n_instances = n_features, n_hidden, n_instances
+            self.register_buffer("feature_probability", per_instance(feature_probability, n_instances, n_features).to(device))
+            self.register_buffer("importance", per_instance(importance, n_instances, n_features).to(device))
+            std = (1.0 if m.get("no_init_scale") else init_scale) * (2 / (n_hidden + n_features)) ** 0.5
+            gen = None if m.get("global_rng") else generator
+            if m.get("W2_first"):
+                W2 = torch.randn(n_instances, n_features, n_hidden, generator=gen) * std
+                W1 = torch.randn(n_instances, n_hidden, n_features, generator=gen) * std
+            else:
+                W1 = torch.randn(n_instances, n_hidden, n_features, generator=gen) * std
+                W2 = torch.randn(n_instances, n_features, n_hidden, generator=gen) * std
+            if m.get("std_one"):
+                W1, W2 = W1 / std, W2 / std
+            self.W1 = torch.nn.Parameter(W1.to(device))
+            self.W2 = torch.nn.Parameter((W1.transpose(1, 2).clone() if m.get("tied_init") else W2).to(device))
+            self.b = torch.nn.Parameter(torch.zeros(n_instances, n_features, device=device))
+
+        def forward(self, x):
+            pre = torch.einsum("ihf,ibf->ibh", self.W1, x)
+            h = pre if m.get("no_hidden_relu") else torch.relu(pre)
+            if m.get("tied"):
+                out = torch.einsum("ihf,ibh->ibf", self.W1, h)
+            elif m.get("W2_axes"):
+                out = torch.einsum("ihf,ibh->ibf", self.W2, h)
+            else:
+                out = torch.einsum("ifh,ibh->ibf", self.W2, h)
+            if m.get("no_bias"):
+                return torch.relu(out)
+            out = out + self.b[:, None, :]
+            return out if m.get("no_output_relu") else torch.relu(out)
+
+        def loss(self, x):
+            y = self(x)
+            if m.get("detached"):
+                y = y.detach()
+            target = x if m.get("target_x") else x.abs()
+            return (self.importance[:, None, :] * (y - target) ** 2).mean(dim=(1, 2))
+
+        def generate_batch(self, batch_size, generator=None):
+            if m.get("unsigned_batch"):
+                return comp.abs_batch(self.feature_probability, batch_size, generator).abs()
+            return comp.abs_batch(self.feature_probability, batch_size, None if m.get("batch_global") else generator)
+
+    return AbsModel
+
+
+def test_the_plain_abs_model_class_passes():
+    assert_passes("AbsModel", abs_model_class())
+    assert_passes("AbsModel", abs_model_class(), seeds=range(100, 108))
+
+
+@pytest.mark.parametrize("mistake, phrase", [
+    ("global_rng", "drew from torch's global random state"),
+    ("tied_init", "W2 is W1ᵀ (tied weights)"),
+    ("W2_first", "W2 is drawn before W1"),
+    ("no_init_scale", "do not include init_scale"),
+    ("std_one", "do not have Xavier-normal's spread"),
+    ("no_hidden_relu", "the hidden ReLU is missing"),
+    ("no_output_relu", "the output ReLU is missing"),
+    ("no_bias", "the bias b is missing"),
+    ("tied", "tied weights"),
+    ("W2_axes", "W2's axes are read the wrong way round"),
+    ("target_x", "the target is x instead of |x|"),
+    ("detached", "your loss carries no gradient"),
+    ("unsigned_batch", "negative"),
+    ("batch_global", "generate_batch does not draw from the `generator`"),
+])
+def test_the_abs_model_check_catches(mistake, phrase):
+    seeds = [3, 7] if mistake == "W2_axes" else None  # square W1: reading W2's axes wrongly raises no error
+    assert phrase in failure("AbsModel", abs_model_class(**{mistake: True}), seeds=seeds)
+
+
+def test_abs_model_wrong_axes_fail_on_the_default_cases_too():
+    assert failure("AbsModel", abs_model_class(W2_axes=True))  # a shape error on the non-square cases
+
+
+# --------------------------------------------------------------------------------------
+# Capstone B: the U-AND wiring and construction
+# --------------------------------------------------------------------------------------
+
+
+def wiring_above(m, d, p, generator=None):
+    return (torch.rand(d, m, generator=generator) > p).float()
+
+
+def wiring_transposed(m, d, p, generator=None):
+    return (torch.rand(m, d, generator=generator) < p).float().T
+
+
+def wiring_global(m, d, p, generator=None):
+    return (torch.rand(d, m) < p).float()
+
+
+def wiring_bernoulli(m, d, p, generator=None):  # right: torch.bernoulli compares the same uniforms with p
+    return torch.bernoulli(torch.full((d, m), float(p)), generator=generator)
+
+
+def wiring_gaussian(m, d, p, generator=None):
+    return (torch.randn(d, m, generator=generator) < p).float()
+
+
+def wiring_extra_draw(m, d, p, generator=None):  # right frequency, another draw
+    torch.rand(1, generator=generator)
+    return (torch.rand(d, m, generator=generator) < p).float()
+
+
+def test_u_and_wiring_passes_bernoulli():
+    assert_passes("u_and_wiring", wiring_bernoulli)
+
+
+def wiring_bool(m, d, p, generator=None):
+    return torch.rand(d, m, generator=generator) < p
+
+
+def wiring_shape_m_d(m, d, p, generator=None):
+    return (torch.rand(m, d, generator=generator) < p).float()
+
+
+@pytest.mark.parametrize("wrong, phrase", [
+    (wiring_above, "1 with probability 1 − p instead of p"),
+    (wiring_transposed, "drawn as (m, d) and transposed"),
+    (wiring_global, "`generator` argument"),
+    (wiring_gaussian, "a fraction p of the entries"),
+    (wiring_extra_draw, "not the course's draw"),
+    (wiring_bool, "dtype torch.bool"),
+    (wiring_shape_m_d, "shape"),
+])
+def test_u_and_wiring_catches(wrong, phrase):
+    assert phrase in failure("u_and_wiring", wrong)
+
+
+def u_and_class(**mistakes):
+    """The reference UAnd written out plainly, with one mistake switched on."""
+    m_ = mistakes
+
+    class UAnd:
+        def __init__(self, m, d, p, generator=None):
+            self.m, self.d, self.p = m, d, p
+            self.W = (torch.rand(d, m, generator=None if m_.get("global_rng") else generator) < p).float()
+
+        def hidden(self, x):
+            pre = x @ self.W.T
+            if m_.get("no_bias"):
+                return torch.relu(pre)
+            return torch.relu(pre - (2 if m_.get("threshold_two") else 1))
+
+        def readoff(self, h):
+            coverage = self.W.T @ self.W
+            total = torch.einsum("bk,ki,kj->bij", h, self.W, self.W)
+            if m_.get("summed"):
+                mean = total
+            else:
+                mean = total / coverage.clamp(min=1)
+            fill = 0.0 if m_.get("uncovered_zero") else float("nan")
+            return torch.where(coverage > 0, mean, torch.full_like(total, fill))
+
+        def __call__(self, x):
+            return self.readoff(self.hidden(x))
+
+        def coverage(self):
+            if m_.get("coverage_either"):
+                wired = self.W.sum(0)
+                return wired[:, None] + wired[None, :] - self.W.T @ self.W
+            return self.W.T @ self.W
+
+    return UAnd
+
+
+def test_the_plain_u_and_class_passes():
+    assert_passes("UAnd", u_and_class())
+    assert_passes("UAnd", u_and_class(), seeds=range(100, 108))
+
+
+@pytest.mark.parametrize("mistake, phrase", [
+    ("global_rng", "drew from torch's global random state"),
+    ("no_bias", "the bias −1 is missing"),
+    ("threshold_two", "the bias is −2 instead of −1"),
+    ("summed", "the sum over the neurons wired to both features instead of the mean"),
+    ("uncovered_zero", "is 0 for pairs no neuron is wired to"),
+    ("coverage_either", "counts the neurons wired to either feature"),
+])
+def test_the_u_and_check_catches(mistake, phrase):
+    assert phrase in failure("UAnd", u_and_class(**{mistake: True}))
+
+
+def test_u_and_cases_include_uncovered_pairs_and_exactly_two_on():
+    cases = default_cases("UAnd", chapter._u_and_case)
+    uncovered = [comp.uncovered_fraction(comp.UAnd(c.m, c.d, c.p, torch.Generator().manual_seed(c.seed)))
+                 for c in cases]
+    assert sum(u > 0 for u in uncovered) >= 3 and sum(u == 0 for u in uncovered) >= 2, uncovered
+    assert all((c.x.sum(dim=1) == 2).any() for c in cases)
+    assert any(c.m == c.d for c in cases)

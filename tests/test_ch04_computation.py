@@ -253,8 +253,9 @@ def test_abs_monosemantic_loss_and_init_scale():
     from course_utils.computation import AbsModel, abs_monosemantic_loss
 
     importance = torch.tensor([[1.0, 0.5, 0.25, 0.125]])
-    # 4 neurons serve the two most important features; the other two miss p/3 each
-    expected = (0.25 + 0.125) * 0.3 / 3 / 4
+    # 4 neurons serve the two most important features; the other two output their mean p/2
+    # through the bias and miss the variance of |x|, p/3 − p²/4, each
+    expected = (0.25 + 0.125) * (0.3 / 3 - 0.3**2 / 4) / 4
     assert float(abs_monosemantic_loss(importance, torch.tensor([[0.3]]), 4)[0]) == pytest.approx(expected)
     assert float(abs_monosemantic_loss(importance.flip(-1), 0.3, 5)[0]) == pytest.approx(expected)  # by importance, not index
     model = AbsModel(4, 4, feature_probability=0.3, importance=importance, device="cpu",
@@ -263,6 +264,7 @@ def test_abs_monosemantic_loss_and_init_scale():
         model.W1.zero_(); model.W2.zero_()
         for k, (feature, sign) in enumerate([(0, 1), (0, -1), (1, 1), (1, -1)]):
             model.W1[0, k, feature], model.W2[0, feature, k] = sign, 1.0
+        model.b[0, 2:] = 0.3 / 2
         loss = float(model.loss(model.generate_batch(400_000, torch.Generator().manual_seed(1))))
     assert loss == pytest.approx(expected, rel=0.02)
     small = AbsModel(100, 40, init_scale=0.1, device="cpu", generator=torch.Generator().manual_seed(0))
@@ -270,3 +272,74 @@ def test_abs_monosemantic_loss_and_init_scale():
     torch.testing.assert_close(small.W1, 0.1 * full.W1)
     with pytest.raises(ValueError, match="init_scale"):
         AbsModel(3, 2, init_scale=0.0)
+
+
+class _PlainUAnd:
+    """A construction written as a learner would, without the library's chunking."""
+
+    def __init__(self, m, d, p, generator=None):
+        self.m, self.d, self.p = m, d, p
+        self.W = (torch.rand(d, m, generator=generator) < p).float()
+
+    def hidden(self, x):
+        return torch.relu(x @ self.W.T - 1)
+
+    def readoff(self, h):
+        coverage = self.W.T @ self.W
+        total = torch.einsum("bk,ki,kj->bij", h, self.W, self.W)
+        return torch.where(coverage > 0, total / coverage.clamp(min=1), torch.full_like(total, float("nan")))
+
+    def __call__(self, x):
+        return self.readoff(self.hidden(x))
+
+    def coverage(self):
+        return self.W.T @ self.W
+
+
+@pytest.mark.parametrize("m, d, p", [(200, 1000, 0.1), (60, 400, 0.03), (30, 50, 0.3)])
+def test_measurements_take_a_construction_and_give_the_numbers_of_its_wiring(m, d, p):
+    """measure_u_and_readoffs, u_and_accuracy and uncovered_fraction give the same numbers on a
+    wiring W (as before), on the reference UAnd, and on a learner-style class drawn from the
+    same seed."""
+    W = C.u_and_wiring(m, d, p, torch.Generator().manual_seed(0))
+    reference = C.UAnd(m, d, p, torch.Generator().manual_seed(0))
+    plain = _PlainUAnd(m, d, p, torch.Generator().manual_seed(0))
+    assert torch.equal(reference.W, W) and torch.equal(plain.W, W)
+    for construction in (reference, plain, C.UAnd.from_wiring(W)):
+        assert C.uncovered_fraction(construction) == C.uncovered_fraction(W)
+        for l in (2, 3, 5):
+            got = C.measure_u_and_readoffs(construction, l, batch=64, generator=torch.Generator().manual_seed(l))
+            want = C.measure_u_and_readoffs(W, l, batch=64, generator=torch.Generator().manual_seed(l))
+            assert got == pytest.approx(want, rel=1e-6, abs=1e-7, nan_ok=True), (l, got, want)
+        got = C.u_and_accuracy(construction, 3, batch=40, generator=torch.Generator().manual_seed(2))
+        assert got == pytest.approx(C.u_and_accuracy(W, 3, batch=40, generator=torch.Generator().manual_seed(2)), abs=1e-9)
+
+
+def test_measurements_on_the_reference_construction_keep_the_chapters_numbers():
+    """The chapter's m = 200, d = 1,000, p = 0.1 construction (seed 0): the read-offs at l = 2
+    and 8, computed on the wiring before the functions took constructions."""
+    W = C.u_and_wiring(200, 1000, 0.1, torch.Generator().manual_seed(0))
+    construction = C.UAnd(200, 1000, 0.1, torch.Generator().manual_seed(0))
+    for l in (2, 8):
+        generator = torch.Generator().manual_seed(l)
+        x = C.sparse_boolean_inputs(200, l, 256, generator)
+        readoff = C.u_and_readoff(W, C.u_and_hidden(W, x))  # the old path, written out
+        on = x[:, :, None] + x[:, None, :]
+        covered = (C.pair_coverage(W) > 0) & ~torch.eye(200, dtype=torch.bool)
+        old = {name: float(readoff[(on == k) & covered].mean()) for name, k in (("both", 2), ("one", 1), ("none", 0))}
+        new = C.measure_u_and_readoffs(construction, l, batch=256, generator=torch.Generator().manual_seed(l))
+        assert new == pytest.approx(old, rel=1e-6), (l, new, old)
+
+
+def test_neuron_model_runs_the_forward_function_it_is_given():
+    calls = []
+
+    def forward(W, b, x):
+        calls.append(W.shape)
+        return C.neuron_forward(W, b, x)
+
+    model = C.NeuronModel(4, 2, n_instances=3, device="cpu", generator=torch.Generator().manual_seed(0),
+                          forward_fn=forward)
+    plain = C.NeuronModel(4, 2, n_instances=3, device="cpu", generator=torch.Generator().manual_seed(0))
+    x = model.generate_batch(8, torch.Generator().manual_seed(1))
+    assert torch.equal(model(x), plain(x)) and calls == [(3, 2, 4)]

@@ -244,6 +244,21 @@ def test_neuron_features_plot_stacks_weights_and_orders_monosemantic_neurons_fir
     plt.close("all")
 
 
+@pytest.mark.parametrize("n_panels, hidden, features", [(5, 5, 10), (2, 40, 30)])
+def test_neuron_features_panels_do_not_overlap(n_panels, hidden, features):
+    """The chapter's two figures (five privileged-basis panels, two abs(x) panels): no panel's
+    tick labels or axis labels run into its neighbour, nor into the colourbar."""
+    generator = torch.Generator().manual_seed(0)
+    Ws = [3 * torch.randn(hidden, features, generator=generator) for _ in range(n_panels)]
+    fig = plots.plot_neuron_features(Ws, titles=[f"1 − S = {k}" for k in range(n_panels)])
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = [axis.get_tightbbox(renderer) for axis in fig.axes]  # the panels, then the colourbar
+    for left, right in zip(boxes, boxes[1:]):
+        assert left.x1 <= right.x0 + 0.5, (left, right)
+    plt.close("all")
+
+
 def test_neuron_features_plot_handles_a_dead_model_and_an_abs_model_sized_matrix():
     fig = plots.plot_neuron_features(torch.zeros(3, 5))  # a single 2-D tensor, every neuron dead
     assert len(fig.axes) == 2 and len(fig.axes[0].collections[0].get_paths()) == 0
@@ -331,6 +346,25 @@ def test_u_and_summary_agrees_with_the_library_and_the_error_laws():
         u_and_summary(5, 100, 0.1, 8)
     with pytest.raises(ValueError, match="p must be in"):
         u_and_summary(10, 100, 0.0, 3)
+
+
+def test_u_and_summary_and_explorer_run_a_given_construction(capsys):
+    """With construction= the explorer builds that class (the learner's UAnd): the reference
+    class gives the default's numbers, and a class that always reads 1 shows its own."""
+    from course_utils import computation as C
+    from course_utils.widgets import u_and_explorer, u_and_summary
+
+    assert u_and_summary(60, 400, 0.1, 3, construction=C.UAnd) == u_and_summary(60, 400, 0.1, 3)
+
+    class ReadsOne(C.UAnd):
+        def __call__(self, x):
+            return torch.ones(x.shape[0], self.m, self.m)
+
+    summary = u_and_summary(60, 400, 0.1, 3, construction=ReadsOne)
+    assert summary["measured"] == {"both": 1.0, "one": 1.0, "none": 1.0}
+    u_and_explorer(m=30, d=200, p=0.1, l=3, construction=ReadsOne)
+    assert "one on 1.000" in capsys.readouterr().out
+    plt.close("all")
 
 
 def test_u_and_explorer_redraws_and_reports_impossible_settings(capsys):

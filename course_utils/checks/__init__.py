@@ -47,11 +47,14 @@ from ._framework import (
 from .computation import (
     check_abs_batch,
     check_abs_loss,
+    check_abs_model,
     check_naive_loss,
     check_neuron_forward,
     check_predicted_u_and_readoffs,
+    check_u_and,
     check_u_and_layer,
     check_u_and_readoff,
+    check_u_and_wiring,
 )
 from .correlated import check_anticorrelated_batch, check_correlated_batch
 from .editing import (
@@ -69,9 +72,11 @@ from .geometry import (
 )
 from .polysemanticity import (
     check_autoencoder_loss,
+    check_ce_lower_bound,
     check_count_polysemantic_neurons,
     check_initial_argmax_win_rate,
     check_predicted_polysemantic,
+    check_train_autoencoder,
 )
 from .sae import (
     check_batch_topk_activation,
@@ -111,9 +116,10 @@ __all__ = [
     "check_correlated_batch", "check_anticorrelated_batch", "check_signed_weight_decay_",
     "check_train_scaling_model",
     "check_autoencoder_loss", "check_count_polysemantic_neurons", "check_predicted_polysemantic",
-    "check_initial_argmax_win_rate",
+    "check_initial_argmax_win_rate", "check_train_autoencoder", "check_ce_lower_bound",
     "check_neuron_forward", "check_abs_batch", "check_abs_loss", "check_u_and_layer",
     "check_u_and_readoff", "check_predicted_u_and_readoffs", "check_naive_loss",
+    "check_abs_model", "check_u_and_wiring", "check_u_and",
     "check_sae_encode", "check_sae_decode", "check_l1_sae_loss", "check_project_decoder_grad",
     "check_normalise_decoder", "check_topk_activation", "check_batch_topk_activation",
     "check_jumprelu_grads", "check_resample_dead", "check_mmcs", "check_sae_metrics", "check_precision_recall",

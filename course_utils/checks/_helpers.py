@@ -285,3 +285,49 @@ def _expect_entry(key: str, value: float, right: Sequence[float], mistakes: Mapp
         if _close_number(value, wrong):
             raise CheckFailed(f"the entry {key!r} is wrong and matches a known mistake: {description}")
     raise CheckFailed(f"the entry {key!r} is too {'high' if value > right[0] else 'low'}")
+
+
+# --------------------------------------------------------------------------------------
+# A learner's model class: its methods, parameters and buffers
+# --------------------------------------------------------------------------------------
+
+
+def _method(model, name: str, *args):
+    """Call ``model.<name>(*args)``, naming the method in any failure."""
+    method = getattr(model, name, None)
+    if not callable(method):
+        raise CheckFailed(f"your model has no method `{name}`")
+    try:
+        return method(*args)
+    except NotImplementedError:
+        raise CheckFailed(f"your `{name}` still raises NotImplementedError: write it too") from None
+    except CheckFailed:
+        raise
+    except Exception as error:
+        from ._framework import _describe_raise
+
+        raise CheckFailed(f"your `{name}` raised {_describe_raise(error, method)}") from None
+
+
+def _parameter(model, name: str, shape, axes: str) -> Tensor:
+    value = getattr(model, name, None)
+    if not isinstance(value, torch.nn.Parameter):
+        what = "is missing" if value is None else f"is a {type(value).__name__}, not an nn.Parameter"
+        raise CheckFailed(f"`self.{name}` {what}: wrap it in nn.Parameter so the optimiser trains it")
+    if not any(value is p for p in model.parameters()):
+        raise CheckFailed(f"`self.{name}` is not among model.parameters(): assign it after super().__init__()")
+    expect_shape(value, shape, axes)
+    expect_dtype(value, torch.float32, why="like torch.randn")
+    return value
+
+
+def _expect_buffer(model, name: str, expected: Tensor, device) -> None:
+    value = getattr(model, name, None)
+    if not isinstance(value, Tensor):
+        raise CheckFailed(f"`self.{name}` should be a tensor of shape (instances, features) "
+                          "(per_instance(...) broadcasts what was given)")
+    expect_shape(value, expected.shape, "(instances, features)",
+                 note=f" for self.{name}; broadcast it with per_instance(...)")
+    expect_device(value, device)
+    if not torch.allclose(value.detach().cpu().float(), expected):
+        raise CheckFailed(f"`self.{name}` holds other values than the {name} the model was given")

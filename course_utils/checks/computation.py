@@ -28,7 +28,11 @@ from ._framework import (
     expect_shape,
     expect_tensor,
 )
+from ..toy_models import per_instance
 from ._helpers import (
+    _expect_buffer,
+    _method,
+    _parameter,
     Z,
     _as_number,
     _batch_case,
@@ -103,6 +107,7 @@ def _forward_mistakes(case: Case) -> dict[str, Tensor]:
 @exercise(
     "neuron_forward",
     cases=_forward_case,
+    reference=comp.neuron_forward,
     seeds=range(8),
     hints=[
         "Two ReLUs now: the hidden layer is h = ReLU(W x), and the output is x' = ReLU(Wᵀ h + b). "
@@ -174,6 +179,7 @@ def _expect_signed_uniform_values(x: Tensor) -> None:
 @exercise(
     "abs_batch",
     cases=_batch_case,
+    reference=comp.abs_batch,
     seeds=range(8),
     passed="{n}/{n} cases have the right distribution.",
     hints=[
@@ -247,6 +253,7 @@ def _abs_loss_mistakes(case: Case) -> dict[str, Tensor]:
 @exercise(
     "abs_loss",
     cases=_loss_case,
+    reference=comp.abs_loss,
     seeds=range(8),
     hints=[
         "The model should output |x|, so the error is y − |x| (x.abs()), not y − x.  Weight each "
@@ -317,6 +324,7 @@ def _layer_mistakes(W: Tensor, x: Tensor) -> dict[str, Tensor]:
 @exercise(
     "u_and_layer",
     cases=_layer_case,
+    reference=comp.u_and_hidden,
     seeds=range(8),
     hints=[
         "Neuron k adds up the features it is wired to, Σ_i W[k, i] x_i, subtracts 1 and applies a "
@@ -393,6 +401,7 @@ def _readoff_mistakes(W: Tensor, h: Tensor) -> dict[str, Tensor]:
 @exercise(
     "u_and_readoff",
     cases=_readoff_case,
+    reference=comp.u_and_readoff,
     seeds=range(8),
     hints=[
         "AND(i, j) is the average of h_k over the neurons k wired to both i and j, i.e. with "
@@ -486,6 +495,7 @@ def _prediction_mistakes(p: float, l: int) -> dict[str, dict[str, float]]:
 @exercise(
     "predicted_u_and_readoffs",
     cases=_prediction_case,
+    reference=comp.predicted_u_and_readoffs,
     seeds=range(8),
     hints=[
         "Take a neuron wired to both i and j.  Every other active feature is wired to it too with "
@@ -493,14 +503,15 @@ def _prediction_mistakes(p: float, l: int) -> dict[str, dict[str, float]]:
         "the active features other than i and j.",
         "Both on: the neuron reads ReLU(2 + B − 1) = 1 + B.  One on: ReLU(1 + B − 1) = B.  None on: "
         "ReLU(B − 1), which needs two leaks.  Count how many features can leak in each case.",
-        "To first order in p: E[B] = k p, and P(B ≥ 2) ≈ C(k, 2) p².  Return "
+        "To leading order in p: E[B] = k p exactly, and E[ReLU(B − 1)] ≈ P(B ≥ 2) ≈ C(k, 2) p² "
+        "(second order: two leaks are needed).  Return "
         "{'both': ..., 'one': ..., 'none': ...} as floats.",
     ],
 )
 def check_predicted_u_and_readoffs(learner, case: Case) -> None:
     """Check your ``predicted_u_and_readoffs(p, l)``: a dict with float entries "both", "one"
     and "none", the expected read-off of AND(i, j) with l features on when both, one or none of
-    i, j are on, to first order in the wiring probability p (the exact "none",
+    i, j are on, to leading order in the wiring probability p (the exact "none",
     l p − 1 + (1 − p)^l, is accepted too)."""
     out = learner(case.p, case.l)
     if not isinstance(out, Mapping):
@@ -561,6 +572,7 @@ def _naive_mistakes(n: int, d: int, p: float) -> dict[str, float]:
 @exercise(
     "naive_loss",
     cases=_naive_case,
+    reference=comp.naive_loss_without_mixing,
     seeds=range(8),
     hints=[
         "The naive MLP gives each of the first d_mlp features its own neuron, which computes ReLU(x) "
@@ -589,4 +601,390 @@ def check_naive_loss(learner, case: Case) -> None:
     if out == 0:
         raise CheckFailed("your loss is 0, but n_features − d_mlp features have no neuron")
     direction = "too high" if out > expected else "too low"
-    raise CheckFailed(f"your loss is {direction} by a factor of {out / expected:.3g}")
+    raise CheckFailed(f"your loss is {direction}: count the unserved features and what each one misses")
+
+
+# --------------------------------------------------------------------------------------
+# The abs(x) capstone: the AbsModel class
+# --------------------------------------------------------------------------------------
+
+ABS_INIT_INSTANCES, ABS_INIT_HIDDEN, ABS_INIT_FEATURES = 300, 4, 6  # 7,200 weights per matrix
+
+
+def _abs_model_case(seed: int) -> Case:
+    """Constructor arguments: seed % 4 picks the shape of feature_probability and importance
+    (scalar, per feature, per instance, per instance and feature) and the model's shape
+    (general, one instance, hidden = 1, square); init_scale cycles through 1, 0.1 and 0.5; on a
+    machine with CUDA, seed % 4 == 3 builds the model there."""
+    gen = _generator(seed)
+    instances, hidden, features = _model_shape(gen, seed)
+    kind = seed % 4
+    p = [0.3, 0.05 + 0.9 * torch.rand(features, generator=gen),
+         0.05 + 0.9 * torch.rand(instances, 1, generator=gen),
+         0.05 + 0.9 * torch.rand(instances, features, generator=gen)][kind]
+    importance = [1.0, 0.8 ** torch.arange(features, dtype=torch.float32),
+                  0.2 + torch.rand(instances, 1, generator=gen),
+                  0.2 + torch.rand(instances, features, generator=gen)][(kind + 1) % 4]
+    init_scale = (1.0, 0.1, 0.5)[seed % 3]
+    device = "cuda" if torch.cuda.is_available() and kind == 3 else "cpu"
+    shape = lambda v: "a scalar" if not isinstance(v, Tensor) else f"shape {tuple(v.shape)}"
+    label = (f"n_features={features}, n_hidden={hidden}, n_instances={instances}, init_scale={init_scale:g}, "
+             f"feature_probability {shape(p)}, importance {shape(importance)}"
+             + (", device='cuda'" if device == "cuda" else ""))
+    return Case(label, n_features=features, n_hidden=hidden, n_instances=instances, feature_probability=p,
+                importance=importance, init_scale=init_scale, device=device, seed=seed)
+
+
+def _abs_arguments(case: Case, generator) -> dict:
+    return dict(n_features=case.n_features, n_hidden=case.n_hidden, n_instances=case.n_instances,
+                feature_probability=case.feature_probability, importance=case.importance,
+                init_scale=case.init_scale, device=case.device, generator=generator)
+
+
+def _build_abs(learner, case: Case, generator):
+    model = learner(**_abs_arguments(case, generator))
+    if not isinstance(model, torch.nn.Module):
+        raise CheckFailed(f"AbsModel(...) made a {type(model).__name__}, not an nn.Module: "
+                          "subclass nn.Module and call super().__init__() first")
+    return model
+
+
+def _abs_init_statistics(learner) -> None:
+    """W1 and W2 Xavier-normal (std √(2/(hidden + features)) per instance), independent of
+    each other, and a zero b."""
+    model = learner(n_features=ABS_INIT_FEATURES, n_hidden=ABS_INIT_HIDDEN, n_instances=ABS_INIT_INSTANCES,
+                    device="cpu", generator=_generator(7))
+    target = 2 / (ABS_INIT_HIDDEN + ABS_INIT_FEATURES)
+    for name in ("W1", "W2"):
+        W = getattr(model, name, None)
+        if not isinstance(W, Tensor) or W.numel() != ABS_INIT_INSTANCES * ABS_INIT_HIDDEN * ABS_INIT_FEATURES:
+            return  # the per-case checks name what is wrong
+        w = W.detach().to("cpu", torch.float64).flatten()
+        n, var = w.numel(), float(w.var())
+        if abs(float(w.mean())) > Z * math.sqrt(target / n) or abs(var - target) > Z * target * math.sqrt(2 / n):
+            raise CheckFailed(f"{name}'s initial entries do not have Xavier-normal's spread for one instance: "
+                              "mean 0 and std init_scale · √(2 / (n_hidden + n_features))")
+        kurtosis = float(((w - w.mean()) ** 4).mean() / var**2)
+        if abs(kurtosis - 3) > Z * math.sqrt(24 / n):
+            raise CheckFailed(f"{name}'s initial entries have the right spread but are not normally "
+                              "distributed (torch.randn, not torch.rand)")
+
+
+def _abs_forward_mistakes(W1: Tensor, W2: Tensor, b: Tensor, x: Tensor) -> dict[str, Tensor]:
+    """What common wrong abs(x) forward passes output (all on the CPU)."""
+    b = b[:, None, :]
+    pre = torch.einsum("ihf,ibf->ibh", W1, x)
+    h = _relu(pre)
+
+    def up(W, h):
+        return torch.einsum("ifh,ibh->ibf", W, h)
+
+    mistakes = {
+        "the hidden ReLU is missing (h = ReLU(W1 x))": _relu(up(W2, pre) + b),
+        "the output ReLU is missing (y = ReLU(W2 h + b))": up(W2, h) + b,
+        "the bias b is missing from the output layer": _relu(up(W2, h)),
+        "the bias is added after the output ReLU instead of before it": _relu(up(W2, h)) + b,
+        "the output layer uses W1ᵀ (tied weights) instead of W2: this model's layers are untied":
+            _relu(torch.einsum("ihf,ibh->ibf", W1, h) + b),
+    }
+    if W1.shape[1] == W1.shape[2]:  # only then can W2's axes be read the wrong way without an error
+        mistakes["W2's axes are read the wrong way round: W2 is (instances, features, hidden), "
+                 "so the output sums W2[i, f, h] · h[h]"] = _relu(torch.einsum("ihf,ibh->ibf", W2, h) + b)
+        mistakes["W1's axes are read the wrong way round: W1 is (instances, hidden, features)"] = _relu(
+            up(W2, _relu(torch.einsum("ifh,ibf->ibh", W1, x))) + b)
+    return mistakes
+
+
+def _expect_gradients(model, loss: Tensor, names) -> None:
+    if not loss.requires_grad:
+        raise CheckFailed("your loss carries no gradient (was it computed under torch.no_grad() or "
+                          "with .detach()?): training could not change the weights")
+    for name in names:
+        getattr(model, name).grad = None
+    loss.sum().backward()
+    for name in names:
+        grad = getattr(model, name).grad
+        if grad is None or not torch.isfinite(grad).all() or not grad.abs().sum() > 0:
+            raise CheckFailed(f"no gradient reaches {name} from your loss: compute the output from "
+                              f"self.{name} itself")
+
+
+@exercise(
+    "AbsModel",
+    cases=_abs_model_case,
+    seeds=range(8),
+    time_limit=40,
+    passed="{n}/{n} models built, initialised and run like the reference.",
+    reference=comp.AbsModel,
+    hints=[
+        "__init__ keeps n_features, n_hidden and n_instances, broadcasts feature_probability and "
+        "importance to (instances, features) with per_instance(...) into buffers, and creates three "
+        "nn.Parameters: W1 (instances, hidden, features), W2 (instances, features, hidden), b "
+        "(instances, features), b at zero.",
+        "Both weight matrices are Xavier-normal for one instance, times init_scale: std = init_scale · "
+        "√(2 / (n_hidden + n_features)). Draw W1 first, then W2, each with torch.randn(..., "
+        "generator=generator), then .to(device).",
+        "forward: h = relu(einsum('ihf,ibf->ibh', W1, x)), then relu(einsum('ifh,ibh->ibf', W2, h) + "
+        "b[:, None, :]). loss and generate_batch call what the checks of exercises 2 and 3 returned.",
+    ],
+)
+def check_abs_model(learner, case: Case) -> None:
+    """Check your ``AbsModel`` class: W1, W2 and b and their initialisation (Xavier-normal ×
+    init_scale, drawn from the generator in the reference's order), its buffers, and
+    ``forward`` (h = ReLU(W1 x), y = ReLU(W2 h + b)), ``loss`` and ``generate_batch`` against
+    the reference, with gradients reaching W1, W2 and b."""
+    if case.seed == 0:
+        _abs_init_statistics(learner)
+    before = torch.get_rng_state()
+    model = _build_abs(learner, case, _generator(case.seed))
+    if not torch.equal(before, torch.get_rng_state()):
+        raise CheckFailed("building the model drew from torch's global random state: draw W1 and W2 "
+                          "from the `generator` argument instead (torch.randn(..., generator=generator))")
+    instances, hidden, features = case.n_instances, case.n_hidden, case.n_features
+    W1 = _parameter(model, "W1", (instances, hidden, features), "(instances, hidden, features)")
+    W2 = _parameter(model, "W2", (instances, features, hidden), "(instances, features, hidden)")
+    b = _parameter(model, "b", (instances, features), "(instances, features)")
+    for value in (W1, W2, b):
+        expect_device(value, case.device)
+    if b.detach().abs().max() > 0:
+        raise CheckFailed("b should start at zero")
+    for name in ("n_features", "n_hidden", "n_instances"):
+        if getattr(model, name, None) != getattr(case, name):
+            raise CheckFailed(f"`self.{name}` should keep the {name} the model was given "
+                              "(the course's tools read it)")
+    _expect_buffer(model, "feature_probability", per_instance(case.feature_probability, instances, features),
+                   case.device)
+    _expect_buffer(model, "importance", per_instance(case.importance, instances, features), case.device)
+
+    # the initialisation: the reference's draws from the same generator seed
+    reference = comp.AbsModel(**_abs_arguments(case, _generator(case.seed)))
+    mine1, mine2 = W1.detach().cpu(), W2.detach().cpu()
+    ref1, ref2 = reference.W1.detach().cpu(), reference.W2.detach().cpu()
+    if torch.allclose(mine2, mine1.transpose(1, 2)):
+        raise CheckFailed("W2 is W1ᵀ (tied weights): the abs(x) model's two layers are untied; draw W2 "
+                          "separately from the generator")
+    if not (torch.allclose(mine1, ref1) and torch.allclose(mine2, ref2)):
+        if case.init_scale != 1 and torch.allclose(mine1 * case.init_scale, ref1):
+            raise CheckFailed("W1 and W2 do not include init_scale: multiply the Xavier-normal draws by it")
+        if torch.allclose(mine1.flatten(), ref2.flatten()):
+            raise CheckFailed("W2 is drawn before W1: draw W1 first, then W2 (the reference's order), "
+                              "so that a seed gives the course's model")
+        again = _build_abs(learner, case, _generator(case.seed))
+        if not torch.equal(W1.detach(), again.W1.detach()):
+            raise CheckFailed("W1 does not come from the `generator` argument: the same generator seed "
+                              "should give the same W1")
+        raise CheckFailed("W1 and W2 are not the reference's initial weights from the same generator: "
+                          "torch.randn(n_instances, n_hidden, n_features, generator=generator) times the "
+                          "scaled Xavier std for W1, then the same for W2 (instances, features, hidden)")
+
+    # forward and loss, on weights of order one and a bias of both signs (so every ReLU matters)
+    gen = _generator(case.seed + 1)
+    with torch.no_grad():
+        W1.copy_(torch.randn(W1.shape, generator=gen) / math.sqrt(features))
+        W2.copy_(torch.randn(W2.shape, generator=gen) / math.sqrt(hidden))
+        b.copy_(0.3 * torch.randn(b.shape, generator=gen))
+    x = comp.signed_sparse_features((instances, 6, features), torch.full((), 0.7), gen).to(case.device)
+    w1, w2, bias, xc = W1.detach().cpu(), W2.detach().cpu(), b.detach().cpu(), x.cpu()
+    expected = torch.relu(torch.einsum("ifh,ibh->ibf", w2, torch.relu(torch.einsum("ihf,ibf->ibh", w1, xc)))
+                          + bias[:, None, :])
+    with torch.no_grad():
+        out = _method(model, "forward", x)
+    out = expect_tensor(out)
+    expect_shape(out, expected.shape, "(instances, batch, features)")
+    expect_device(out, case.device)
+    expect_close(out.detach().cpu(), expected, suspects=_abs_forward_mistakes(w1, w2, bias, xc))
+    loss = expect_tensor(_method(model, "loss", x))
+    importance = per_instance(case.importance, instances, features)
+    expected_loss = comp.abs_loss(expected, xc, importance)
+    expect_shape(loss, expected_loss.shape, "(instances,)", note="; one loss per instance")
+    expect_close(loss.detach().cpu(), expected_loss,
+                 suspects=_abs_loss_mistakes(Case("", y=expected, x=xc, importance=importance)))
+    _expect_gradients(model, loss, ("W1", "W2", "b"))
+
+    # the data
+    batch = expect_tensor(_method(model, "generate_batch", 4000, _generator(case.seed + 2)))
+    expect_shape(batch, (instances, 4000, features), "(instances, batch_size, features)")
+    expect_device(batch, case.device)
+    batch = batch.detach().to("cpu", torch.float64)
+    _expect_in_signed_interval(batch)
+    _expect_frequencies(batch, per_instance(case.feature_probability, instances, features).double())
+    _expect_both_signs(batch)
+    repeat = _method(model, "generate_batch", 4000, _generator(case.seed + 2))
+    if not torch.equal(batch, repeat.detach().to("cpu", torch.float64)):
+        raise CheckFailed("generate_batch does not draw from the `generator` it is given: the same "
+                          "generator seed should give the same batch")
+
+
+# --------------------------------------------------------------------------------------
+# The U-AND capstone, part 1: the random wiring
+# --------------------------------------------------------------------------------------
+
+_WIRING_CASES = [(200, 1000, 0.1), (5, 5, 0.5), (12, 30, 0.05), (7, 3, 0.9), (40, 60, 0.2), (3, 20, 1.0),
+                 (30, 30, 0.3), (2, 50, 0.02)]
+
+
+def _wiring_case(seed: int) -> Case:
+    """(m, d, p) from a fixed table for seeds 0-7 (d = m, p = 1, the chapter's setting), random
+    otherwise; the generator is seeded with the case's seed."""
+    if 0 <= seed < len(_WIRING_CASES):
+        m, d, p = _WIRING_CASES[seed]
+    else:
+        gen = _generator(seed)
+        m, d = _randint(gen, 2, 40), _randint(gen, 1, 80)
+        p = round(0.02 + 0.96 * float(torch.rand(1, generator=gen)), 3)
+    return Case(f"m={m}, d={d}, p={p:g}", m=m, d=d, p=p, seed=seed)
+
+
+def _draw_wiring(learner, case: Case, generator_seed: int):
+    return learner(case.m, case.d, case.p, _generator(generator_seed))
+
+
+@exercise(
+    "u_and_wiring",
+    cases=_wiring_case,
+    seeds=range(8),
+    reference=comp.u_and_wiring,
+    hints=[
+        "Each of the d × m entries is 1 with probability p, independently: compare a uniform random "
+        "number with p.",
+        "torch.rand(d, m, generator=generator) < p is a boolean (d, m) tensor, True with probability p; "
+        "turn it into 0s and 1s with .float().",
+        "Keep the order of the arguments (m, d, p, generator) and the shape (d, m): one row per "
+        "neuron, one column per feature.",
+    ],
+)
+def check_u_and_wiring(learner, case: Case) -> None:
+    """Check your ``u_and_wiring(m, d, p, generator)``: the (d, m) float tensor of 0s and 1s,
+    each entry 1 with probability p, drawn as torch.rand(d, m, generator=generator) < p (so that
+    a seed gives the course's wiring)."""
+    out = expect_tensor(_draw_wiring(learner, case, case.seed))
+    expected = comp.u_and_wiring(case.m, case.d, case.p, _generator(case.seed))
+    expect_shape(out, expected.shape, "(d, m): one row per neuron")
+    expect_dtype(out, expected.dtype, why="0s and 1s as floats: .float() of the comparison")
+    if not ((out == 0) | (out == 1)).all():
+        raise CheckFailed("the wiring should hold only 0s and 1s")
+    if torch.equal(out, expected):
+        torch.manual_seed(case.seed + 12_345)
+        if not torch.equal(expect_tensor(_draw_wiring(learner, case, case.seed)), expected):
+            raise CheckFailed("your wiring changes with torch's global random state: draw it from the "
+                              "`generator` argument only")
+        return
+    torch.manual_seed(case.seed + 12_345)
+    again = expect_tensor(_draw_wiring(learner, case, case.seed))
+    if not torch.equal(out, again):
+        raise CheckFailed("your wiring does not come from the `generator` argument (the same generator "
+                          "seed gave another wiring): pass generator=generator to torch.rand")
+    u = torch.rand(case.d, case.m, generator=_generator(case.seed))
+    suspects = {
+        "each entry is 1 with probability 1 − p instead of p (torch.rand(...) > p)": (u > case.p).float(),
+        "the wiring is drawn as (m, d) and transposed; draw (d, m) directly so that a seed gives the "
+        "course's wiring": (torch.rand(case.m, case.d, generator=_generator(case.seed)) < case.p).float().T,
+    }
+    for description, wrong in suspects.items():
+        if torch.equal(out, wrong):
+            raise CheckFailed(f"your wiring matches a known mistake: {description}")
+    n, share = out.numel(), float(out.mean())
+    if abs(share - case.p) > Z * math.sqrt(case.p * (1 - case.p) / n) + 1e-9:
+        raise CheckFailed("the share of 1s in your wiring is not p: each entry should be 1 with probability p, "
+                          "so about a fraction p of the entries are 1")
+    raise CheckFailed("your wiring is not the course's draw from this generator: use torch.rand(d, m, "
+                      "generator=generator) < p (another sampler, e.g. torch.bernoulli, draws other "
+                      "random numbers, and the chapter's results would differ)")
+
+
+# --------------------------------------------------------------------------------------
+# The U-AND capstone, part 2: the construction as a class
+# --------------------------------------------------------------------------------------
+
+_UAND_CASES = [(6, 8, 0.3), (10, 40, 0.3), (5, 5, 0.5), (12, 20, 0.2), (8, 60, 0.25), (4, 12, 0.6),
+               (9, 30, 0.15), (7, 7, 0.4)]
+
+
+def _u_and_case(seed: int) -> Case:
+    """(m, d, p) from a fixed table for seeds 0-7 (several with uncovered pairs, two with d = m),
+    random otherwise; inputs x with 0 to m features on, including rows with exactly two."""
+    if 0 <= seed < len(_UAND_CASES):
+        m, d, p = _UAND_CASES[seed]
+    else:
+        gen = _generator(seed)
+        m, d = _randint(gen, 3, 12), _randint(gen, 3, 60)
+        p = round(0.1 + 0.5 * float(torch.rand(1, generator=gen)), 3)
+    gen = _generator(seed + 1)
+    batch = 8
+    on = torch.randint(0, m + 1, (batch,), generator=gen)
+    on[0], on[1], on[2] = 2, 2, 3
+    order = torch.rand(batch, m, generator=gen).argsort(dim=-1)
+    x = (order < on[:, None]).float()
+    return Case(f"UAnd(m={m}, d={d}, p={p:g}, generator), batch={batch}", m=m, d=d, p=p, x=x, seed=seed)
+
+
+@exercise(
+    "UAnd",
+    cases=_u_and_case,
+    seeds=range(8),
+    passed="{n}/{n} constructions built and read off like the reference.",
+    reference=comp.UAnd,
+    hints=[
+        "__init__ keeps m, d and p and draws the wiring self.W with your u_and_wiring (what its check "
+        "returned) from the generator; hidden, readoff and __call__ use your layer and read-off.",
+        "construction(x) is readoff(hidden(x)): (batch, m) -> (batch, d) -> (batch, m, m).  "
+        "coverage() counts, for every pair, the neurons wired to both: W.T @ W.",
+        "An uncovered pair has no neuron to average over: its read-off is NaN, not 0.",
+    ],
+)
+def check_u_and(learner, case: Case) -> None:
+    """Check your ``UAnd`` class: ``UAnd(m, d, p, generator)`` draws the course's wiring from the
+    generator; ``hidden(x)`` (batch, m) -> (batch, d), ``readoff(h)`` -> (batch, m, m) with NaN
+    for uncovered pairs, ``construction(x)`` both at once, and ``coverage()`` (m, m)."""
+    before = torch.get_rng_state()
+    construction = learner(case.m, case.d, case.p, _generator(case.seed))
+    if not torch.equal(before, torch.get_rng_state()):
+        raise CheckFailed("building the construction drew from torch's global random state: draw the "
+                          "wiring from the `generator` argument")
+    reference = comp.UAnd(case.m, case.d, case.p, _generator(case.seed))
+    W, x = reference.W, case.x
+    for name in ("m", "d", "p"):
+        if getattr(construction, name, None) != getattr(case, name):
+            raise CheckFailed(f"`self.{name}` should keep the {name} the construction was given")
+    coverage = expect_tensor(_method(construction, "coverage"))
+    expected_coverage = reference.coverage()
+    expect_shape(coverage, expected_coverage.shape, "(m, m)")
+    pairs = ~torch.eye(case.m, dtype=torch.bool)
+    if not torch.allclose(coverage.float()[pairs], expected_coverage[pairs]):
+        again = learner(case.m, case.d, case.p, _generator(case.seed))
+        if not torch.equal(expect_tensor(_method(again, "coverage")), coverage):
+            raise CheckFailed("the wiring does not come from the `generator` argument: the same seed "
+                              "gave another construction")
+        either = W.sum(0)[:, None] + W.sum(0)[None, :] - expected_coverage
+        if torch.allclose(coverage.float()[pairs], either[pairs]):
+            raise CheckFailed("coverage() counts the neurons wired to either feature; it should count "
+                              "those wired to both (W.T @ W)")
+        raise CheckFailed("coverage() differs from the reference's: is the wiring the course's draw "
+                          "(your u_and_wiring), and does coverage() count the neurons wired to both features?")
+
+    h = expect_tensor(_method(construction, "hidden", x))
+    expected_h = comp.u_and_hidden(W, x)
+    expect_shape(h, expected_h.shape, "(batch, d)")
+    expect_close(h.float(), expected_h, suspects=_layer_mistakes(W, x))
+
+    def compare_readoff(out: Tensor, expected: Tensor, what: str) -> None:
+        expect_shape(out, expected.shape, "(batch, m, m)")
+        off_diagonal = pairs.expand(expected.shape)
+        covered = ~expected.isnan() & off_diagonal
+        uncovered = expected.isnan() & off_diagonal
+        if (out.isnan() & covered).any():
+            raise CheckFailed(f"{what} is NaN for pairs that some neuron is wired to; only uncovered "
+                              "pairs should be NaN")
+        try:
+            expect_close(out[covered].float(), expected[covered],
+                         suspects={k: v[covered] for k, v in _readoff_mistakes(W, expected_h).items()})
+        except CheckFailed as failure:
+            raise CheckFailed(f"{what}: {failure}") from None
+        if (~out.isnan() & uncovered).any():
+            zeros = bool((out[~out.isnan() & uncovered] == 0).all())
+            raise CheckFailed(f"{what} is {'0' if zeros else 'a number'} for pairs no neuron is wired to: "
+                              "the mean over no neurons is undefined, so return NaN there")
+
+    expected = comp.u_and_readoff(W, expected_h)
+    compare_readoff(expect_tensor(_method(construction, "readoff", expected_h)), expected, "readoff(h)")
+    compare_readoff(expect_tensor(_method(construction, "__call__", x)), expected, "construction(x)")

@@ -1,5 +1,7 @@
-"""Checks for chapter 03: the autoencoder's loss, counting polysemantic neurons, the collision
-prediction (against a simulation) and the initial-argmax winner rate.
+"""Checks for chapter 03: the autoencoder's loss, its training loop (the capstone, step by step
+against the reference), counting polysemantic neurons, the collision prediction (against a
+simulation), the initial-argmax winner rate and the cross-entropy bound of one neuron reading
+mutually exclusive tokens.
 
 Each check runs the learner's function on seeded cases and compares it with the library's
 reference in ``course_utils.polysemanticity``; ``_*_mistakes`` compute what common wrong
@@ -17,6 +19,7 @@ from .. import polysemanticity as poly
 from ._framework import (
     Case,
     CheckFailed,
+    accepts_argument,
     call_pure,
     exercise,
     expect_close,
@@ -76,6 +79,7 @@ def _loss_mistakes(W: Tensor, l1: float) -> dict[str, Tensor]:
 
 @exercise(
     "autoencoder_loss",
+    reference=poly.autoencoder_loss,
     cases=_loss_case,
     seeds=range(8),
     hints=[
@@ -171,6 +175,7 @@ def _count_mistakes(W: Tensor) -> dict[str, Tensor]:
 
 @exercise(
     "count_polysemantic_neurons",
+    reference=poly.polysemantic_neurons,
     cases=_count_case,
     seeds=range(8),
     hints=[
@@ -223,6 +228,7 @@ def _prediction_mistakes(n: int, m: int) -> dict[str, float]:
 
 @exercise(
     "predicted_polysemantic",
+    reference=poly.predicted_polysemantic,
     cases=_prediction_case,
     seeds=range(8),
     hints=[
@@ -245,8 +251,8 @@ def check_predicted_polysemantic(learner, case: Case) -> None:
         if math.isclose(out, wrong, rel_tol=1e-6, abs_tol=1e-9):
             raise CheckFailed(f"your prediction is off and matches a known mistake: {description}")
     direction = "too high" if out > case.simulated else "too low"
-    factor = out / case.simulated if case.simulated else float("inf")
-    raise CheckFailed(f"your prediction is {direction} by a factor of {factor:.2f} against the simulation")
+    raise CheckFailed(f"your prediction is {direction} against the simulation, by more than its "
+                      "sampling noise allows")
 
 
 # --------------------------------------------------------------------------------------
@@ -289,6 +295,7 @@ def _winner_mistakes(W_init: Tensor, W: Tensor) -> dict[str, Tensor]:
 
 @exercise(
     "initial_argmax_win_rate",
+    reference=poly.initial_argmax_win_rate,
     cases=_winner_case,
     seeds=range(8),
     hints=[
@@ -311,3 +318,230 @@ def check_initial_argmax_win_rate(learner, case: Case) -> None:
         raise CheckFailed(f"output has dtype {out.dtype}; a fraction needs a float dtype "
                           "(convert the comparison with .float() before averaging)")
     expect_close(out, expected, suspects=_winner_mistakes(case.W_init, case.W))
+
+
+# --------------------------------------------------------------------------------------
+# train_autoencoder: the capstone, step by step against the reference loop
+# --------------------------------------------------------------------------------------
+
+TRAIN_STEPS = 150
+_TINY = 1e-7  # the loss scale of the cases where a mean over instances would show
+
+
+def _tiny_loss(W: Tensor, l1: float) -> Tensor:
+    """``autoencoder_loss`` × 1e-7: gradients near Adam's ε, so that averaging the instances'
+    losses instead of summing them changes the steps (Adam is otherwise blind to a scale)."""
+    return poly.autoencoder_loss(W, l1) * _TINY
+
+
+def _train_case(seed: int) -> Case:
+    """Small autoencoders (n 3–6 features, m from n to 2n+1 neurons, 2–3 instances) trained 150
+    steps; l1, lr and weight_decay change with the seed, and every other case (the first among
+    them) passes a loss scaled by 1e-7, so that a mean over instances shows."""
+    gen = _generator(seed)
+    n = _randint(gen, 3, 6)
+    m = _randint(gen, n, 2 * n + 1)
+    instances = _randint(gen, 2, 3)
+    l1 = [1e-2, 0.05, 0.0, 3e-3][seed % 4]
+    lr = [1e-2, 2e-2, 5e-3][seed % 3]
+    weight_decay = [0.1, 0.3, 0.05][(seed // 2) % 3]
+    tiny = seed % 2 == 0
+    device = "cuda" if torch.cuda.is_available() and seed % 4 == 3 else "cpu"
+    label = (f"n={n}, m={m}, instances={instances}, l1={l1:g}, steps={TRAIN_STEPS}, lr={lr:g}, "
+             f"weight_decay={weight_decay:g}, seed={seed}, device={device!r}"
+             + (", loss_fn = autoencoder_loss × 1e-7" if tiny else ""))
+    return Case(label, n=n, m=m, instances=instances, l1=l1, lr=lr, weight_decay=weight_decay, seed=seed,
+                device=device, loss_fn=_tiny_loss if tiny else poly.autoencoder_loss)
+
+
+def _train_arguments(case: Case) -> dict:
+    return dict(steps=TRAIN_STEPS, lr=case.lr, weight_decay=case.weight_decay, seed=case.seed,
+                device=case.device, progress=False)
+
+
+def _train_variant(case: Case, optimizer: str = "adamw", reduce: str = "sum", zero_grad: bool = True) -> Tensor:
+    """The final W of a (possibly wrong) loop on this case, on the CPU."""
+    generator = torch.Generator().manual_seed(case.seed)
+    W = (torch.randn(case.instances, case.n, case.m, generator=generator) / math.sqrt(case.m))
+    W = W.to(case.device).requires_grad_()
+    make = {"adamw": lambda: torch.optim.AdamW([W], lr=case.lr, weight_decay=case.weight_decay),
+            "adam": lambda: torch.optim.Adam([W], lr=case.lr),
+            "adam_l2": lambda: torch.optim.Adam([W], lr=case.lr, weight_decay=case.weight_decay)}
+    optimizer = make[optimizer]()
+    for _ in range(TRAIN_STEPS):
+        loss = case.loss_fn(W, case.l1)
+        if zero_grad:
+            optimizer.zero_grad()
+        getattr(loss, reduce)().backward()
+        optimizer.step()
+    return W.detach().cpu()
+
+
+def _train_mistakes(case: Case) -> dict[str, Tensor]:
+    return {
+        "the optimiser is Adam without weight decay; the paper uses AdamW (decoupled weight decay "
+        "`weight_decay`)": _train_variant(case, optimizer="adam"),
+        "the optimiser is Adam with weight_decay, which adds the decay to the gradient (L2); the "
+        "paper's AdamW decays the weights directly": _train_variant(case, optimizer="adam_l2"),
+        "the per-instance losses are averaged before backward(); sum them, so that each instance "
+        "trains on its own loss": _train_variant(case, reduce="mean"),
+        "the gradients are never zeroed (optimizer.zero_grad() is missing), so they accumulate "
+        "from step to step": _train_variant(case, zero_grad=False),
+    }
+
+
+def _init_mistakes(case: Case, W0: Tensor) -> dict[str, Tensor]:
+    """What W_init is under a wrong initialisation scale, from the right one W0."""
+    n, m = case.n, case.m
+    return {
+        "W_init is not scaled: W ~ N(0, 1/m) means torch.randn(...) divided by √m": W0 * math.sqrt(m),
+        "W_init is divided by m; N(0, 1/m) has standard deviation 1/√m": W0 / math.sqrt(m),
+        "W_init is scaled by 1/√n (features); the paper scales by 1/√m (neurons), so that each "
+        "feature's row starts with norm about 1": W0 * math.sqrt(m / n),
+    }
+
+
+def _expect_weights(value, what: str, case: Case) -> Tensor:
+    if not isinstance(value, Tensor):
+        raise CheckFailed(f"{what} is {type(value).__name__}; expected a tensor")
+    expect_shape(value, (case.instances, case.n, case.m), "(instances, n, m)")
+    if value.requires_grad:
+        raise CheckFailed(f"{what} still requires grad: return it detached (W.detach().cpu())")
+    if value.device.type != "cpu":
+        raise CheckFailed(f"{what} is on {value.device}; return it on the CPU (.cpu())")
+    expect_finite(value)
+    return value
+
+
+@exercise(
+    "train_autoencoder",
+    reference=poly.train_autoencoder,
+    cases=_train_case,
+    seeds=range(6),
+    time_limit=90,
+    passed="{n}/{n} training runs follow the reference loop step by step.",
+    hints=[
+        "Draw W = torch.randn(instances, n, m, generator=torch.Generator().manual_seed(seed)) / √m "
+        "first, move it to `device` and make it a leaf with requires_grad_(); keep a copy of it "
+        "(W.detach().cpu().clone()) before the first step.",
+        "One torch.optim.AdamW([W], lr=lr, weight_decay=weight_decay). Each step: loss = "
+        "loss_fn(W, l1) (one loss per instance), optimizer.zero_grad(), loss.sum().backward(), "
+        "optimizer.step().",
+        "Return (W_init, W.detach().cpu()). `.cpu()` of a CPU tensor is the same tensor, so the "
+        "copy of the initial W needs .clone(), or it is trained along with W.",
+    ],
+)
+def check_train_autoencoder(learner, case: Case) -> None:
+    """Check your ``train_autoencoder(n, m, instances, l1, loss_fn, steps, lr, weight_decay,
+    seed, device, progress)``: it trains small autoencoders for 150 steps, and its (W_init, W)
+    must equal the course's loop (W ~ N(0, 1/m) from the seeded generator, full-batch AdamW on
+    loss_fn(W, l1) summed over instances), W_init exactly and W step by step."""
+    if not accepts_argument(learner, "loss_fn"):
+        raise CheckFailed("your function takes no `loss_fn` argument: keep the signature train_autoencoder(n, m, "
+                          "instances, l1, loss_fn, steps, lr, weight_decay, seed, device, progress)")
+    torch.manual_seed(case.seed + 99_991)  # torch's global stream is not the seeded generator
+    out = learner(case.n, case.m, case.instances, case.l1, loss_fn=case.loss_fn, **_train_arguments(case))
+    if not isinstance(out, (tuple, list)) or len(out) != 2:
+        raise CheckFailed(f"your function returned {type(out).__name__}; expected a pair (W_init, W)")
+    W_init, W = out
+    W_init, W = _expect_weights(W_init, "W_init", case), _expect_weights(W, "the trained W", case)
+    expected_init, expected = poly.train_autoencoder(case.n, case.m, case.instances, case.l1, case.loss_fn,
+                                                     **_train_arguments(case))
+    if W_init.data_ptr() == W.data_ptr() or (torch.equal(W_init, W) and not torch.equal(W_init, expected_init)):
+        raise CheckFailed("your W_init is the trained W itself: it was not copied before training "
+                          "(W.detach() and .cpu() of a CPU tensor share its memory; add .clone())")
+    if not torch.allclose(W_init, expected_init, rtol=0, atol=1e-7):
+        for description, wrong in _init_mistakes(case, expected_init).items():
+            if torch.allclose(W_init, wrong, rtol=1e-5, atol=1e-7):
+                raise CheckFailed(f"your initial weights match a known mistake: {description}")
+        raise CheckFailed("your W_init is not the reference draw: draw torch.randn(instances, n, m, generator=g) "
+                          "/ √m from g = torch.Generator().manual_seed(seed), before anything else")
+    if torch.equal(W, W_init):
+        raise CheckFailed(f"your W did not change in {TRAIN_STEPS} steps: train W itself with AdamW, and call "
+                          "optimizer.step() after backward()")
+    if torch.allclose(W, expected, rtol=1e-3, atol=1e-5):
+        return
+    for description, wrong in _train_mistakes(case).items():
+        if torch.allclose(W, wrong, rtol=1e-3, atol=1e-5):
+            raise CheckFailed(f"your training matches a known mistake: {description}")
+    raise CheckFailed(f"your trained W differs from the reference loop's after {TRAIN_STEPS} steps: check the "
+                      "optimiser and its arguments, that the loss is loss_fn(W, l1) summed over instances, and "
+                      "the order zero_grad, backward, step")
+
+
+# --------------------------------------------------------------------------------------
+# ce_lower_bound: one neuron, N equally likely tokens
+# --------------------------------------------------------------------------------------
+
+_BOUND_PATTERNS = [
+    [1, 0, 0, 0], [1, 1, 0, 0], [1, 2, 0, 0], [1, 2, 2, 0, 0, 0], [0, 0, 0, 0, 0],
+    [3, 3, 3], [0.5, 1, 1.5, 2, 2], [1, 1, 1, 2, 0, 0, 0, 0],
+]
+
+
+def _bound_case(seed: int) -> Case:
+    """One activation pattern per seed (the neuron's activation on each of N equally likely
+    tokens, N from 3 to 8): one token, two at one level, two at different levels, several
+    levels, all silent, all at one level; scaled and permuted, float32 or float64."""
+    gen = _generator(seed)
+    pattern = torch.tensor(_BOUND_PATTERNS[seed % len(_BOUND_PATTERNS)], dtype=torch.float64)
+    scale = 0.5 + 2.5 * float(torch.rand(1, generator=gen))
+    dtype = torch.float64 if seed % 2 else torch.float32
+    activations = (pattern * scale)[torch.randperm(pattern.numel(), generator=gen)].to(dtype)
+    return Case(f"N={activations.numel()} tokens, {len(set(pattern.tolist()))} activation level(s), "
+                f"{dtype}", activations=activations)
+
+
+def _group_sizes(activations: Tensor) -> tuple[list[int], list[int]]:
+    """Sizes of the groups of equal activation: (silent group or [], groups that fire)."""
+    values, counts = torch.unique(activations.double(), return_counts=True)
+    silent = [int(c) for v, c in zip(values, counts) if v <= 0]
+    firing = [int(c) for v, c in zip(values, counts) if v > 0]
+    return silent, firing
+
+
+def _bound_mistakes(activations: Tensor) -> dict[str, float]:
+    N = activations.numel()
+    silent, firing = _group_sizes(activations)
+    groups = silent + firing
+    right = sum(g / N * math.log(g) for g in groups)
+    active = sum(firing)
+    term = lambda sizes: sum(g / N * math.log(g) for g in sizes if g)
+    return {
+        "the logarithm is base 2; the cross-entropy is in nats (natural log)": right / math.log(2),
+        "all tokens the neuron fires on are treated as one group; tokens at different activation "
+        "levels can be told apart": term(silent + [active]),
+        "the groups are not weighted by their probability |g|/N": sum(math.log(g) for g in groups),
+        "the silent tokens are not a group of their own: tokens with activation 0 cannot be told "
+        "apart from each other either": term(firing),
+        "this is the entropy of the activation level, not the uncertainty about the token given "
+        "the level": -sum(g / N * math.log(g / N) for g in groups),
+    }
+
+
+@exercise(
+    "ce_lower_bound",
+    reference=poly.ce_lower_bound,
+    cases=_bound_case,
+    seeds=range(8),
+    hints=[
+        "Group the tokens by their activation: tokens at the same level look identical to the "
+        "readout, tokens at different levels can be separated (in the limit of a large readout). "
+        "Within a group of |g| tokens the best guess is uniform.",
+        "A token in a group of size |g| costs ln |g| (a uniform guess among |g|); it is drawn with "
+        "probability 1/N. Sum over tokens, i.e. Σ over groups of (|g|/N) ln |g|; torch.unique(..., "
+        "return_counts=True) gives the group sizes.",
+    ],
+)
+def check_ce_lower_bound(learner, case: Case) -> None:
+    """Check your ``ce_lower_bound(activations)``: the smallest cross-entropy (in nats) a linear
+    readout of one neuron can reach when predicting N equally likely tokens, given the
+    neuron's activation on each token, (N,).  Return a number."""
+    out = _as_number(call_pure(learner, {"activations": case.activations}))
+    expected = poly.ce_lower_bound(case.activations)
+    if math.isclose(out, expected, rel_tol=1e-5, abs_tol=1e-7):
+        return
+    for description, wrong in _bound_mistakes(case.activations).items():
+        if math.isclose(out, wrong, rel_tol=1e-5, abs_tol=1e-7):
+            raise CheckFailed(f"your bound matches a known mistake: {description}")
+    raise CheckFailed(f"your bound is too {'high' if out > expected else 'low'}")
