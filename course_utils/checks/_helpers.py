@@ -155,6 +155,21 @@ def _expect_rows_differ(x: Tensor) -> None:
                               "element needs its own random numbers")
 
 
+def _has_variance(w: Tensor, variance: float) -> bool:
+    """Whether the flat float64 entries ``w`` can be draws of mean 0 and this variance (each
+    within Z standard errors)."""
+    n = w.numel()
+    return (abs(float(w.mean())) <= Z * math.sqrt(variance / n)
+            and abs(float(w.var()) - variance) <= Z * variance * math.sqrt(2 / n))
+
+
+def _looks_normal(w: Tensor) -> bool:
+    """Whether the kurtosis of the flat float64 entries ``w`` is a normal distribution's, 3,
+    within Z standard errors (uniform draws have 1.8)."""
+    var = float(w.var())
+    return abs(float(((w - w.mean()) ** 4).mean() / var**2) - 3) <= Z * math.sqrt(24 / w.numel())
+
+
 def _expect_frequencies(x: Tensor, p: Tensor) -> None:
     """Entry (i, b, f) is nonzero with probability p[i, f]: a z-test per (instance, feature)."""
     batch = x.shape[1]

@@ -30,6 +30,8 @@ from ._framework import (
 )
 from ..toy_models import per_instance
 from ._helpers import (
+    _has_variance,
+    _looks_normal,
     _expect_buffer,
     _method,
     _parameter,
@@ -660,12 +662,10 @@ def _abs_init_statistics(learner) -> None:
         if not isinstance(W, Tensor) or W.numel() != ABS_INIT_INSTANCES * ABS_INIT_HIDDEN * ABS_INIT_FEATURES:
             return  # the per-case checks name what is wrong
         w = W.detach().to("cpu", torch.float64).flatten()
-        n, var = w.numel(), float(w.var())
-        if abs(float(w.mean())) > Z * math.sqrt(target / n) or abs(var - target) > Z * target * math.sqrt(2 / n):
+        if not _has_variance(w, target):
             raise CheckFailed(f"{name}'s initial entries do not have Xavier-normal's spread for one instance: "
                               "mean 0 and std init_scale · √(2 / (n_hidden + n_features))")
-        kurtosis = float(((w - w.mean()) ** 4).mean() / var**2)
-        if abs(kurtosis - 3) > Z * math.sqrt(24 / n):
+        if not _looks_normal(w):
             raise CheckFailed(f"{name}'s initial entries have the right spread but are not normally "
                               "distributed (torch.randn, not torch.rand)")
 

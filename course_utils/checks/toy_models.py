@@ -33,6 +33,8 @@ from ._framework import (
     result_check,
 )
 from ._helpers import (
+    _has_variance,
+    _looks_normal,
     _expect_buffer,
     _method,
     _parameter,
@@ -349,18 +351,14 @@ def _init_statistics(learner, device) -> None:
     if not isinstance(W, Tensor) or W.shape != (INIT_INSTANCES, INIT_HIDDEN, INIT_FEATURES):
         return  # the per-case checks name what is wrong with W
     w = W.detach().to("cpu", torch.float64).flatten()
-    n, var = w.numel(), float(w.var())
-    target = 2 / (INIT_HIDDEN + INIT_FEATURES)
-    if abs(float(w.mean())) > Z * math.sqrt(target / n) or abs(var - target) > Z * target * math.sqrt(2 / n):
-        torch_3d = 2 / (INIT_HIDDEN * INIT_FEATURES + INIT_INSTANCES * INIT_FEATURES)
-        if abs(var - torch_3d) < Z * torch_3d * math.sqrt(2 / n):
+    if not _has_variance(w, 2 / (INIT_HIDDEN + INIT_FEATURES)):
+        if _has_variance(w, 2 / (INIT_HIDDEN * INIT_FEATURES + INIT_INSTANCES * INIT_FEATURES)):
             raise CheckFailed("W's initial spread matches nn.init.xavier_normal_ applied to the whole "
                               "(instances, hidden, features) tensor, which takes its fans from the wrong "
                               "axes; use the std of Xavier's formula for one instance's (hidden, features)")
         raise CheckFailed("W's initial entries do not have Xavier-normal's spread for one instance: "
                           "mean 0 and std √(2 / (n_hidden + n_features))")
-    kurtosis = float(((w - w.mean()) ** 4).mean() / var**2)
-    if abs(kurtosis - 3) > Z * math.sqrt(24 / n):
+    if not _looks_normal(w):
         raise CheckFailed("W's initial entries have the right spread but are not normally distributed "
                           "(torch.randn, not torch.rand)")
     b = getattr(model, "b", None)
