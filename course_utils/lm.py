@@ -38,9 +38,11 @@ the safetensors metadata.  ``load_lm(name)`` / ``save_lm``.
 
 Analysis helpers (chapter 05b)
 ------------------------------
-``collect_activations`` (chunked, no grad), ``ce_loss_recovered`` (splice a reconstruction,
+``collect_activations`` (chunked, no grad), ``precision_recall`` (one concept, every latent),
+``ce_loss_recovered`` (splice a reconstruction,
 e.g. an SAE's, into the forward pass), ``max_activating_examples`` and ``concept_scores``
-(for each concept the latent that detects it best, by F1).
+(for each concept the latent that detects it best, by F1).  Splicing with PyTorch forward
+hooks, both ablation baselines, steering and ablating one latent: ``course_utils.interventions``.
 
 Real GPT-2 (optional): ``gpt2_config_from_hf``, ``load_gpt2_state_dict`` convert a Hugging Face
 ``GPT2LMHeadModel`` state dict; ``load_pretrained_gpt2`` downloads one through ``transformers``.
@@ -624,6 +626,18 @@ def max_activating_examples(latent_acts: Tensor, k: int = 10, window: int = 5,
             out["texts"] = [" ".join(("[" + vocab.words[t] + "]") if j == window else vocab.words[t]
                                      for j, t in enumerate(row) if t >= 0) for row in out["windows"].tolist()]
     return out
+
+
+def precision_recall(fires: Tensor, concept: Tensor) -> tuple[Tensor, Tensor]:
+    """Every latent's precision and recall as a detector of one concept (float64).
+
+    fires: (n_tokens, n_latents) bool, where each latent fires; concept: (n_tokens,) bool,
+    which tokens have the concept.  precision = |fires ∧ concept| / |fires| (0 for a latent
+    that never fires), recall = |fires ∧ concept| / |concept|; each (n_latents,).
+    """
+    f, c = fires.double(), concept.double().to(fires.device)
+    hits = c @ f                                                    # (n_latents,)
+    return hits / f.sum(dim=0).clamp_min(1), hits / c.sum()
 
 
 def concept_scores(latent_acts: Tensor, labels: Tensor, threshold: float = 0.0,

@@ -705,6 +705,39 @@ def plot_sae_sweep(x, panels: dict, xlabel: str, logx: bool = True, mark: float 
     return fig
 
 
+def plot_k_sweep(ks, panels: dict, references: dict | None = None, ax=None) -> Figure:
+    """SAE metrics against L0 = k (log axis, one tick labelled at each k and no minor labels,
+    so that the labels never overlap): ``panels`` maps a metric's name to its values, one per
+    k; ``references`` maps a panel's name to {label: y} horizontal dashed lines (e.g. the
+    clean loss)."""
+    from matplotlib.ticker import FixedFormatter, FixedLocator, NullFormatter, NullLocator
+
+    ks = [int(k) for k in ks]
+    if not panels:
+        raise ValueError("panels is empty: give at least one metric")
+    for name, values in panels.items():
+        if len(values) != len(ks):
+            raise ValueError(f"panel {name!r} has {len(values)} values for {len(ks)} values of k")
+    fig, axes = _axes_for(ax, len(panels), (3.1 * len(panels), 2.8))
+    for axis, (name, values) in zip(axes, panels.items()):
+        axis.plot(ks, np.asarray(values, dtype=float), "o-", color="k", ms=4, lw=1.2)
+        for i, (label, y) in enumerate((references or {}).get(name, {}).items()):
+            axis.axhline(y, color=f"C{i}", ls="--", lw=1, label=label)
+        if (references or {}).get(name):
+            axis.legend(fontsize=7)
+        axis.set_xscale("log")
+        axis.xaxis.set_major_locator(FixedLocator(ks))
+        axis.xaxis.set_major_formatter(FixedFormatter([str(k) for k in ks]))
+        axis.xaxis.set_minor_locator(NullLocator())
+        axis.xaxis.set_minor_formatter(NullFormatter())
+        axis.set_title(name, fontsize=9)
+        axis.set_xlabel("L0 = k", fontsize=8)
+        axis.tick_params(labelsize=7)
+    if ax is None:
+        fig.tight_layout()
+    return fig
+
+
 def plot_max_cosines(max_cosine: Tensor, probability: Tensor, threshold: float = 0.9, ax=None) -> Figure:
     """Each ground-truth feature's best cosine similarity with an SAE decoder direction against
     how often the feature fires (log x); the dashed line is the "recovered" threshold."""

@@ -21,7 +21,8 @@ prediction; ``retrain_polysemantic`` does the work.
 on l of the universal-AND construction redraw its measured and predicted read-offs and say
 how many of the C(m, 2) pairs no neuron covers; ``u_and_summary`` does the work.
 
-``latent_browser(activations, token_strings, logit_weights, vocab)`` — pick an SAE latent and
+``latent_browser(activations, token_strings, logit_weights, vocab)`` — pick an SAE latent (from a
+dropdown of chosen ones, or by typing its number; ``latent_number`` checks what was typed) and
 see its top-activating contexts (every token shaded by its activation), a histogram of its
 activations and the tokens it promotes and suppresses; ``latent_summary`` does the work and
 ``latent_html`` renders it.
@@ -587,17 +588,36 @@ def latent_html(summary: dict) -> str:
     return "\n".join(parts)
 
 
+def latent_number(value, n_latents: int) -> int:
+    """The latent a learner typed, as an int in [0, n_latents); a ``ValueError`` with a message
+    meant for the browser's pane otherwise ("latent must be in [0, 256), got 300": the
+    pane shows "Cannot show latent 300: " before it)."""
+    try:
+        latent = _whole(value, "latent")
+    except ValueError:
+        try:
+            latent = int(str(value).strip())
+        except ValueError:
+            raise ValueError(f"type a latent's number (a whole number from 0 to {n_latents - 1}), "
+                             f"not {value!r}") from None
+    if not 0 <= latent < n_latents:
+        raise ValueError(f"latent must be in [0, {n_latents}), got {latent}")
+    return latent
+
+
 def latent_browser(activations, token_strings, logit_weights=None, vocab=None, latents=None, labels=None,
                    k: int = 8, window: tuple[int, int] = (8, 3), bins: int = 30, n_latents: int | None = None):
     """Browse an SAE's latents: pick one and see its top contexts, a histogram of its
     activations and the tokens it promotes and suppresses (see ``latent_summary`` for the
     arguments).
 
-    Without ``latents`` the picker is a number box over every latent; with ``latents`` (a list
-    of interesting ones) it is a dropdown, each entry named by ``labels`` (e.g. "latent 37:
-    inside quotes") or "latent i".  Returns a VBox whose children are the picker, the HTML pane
-    (``latent_html``) and the histogram's Output.  A bad latent shows a message in the pane,
-    never a traceback.  Make it the last expression of a cell to show it.
+    The picker is a number box over every latent; with ``latents`` (a list of interesting
+    ones) a dropdown sits next to it, each entry named by ``labels`` (e.g. "latent 37:
+    inside quotes") or "latent i", and choosing an entry puts its number in the box.  Returns
+    a VBox whose children are the picker row (an HBox: [dropdown,] number box), the HTML pane
+    (``latent_html``) and the histogram's Output.  A bad latent (out of range: see
+    ``latent_number``) shows a message in the pane, never a traceback.  Make it the last
+    expression of a cell to show it.
     """
     import html
 
@@ -612,11 +632,12 @@ def latent_browser(activations, token_strings, logit_weights=None, vocab=None, l
         activations = torch.as_tensor(_as_numpy(activations))
     if logit_weights is not None and n_latents is None and callable(activations):
         n_latents = int(logit_weights.shape[0])
-    _latent_count(activations, n_latents)  # checks the convention before building anything
+    total = _latent_count(activations, n_latents)  # checks the convention before building anything
+    dropdown = None
     if latents is None:
         if labels is not None:
             raise ValueError("labels name the entries of latents: pass latents too")
-        picker = widgets.IntText(value=0, description="latent")
+        first = 0
     else:
         latents = [int(i) for i in latents]
         if not latents:
@@ -624,17 +645,21 @@ def latent_browser(activations, token_strings, logit_weights=None, vocab=None, l
         labels = [f"latent {i}" for i in latents] if labels is None else [str(label) for label in labels]
         if len(labels) != len(latents):
             raise ValueError(f"got {len(labels)} labels for {len(latents)} latents")
-        picker = widgets.Dropdown(options=list(zip(labels, latents)), value=latents[0], description="latent",
-                                  layout=widgets.Layout(width="max-content"))
+        dropdown = widgets.Dropdown(options=list(zip(labels, latents)), value=latents[0], description="latent",
+                                    layout=widgets.Layout(width="max-content"))
+        first = latents[0]
+    number = widgets.IntText(value=first, description="latent" if dropdown is None else "or number",
+                             layout=widgets.Layout(width="180px"))
     pane = widgets.HTML()
     histogram = widgets.Output()
 
     def redraw(_=None):
         try:
-            summary = latent_summary(picker.value, activations, token_strings, logit_weights, vocab, k=k,
+            latent = latent_number(number.value, total)
+            summary = latent_summary(latent, activations, token_strings, logit_weights, vocab, k=k,
                                      window=window, bins=bins, n_latents=n_latents)
         except ValueError as error:
-            pane.value = (f'<div class="latent-error">Cannot show latent {html.escape(str(picker.value))}: '
+            pane.value = (f'<div class="latent-error">Cannot show latent {html.escape(str(number.value))}: '
                           f"{html.escape(str(error))}</div>")
             histogram.clear_output()
             return
@@ -645,9 +670,18 @@ def latent_browser(activations, token_strings, logit_weights=None, vocab=None, l
             plt.show()
             plt.close(fig)
 
-    picker.observe(redraw, names="value")
+    def chosen(change):
+        if number.value == change["new"]:
+            redraw()
+        else:
+            number.value = change["new"]  # redraws
+
+    number.observe(redraw, names="value")
+    if dropdown is not None:
+        dropdown.observe(chosen, names="value")
     redraw()
-    return widgets.VBox([picker, pane, histogram])
+    row = widgets.HBox([number] if dropdown is None else [dropdown, number])
+    return widgets.VBox([row, pane, histogram])
 
 
 # --------------------------------------------------------------------------------------

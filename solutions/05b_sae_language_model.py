@@ -21,19 +21,23 @@
 # score how well they do.
 #
 # **You will**
-# 1. Train a TopK SAE (Gao et al. 2024) on the model's residual stream and measure the
-#    **cross-entropy loss recovered** when its reconstruction is spliced into the model,
-#    against L0.
+# 1. Train a TopK SAE (Gao et al. 2024) on the model's residual stream, **splice it into the
+#    forward pass with a hook** and measure the model's loss with it, in nats per token,
+#    against a zero-ablation and a mean-ablation baseline, for several L0.
 # 2. **Score latents against known concepts** with precision and recall, and see concepts
 #    split over several latents.
-# 3. Read **max-activating examples** and browse latents in a widget.
-# 4. Test **universality** (Lan et al. 2024, *Sparse Autoencoders Reveal Universal Feature
+# 3. Read **max-activating examples**, browse latents in a widget, and tell a **token
+#    detector** from a **context feature**.
+# 4. **Intervene** with a latent: steer the model with its decoder direction and ablate it,
+#    and measure what that does to subject–verb agreement, against a control latent.
+# 5. Test **universality** (Lan et al. 2024, *Sparse Autoencoders Reveal Universal Feature
 #    Spaces Across Large Language Models*): SAEs on two models trained from different seeds,
 #    latents paired by activation correlation, their spaces compared with SVCCA.
-# 5. Save an SAE in **SAELens's format**.
+# 6. Save an SAE in **SAELens's format**.
 #
-# **Time:** about 1.5 minutes of compute on a laptop CPU. The exercise is marked ✏️; its check
-# helps with `checks.hint("precision_recall")`.
+# **Time:** about 1.5 minutes of compute on a laptop CPU. Exercises are marked ✏️; each check
+# helps with `checks.hint("<exercise>")`, e.g. `checks.hint("spliced_ce_losses")`. Where the
+# chapter runs your code, the check hands it on (or the course's version, and says so).
 
 # %%
 # Setup: on Colab this installs the course package alone (--no-deps: Colab's own torch,
@@ -54,7 +58,9 @@ import matplotlib.pyplot as plt
 import torch
 from torch import Tensor
 
-from course_utils import checks, language, lm, plots, sae_io, universality, widgets
+import torch.nn.functional as F
+
+from course_utils import checks, interventions, language, lm, plots, sae_io, universality, widgets
 from course_utils import sae as saelib
 from course_utils.device import set_seed
 
@@ -118,23 +124,96 @@ run = saelib.train_sae(sae, x.to(device), steps=800, batch_size=1_024, lr=3e-3, 
 
 # %% [markdown]
 # Variance explained tells us how well the SAE reconstructs the activations, but not whether
-# what it drops matters to the model. The **cross-entropy loss recovered** does: splice the
-# reconstruction into the forward pass in place of the activations and compare the model's
-# loss with the clean loss and with the loss when the activations are zeroed:
+# what it drops matters to the model. The model's **loss with the SAE spliced in** does: run
+# the model, but at the SAE's layer replace the residual stream by the SAE's reconstruction
+# and let the rest of the model run on it. The loss is read against two baselines, the loss
+# when the activation is replaced by zeros and when it is replaced by its mean:
 #
-# $$\text{recovered} = \frac{L_{\text{zero}} - L_{\text{SAE}}}{L_{\text{zero}} - L_{\text{clean}}}.$$
+# $$\text{recovered} = \frac{L_{\text{baseline}} - L_{\text{SAE}}}{L_{\text{baseline}} - L_{\text{clean}}}.$$
+#
+# The replacement is a **forward hook**, PyTorch's own mechanism (TransformerLens and SAELens
+# use it underneath): `handle = module.register_forward_hook(fn)` makes the module's output
+# `fn(module, inputs, output)` whenever that returns a tensor, until `handle.remove()`. Every
+# hook point of our model is a module: `model.get_submodule("blocks.0.hook_resid_post")`.
+#
+# ✏️ **Exercise 1 (capstone).** Write `spliced_ce_losses(model, tokens, hook_name,
+# reconstruct)`. `tokens` is (batch, T) with `<bos>` first; `reconstruct` maps activations
+# (n, d) to (n, d). Return a dict:
+# - `clean`: the next-token cross-entropy in **nats** per predicted token: the logits at
+#   positions 0 … T−2 against the tokens at 1 … T−1;
+# - `spliced`, `zero_ablated`, `mean_ablated`: the same loss with the activation at
+#   `hook_name`, at positions 1 … T−1, replaced by `reconstruct` of it, by zeros, and by the
+#   clean activation's mean over the batch and positions 1 … T−1 (one value per dimension).
+#   Position 0 keeps its clean activation: the SAE never saw `<bos>`;
+# - `recovered_zero` and `recovered_mean`: the fraction recovered against each baseline.
+#
+# Remove every hook when you are done, even if something raises (`try: … finally:`): a hook
+# left behind changes every later call of the model.
+
+# %%
+def spliced_ce_losses(model, tokens: Tensor, hook_name: str, reconstruct) -> dict:
+    """Next-token loss (nats/token) clean, with ``reconstruct`` spliced in at ``hook_name``,
+    zero-ablated and mean-ablated there (positions 1 … T−1), and the fractions recovered."""
+    ### BEGIN SOLUTION
+    point = model.get_submodule(hook_name)
+
+    def loss(replace=None):
+        """The mean next-token cross-entropy, with positions 1 … T−1 of the hook's output replaced."""
+        handle = None
+        if replace is not None:
+            handle = point.register_forward_hook(
+                lambda module, inputs, out: torch.cat([out[:, :1], replace(out[:, 1:])], dim=1))
+        try:
+            logits = model(tokens)
+        finally:
+            if handle is not None:
+                handle.remove()
+        return float(F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1)))
+
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, [hook_name])
+        mean = cache[hook_name][:, 1:].mean(dim=(0, 1))  # (d,)
+        out = dict(clean=loss(),
+                   spliced=loss(lambda a: reconstruct(a.reshape(-1, a.shape[-1])).reshape(a.shape)),
+                   zero_ablated=loss(torch.zeros_like),
+                   mean_ablated=loss(lambda a: mean.expand_as(a)))
+    out["recovered_zero"] = (out["zero_ablated"] - out["spliced"]) / (out["zero_ablated"] - out["clean"])
+    out["recovered_mean"] = (out["mean_ablated"] - out["spliced"]) / (out["mean_ablated"] - out["clean"])
+    return out
+    ### END SOLUTION
+
+
+ce_losses = checks.check_spliced_ce_losses(spliced_ce_losses)
+
+# %% [markdown]
+# 🔮 **Predict.** Which baseline costs the model more: the residual stream replaced by zeros,
+# or by its mean? And how do both compare with a unigram model (4.86 nats), which ignores
+# the context altogether?
+#
+# <details><summary>Answer</summary>
+#
+# Both are far worse than a unigram model, and the mean is worse still than zeros (8.98 against
+# 8.77 nats). With the same vector at every position, the second block sees no difference
+# between tokens, so the model outputs one fixed distribution everywhere, and not even the
+# unigram distribution: the model never learned to predict from such an input. So either
+# baseline makes "fraction recovered" easy to score high on.
+# </details>
 
 # %%
 def reconstruct(sae):
-    """The SAE as a map from raw activations to their reconstruction (undoing the scale)."""
+    """The SAE as a map from raw activations (n, d) to their reconstruction (undoing the scale)."""
     return lambda a: sae(a.to(device) / scale)[0].to(a.device) * scale
 
 
 scores = saelib.evaluate(sae, x_held.to(device))
-ce = lm.ce_loss_recovered(model, held_out.tokens, hook, reconstruct(sae))
+with torch.no_grad():
+    ce = ce_losses(model, held_out.tokens.to(device), hook, reconstruct(sae))
+unigram = info["baselines"]["unigram"]
 print(f"L0 {scores['l0']:.1f}, variance explained {scores['fve']:.3f}, dead {scores['dead']:.3f}")
-print(f"loss: clean {ce['clean']:.3f}, with the SAE {ce['spliced']:.3f}, zeroed {ce['zero_ablated']:.3f}"
-      f" -> recovered {ce['recovered']:.3f}")
+print(f"loss (nats/token): clean {ce['clean']:.3f}, with the SAE {ce['spliced']:.3f}, zero-ablated "
+      f"{ce['zero_ablated']:.3f}, mean-ablated {ce['mean_ablated']:.3f}; a unigram model {unigram:.3f}")
+print(f"recovered: against zero-ablation {ce['recovered_zero']:.3f}, against mean-ablation {ce['recovered_mean']:.3f}")
+print(checks.made_with(ce_losses))
 
 # %% [markdown]
 # With 8 latents per token the SAE loses almost nothing the model uses. How few latents are
@@ -146,22 +225,45 @@ for k in [1, 2, 4]:
     by_k[k] = saelib.TopKSAE(64, 256, k=k, device=device, generator=torch.Generator().manual_seed(0))
     saelib.train_sae(by_k[k], x.to(device), steps=800, batch_size=1_024, lr=3e-3, fast=True, description=f"k = {k}")
 
+# %% [markdown]
+# 🔮 **Predict.** With **one** latent per token, what fraction of the loss is recovered against
+# zero-ablation? And how many nats per token does the model lose?
+#
+# <details><summary>Answer</summary>
+#
+# 0.952: it looks nearly perfect, yet the model loses 0.31 nats per token, more than an eighth of
+# its clean loss (2.31). The baseline is so bad (8.77) that any reconstruction that keeps the
+# token's identity scores high. Read the loss in nats next to the clean loss; a fraction
+# recovered means little without its baseline.
+# </details>
+
 # %%
 ks = [1, 2, 4, 8]
-tradeoff = {k: (saelib.evaluate(by_k[k], x_held.to(device))["fve"],
-                lm.ce_loss_recovered(model, held_out.tokens, hook, reconstruct(by_k[k]))["recovered"]) for k in ks}
+with torch.no_grad():
+    ce_by_k = {k: ce_losses(model, held_out.tokens.to(device), hook, reconstruct(by_k[k])) for k in ks}
+tradeoff = {k: (saelib.evaluate(by_k[k], x_held.to(device))["fve"], ce_by_k[k]["recovered_zero"]) for k in ks}
+print(f"clean {ce['clean']:.3f} nats/token; zero-ablated {ce['zero_ablated']:.3f}; mean-ablated "
+      f"{ce['mean_ablated']:.3f}; unigram {unigram:.3f}")
+print("  k  var. expl.  CE with SAE  lost (nats)  recovered vs zero  vs mean")
 for k in ks:
-    print(f"k = {k}: variance explained {tradeoff[k][0]:.3f}, CE loss recovered {tradeoff[k][1]:.3f}")
-plots.plot_sae_sweep(ks, {"variance explained": [tradeoff[k][0] for k in ks],
-                          "CE loss recovered": [tradeoff[k][1] for k in ks]}, xlabel="L0 = k", logx=True)
+    c = ce_by_k[k]
+    print(f"{k:3d}  {tradeoff[k][0]:10.3f}  {c['spliced']:11.3f}  {c['spliced'] - c['clean']:11.3f}"
+          f"  {c['recovered_zero']:17.3f}  {c['recovered_mean']:7.3f}")
+print(checks.made_with(ce_losses))
+plots.plot_k_sweep(ks, {"variance explained": [tradeoff[k][0] for k in ks],
+                        "CE loss with the SAE (nats/token)": [ce_by_k[k]["spliced"] for k in ks],
+                        "recovered vs zero-ablation": [ce_by_k[k]["recovered_zero"] for k in ks]},
+                   references={"CE loss with the SAE (nats/token)": {"clean": ce["clean"]}})
 plt.show()
 
 # %% [markdown]
-# Even one latent per token recovers most of the loss (the residual stream here is dominated
-# by which word it is, and one latent can say that), and four recover nearly all of it. Real
-# language-model SAEs need tens to hundreds of active latents for the same: this model and
-# its language are tiny. Note that variance explained is high everywhere while the loss
-# recovered moves more: the two measure different things, and the second is what matters.
+# Against either baseline, one latent per token "recovers" 95 % of the loss and four recover
+# all of it, to three decimals. In nats the picture is sharper: one latent costs the model a
+# third of a nat per token, two cost a few hundredths, and from four on the loss is the clean
+# loss. The residual stream after one layer is dominated by which word it is, and one latent
+# can say that. Real language-model SAEs need tens to hundreds of active latents for the same:
+# this model and its language are tiny. Variance explained is high everywhere while the loss
+# moves more: the two measure different things, and the loss is what matters to the model.
 #
 # ## 3. Do latents find the concepts?
 #
@@ -172,7 +274,7 @@ plt.show()
 #
 # This is an automatic version of what interpretability researchers do by reading examples.
 #
-# ✏️ **Exercise 1.** Given `fires` (n_tokens, n_latents), which latents fire on which tokens,
+# ✏️ **Exercise 2.** Given `fires` (n_tokens, n_latents), which latents fire on which tokens,
 # and `concept` (n_tokens,), which tokens have the concept, return every latent's precision
 # and recall, each (n_latents,). A latent that never fires gets precision 0.
 
@@ -245,7 +347,8 @@ for s in best:
 # The browser shows any latent's top contexts (every token shaded by the latent's activation),
 # its activation histogram, and the tokens it **promotes**: the direct effect of its decoder
 # direction on the logits, `W_dec[i] @ W_Uᵀ` (ignoring the final LayerNorm). Pick a latent
-# from the list (each is the best latent for a concept) or type any number.
+# from the list (each is the best latent for a concept) or type any number in the box next to
+# it (0 to 255).
 
 # %% tags=["nbval-ignore-output"]
 token_strings = [[vocab.words[t] for t in row] for row in tokens_no_bos.tolist()]
@@ -257,7 +360,216 @@ browser = widgets.latent_browser(latent_acts, token_strings, logit_weights=logit
 browser
 
 # %% [markdown]
-# ## 5. Universality: the same features in two models?
+# ### Token detector or context feature?
+#
+# The best latent for `in_parens` fires most on "fur", a word that in this language only ever
+# appears inside a parenthesis ("( with red fur )"). Is it a detector of *being inside
+# parentheses*, or of *the word "fur"*, which happens to be inside them? On this corpus the two
+# cannot be told apart by counting: every "fur" is in context. An experiment can: take the
+# same tokens **out of the context** and see whether the latent still fires. For the three
+# bracketed concepts, `interventions.opener_test` deletes the opening bracket or quote before
+# each token where the latent fires (so the token is no longer inside anything) and reads the
+# latent at the same token again. A context feature should go silent; a token detector keeps
+# firing.
+#
+# 🔮 **Predict.** Delete the "(" before "with red fur )": does the `in_parens` latent still
+# fire on "fur"?
+#
+# <details><summary>Answer</summary>
+#
+# Yes, almost as strongly as before (2.43 against 2.78 on average): on "fur" it is a token
+# detector. Over all the tokens where it fired, it keeps firing on about half once the "("
+# is gone. The latent named after `quotes` is worse: without the opening quote it fires
+# *more*, so it does not detect quotes at all.
+# </details>
+
+# %%
+encode = lambda a: sae.encode(a.to(device) / scale).cpu()  # raw activations (n, d) -> latents (n, 256)
+best_by_concept = {s["concept"]: s for s in best}
+print(f"{'concept':>10} latent  top token (share of firings)  mean activation: in context  without opener"
+      f"  still fires")
+for name, opener in interventions.OPENERS.items():
+    i = best_by_concept[name]["latent"]
+    test = interventions.opener_test(model, held_out.tokens.to(device), hook, encode, i,
+                                     held_out.label(name), vocab.index[opener])
+    top = int(torch.bincount(test["tokens"]).argmax())
+    on_top = test["tokens"] == top
+    print(f"{name:>10} {i:6d}  {vocab.words[top]!r:>9} ({on_top.double().mean():4.0%})"
+          f"  {float(test['in_context'].mean()):26.2f}  {float(test['without_opener'].mean()):14.2f}"
+          f"  {(test['without_opener'] > 0).double().mean():11.0%}")
+    print(f"{'':>10} {'':>6}  on {vocab.words[top]!r} alone: {float(test['in_context'][on_top].mean()):.2f} in "
+          f"context, {float(test['without_opener'][on_top].mean()):.2f} without the opener")
+
+# %% [markdown]
+# None of the three is a clean context feature. The `in_parens` latent keeps most of its
+# activation on "fur" without the parenthesis: it has learned the word, which predicts the
+# ")" that follows. The `in_list` latent fires most often on commas and, without the "[",
+# still fires on nine tokens in ten, more weakly. And the latent with the best F1 for `in_quotes` fires more, not less,
+# without the opening quote. A high F1 score says that a latent's firing *correlates* with a
+# concept on this corpus, not that the latent *represents* it; an intervention on the input
+# tells the two apart. (The residual stream after one layer has had one attention layer to
+# work out the context; token identity dominates it.)
+
+# %% [markdown]
+# ## 5. Interventions: steering with a latent and ablating it
+#
+# What SAEs are for is to **act** on a model through its features. Two interventions:
+# - **steering**: add α × a latent's decoder direction to the residual stream, as if the latent
+#   fired more strongly, and see how the predictions change;
+# - **ablation**: remove the latent's contribution, f_i(x) · W_dec[i], from the residual stream
+#   and see what the model can no longer do.
+#
+# We test them on **subject–verb agreement**, the planted concept with the clearest next-token
+# signature: after "the cats" the next verb must be "chase", after "the cat" "chases". Our
+# measure, `interventions.agreement_margin`, is log p(plural form) − log p(singular form) of
+# the verb that comes next, in nats, wherever the next token is such a verb. The latent is the
+# best one for `plural_subject`; the **control** is the live latent whose firing frequency is
+# closest to it: an intervention is only meaningful if a comparable, unrelated latent does
+# much less.
+#
+# ✏️ **Exercise 3.** Write `steer_logits(model, tokens, hook_name, direction, alpha)`: the
+# logits (batch, T, vocab) with `alpha * direction` added to the activation at `hook_name` at
+# every position but the first, with a forward hook that you remove afterwards.
+
+# %%
+def steer_logits(model, tokens: Tensor, hook_name: str, direction: Tensor, alpha: float) -> Tensor:
+    """Logits with alpha · direction (d,) added at hook_name, positions 1 … T−1."""
+    ### BEGIN SOLUTION
+    def add(module, inputs, out):
+        return torch.cat([out[:, :1], out[:, 1:] + alpha * direction], dim=1)
+
+    handle = model.get_submodule(hook_name).register_forward_hook(add)
+    try:
+        return model(tokens)
+    finally:
+        handle.remove()
+    ### END SOLUTION
+
+
+steer = checks.check_steer_logits(steer_logits)
+
+# %% [markdown]
+# ✏️ **Exercise 4.** Write `ablate_latent(x, sae, latent)`: the activations x (n, d) with
+# the latent's contribution f_latent(x) · W_dec[latent] subtracted, where f = `sae.encode(x)`.
+# Everything else stays, including what the SAE fails to reconstruct (x − x̂), so that the
+# intervention changes one latent and nothing more.
+
+# %%
+def ablate_latent(x: Tensor, sae, latent: int) -> Tensor:
+    """x (n, d) minus the latent's activation times its decoder row."""
+    ### BEGIN SOLUTION
+    return x - sae.encode(x)[:, latent, None] * sae.W_dec[latent]
+    ### END SOLUTION
+
+
+ablate = checks.check_ablate_latent(ablate_latent)
+
+# %% [markdown]
+# 🔮 **Predict.** Steer every position of singular-subject sentences with the `plural_subject`
+# latent, at 4× its typical activation. Will the model switch to plural verbs ("the cat
+# chase")? Will the control latent, steered as hard, do the same?
+#
+# <details><summary>Answer</summary>
+#
+# The plural latent pushes the margin up by 8 nats, from strongly singular to plural
+# preferred at most singular-subject verbs (84 %, from 10 %); the control moves it by about 2
+# nats and flips almost none (14 %). The next layer reads the plural latent's decoder
+# direction as "the subject is plural".
+# </details>
+
+# %%
+tokens_held = held_out.tokens.to(device)
+plural_latent = best_by_concept["plural_subject"]["latent"]
+frequency = (f_held > 0).double().mean(dim=0)                        # (256,) firing frequency
+gap = (frequency - frequency[plural_latent]).abs()
+gap[plural_latent] = float("inf")
+control_latent = int(gap.argmin())
+typical = {i: float(f_held[:, i][f_held[:, i] > 0].mean()) for i in (plural_latent, control_latent)}
+print(f"plural latent {plural_latent}: fires on {frequency[plural_latent]:.1%} of tokens, mean activation "
+      f"{typical[plural_latent]:.2f}; control latent {control_latent}: {frequency[control_latent]:.1%}, "
+      f"{typical[control_latent]:.2f}")
+with torch.no_grad():
+    clean_margin, plural_next, singular_next = interventions.agreement_margin(model(tokens_held), tokens_held, vocab)
+print(f"clean margin: {float(clean_margin[plural_next].mean()):+.2f} nats before plural verbs "
+      f"({int(plural_next.sum())}), {float(clean_margin[singular_next].mean()):+.2f} before singular ones "
+      f"({int(singular_next.sum())}, plural preferred at {(clean_margin[singular_next] > 0).double().mean():.0%})")
+steering = {}
+print("steering at singular-subject verbs (α in units of the latent's mean activation):")
+for alpha in (1, 2, 4, 8):
+    row = []
+    for i in (plural_latent, control_latent):
+        direction = sae.W_dec[i].detach() * scale                    # the decoder row, in raw units
+        with torch.no_grad():
+            margin, _, _ = interventions.agreement_margin(
+                steer(model, tokens_held, hook, direction, alpha * typical[i]), tokens_held, vocab)
+        change = float((margin - clean_margin)[singular_next].mean())
+        flipped = float((margin[singular_next] > 0).double().mean())
+        steering[alpha, i] = (change, flipped)
+        row.append(f"latent {i}: margin {change:+6.2f} nats, plural preferred at {flipped:4.0%}")
+    print(f"  α = {alpha}:  " + ";  ".join(row))
+print(checks.made_with(steer))
+
+# %% [markdown]
+# Steering works, and it is specific: at α = 4 the plural latent turns the model's strong
+# preference for the singular verb into a preference for the plural one at most positions,
+# while the control latent, pushed as hard along its own direction, moves the margin a
+# quarter as much and flips almost nothing. Push any direction hard enough (α = 8) and the
+# control moves the margin too: steering strength is a knob to set against a control.
+#
+# 🔮 **Predict.** Now **ablate** the plural latent (remove its contribution at every position)
+# in plural-subject sentences. How much of the model's 6-nat preference for the plural verb
+# disappears?
+#
+# <details><summary>Answer</summary>
+#
+# Little: about half a nat of six, and the model still prefers the plural verb almost
+# everywhere. The control's ablation changes nothing. The latent matters (the effect is
+# many times the control's), but the model does not depend on it alone: the plural marker
+# ("cats", "and", "some") sits in the residual stream at its own position, where other
+# latents carry it, and the next layer's attention reads it from there.
+# </details>
+
+# %%
+d_model = x_held.shape[1]
+ablation = {}
+for i in (plural_latent, control_latent):
+    def remove(a, i=i):
+        return ablate(a.reshape(-1, d_model).to(device) / scale, sae, i).reshape(a.shape) * scale
+
+    with torch.no_grad():
+        logits = interventions.run_with_forward_hook(model, tokens_held, hook, remove)
+    margin, _, _ = interventions.agreement_margin(logits, tokens_held, vocab)
+    change = float((margin - clean_margin)[plural_next].mean())
+    still = float((margin[plural_next] > 0).double().mean())
+    ablation[i] = (change, still)
+    print(f"ablate latent {i:3d}: margin before plural verbs {change:+.2f} nats; plural still preferred at {still:.0%}"
+          f" (clean {float((clean_margin[plural_next] > 0).double().mean()):.0%})")
+print(checks.made_with(ablate))
+
+# %% [markdown]
+# What does the ablation cost the model overall? Your `spliced_ce_losses` measures it: splice
+# in "the activation with one latent removed" as the reconstruction.
+
+# %%
+ablation_loss = {}
+for i in (plural_latent, control_latent):
+    with torch.no_grad():
+        c = ce_losses(model, tokens_held, hook,
+                      lambda a, i=i: ablate(a.to(device) / scale, sae, i).to(a.device) * scale)
+    ablation_loss[i] = c["spliced"] - c["clean"]
+    print(f"latent {i:3d} ablated at every position: loss {c['spliced']:.3f} nats/token "
+          f"(clean {c['clean']:.3f}, {ablation_loss[i]:+.3f})")
+print(checks.made_with(ce_losses, ablate))
+
+# %% [markdown]
+# Ablating the latent costs the plural preference a little, far more than the control does,
+# but not enough to break agreement, and it costs the model's average loss a thousandth of
+# a nat per token (the control: nothing). Steering shows that a direction is *sufficient* to change
+# a behaviour; ablation tests whether it is *necessary*, and here it is not: the model has
+# other routes to the same information. Both experiments need their control.
+
+# %% [markdown]
+# ## 6. Universality: the same features in two models?
 #
 # `lm_seed1` is the same architecture trained on the same language from a different random
 # initialisation; its loss is the same to 3 decimals. Lan et al. 2024 compare SAEs of
@@ -304,7 +616,7 @@ print("  ".join(f"{s['concept']} {s['f1']:.2f}/{best_b[s['concept']]['f1']:.2f}"
 # latents the random baseline is already high. Concept by concept, the two SAEs reach similar
 # scores.
 #
-# ## 6. Saving an SAE for other tools
+# ## 7. Saving an SAE for other tools
 #
 # `sae_io.save_sae` writes SAELens's on-disk format: a `cfg.json` and a
 # `sae_weights.safetensors`. SAELens (`pip install sae-lens`) opens it with
@@ -322,11 +634,18 @@ with tempfile.TemporaryDirectory() as folder:
 # %% [markdown]
 # ## Summary
 #
-# - An SAE on a language model's residual stream is judged by the **loss recovered** when
-#   spliced in, against L0; here 1–2 latents per token already recover most of it.
+# - An SAE on a language model's residual stream is judged by the model's **loss with the SAE
+#   spliced in** (a forward hook), in nats per token, against L0. Zero- and mean-ablation
+#   baselines are so bad here (worse than a unigram model) that the "fraction recovered"
+#   saturates: read the nats lost as well (a third of a nat at k = 1, nothing from k = 4).
 # - Scored against known concepts, latents are **precise but split**: a concept is often a
 #   group of latents, each covering part of it.
-# - **Max-activating examples** and the **latent browser** are how one reads a latent.
+# - **Max-activating examples** and the **latent browser** are how one reads a latent; taking
+#   a token **out of its context** tells a token detector from a context feature, and several
+#   "context" latents here are token detectors.
+# - **Steering** with a latent's decoder direction changes the model's behaviour (plural
+#   verbs after singular subjects) far more than a frequency-matched control; **ablating** it
+#   dents agreement only a little: sufficient is not necessary.
 # - SAEs on two models trained from different seeds find **similar feature spaces**, more
 #   than chance (universality), though our tiny models show it weakly.
 #

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from course_utils import plots
-from course_utils.widgets import latent_browser, latent_html, latent_summary
+from course_utils.widgets import latent_browser, latent_html, latent_number, latent_summary
 
 TOKENS = [
     ["the", "cat", "sat", "on", "the", "mat"],
@@ -176,7 +176,8 @@ def test_latent_histogram_plot():
 
 def test_browser_renders_and_follows_the_picker():
     box = latent_browser(make_activations(), TOKENS, make_logit_weights(), VOCAB)
-    picker, pane, histogram = box.children
+    row, pane, histogram = box.children
+    (picker,) = row.children
     assert picker.description == "latent" and picker.value == 0
     assert "latent 0 fires on 16.67% of 30 tokens" in pane.value and ">cat</span>" in pane.value
     assert "<b>promotes</b>: <code>cat</code> (+3.00)" in pane.value
@@ -196,15 +197,22 @@ def test_browser_renders_and_follows_the_picker():
 def test_browser_dropdown_over_chosen_latents():
     box = latent_browser(make_activations().numpy(), TOKENS, latents=[2, 0, 9],
                          labels=["latent 2: dead", "latent 0: cat (F1 1.00)", "latent 9: a typo"])
-    picker, pane, _ = box.children
+    row, pane, _ = box.children
+    picker, number = row.children
     assert [label for label, _ in picker.options] == ["latent 2: dead", "latent 0: cat (F1 1.00)", "latent 9: a typo"]
-    assert picker.value == 2 and "a dead latent" in pane.value
+    assert picker.value == 2 and number.value == 2 and "a dead latent" in pane.value
     picker.value = 0
-    assert "latent 0 fires" in pane.value and "latent-promoted" not in pane.value
+    assert number.value == 0 and "latent 0 fires" in pane.value and "latent-promoted" not in pane.value
     picker.value = 9
-    assert "Cannot show latent 9" in pane.value
+    assert "Cannot show latent 9: latent must be in [0, 3), got 9" in pane.value
+    number.value = 1  # "or type any number": the box shows any latent, listed or not
+    assert "latent 1 fires" in pane.value
+    number.value = 300
+    assert "Cannot show latent 300: latent must be in [0, 3), got 300" in pane.value
+    picker.value = 2  # the dropdown still works after typing
+    assert number.value == 2 and "a dead latent" in pane.value
     default = latent_browser(make_activations(), TOKENS, latents=[1])
-    assert default.children[0].options[0] == ("latent 1", 1)
+    assert default.children[0].children[0].options[0] == ("latent 1", 1)
     with pytest.raises(ValueError, match="2 labels for 1 latents"):
         latent_browser(make_activations(), TOKENS, latents=[1], labels=["a", "b"])
     with pytest.raises(ValueError, match="pass latents too"):
@@ -230,3 +238,16 @@ def test_summary_is_fast_on_a_chapter_sized_cache():
     assert summary["n_firing"] == int((acts[..., 4] > 0).sum())
     assert len(summary["top"]) == 8 and summary["top"][0]["activation"] == pytest.approx(float(acts[..., 4].max()))
     assert np.all(np.diff([c["activation"] for c in summary["top"]]) <= 0)
+
+
+def test_latent_number_accepts_numbers_in_range_and_explains_the_rest():
+    assert latent_number(0, 256) == 0 and latent_number(255, 256) == 255 and latent_number(" 12 ", 256) == 12
+    assert latent_number(np.int64(7), 256) == 7
+    with pytest.raises(ValueError, match=r"latent must be in \[0, 256\), got 256"):
+        latent_number(256, 256)
+    with pytest.raises(ValueError, match=r"latent must be in \[0, 256\), got -1"):
+        latent_number(-1, 256)
+    with pytest.raises(ValueError, match="type a latent's number"):
+        latent_number("cat", 256)
+    with pytest.raises(ValueError, match="type a latent's number"):
+        latent_number(2.5, 256)

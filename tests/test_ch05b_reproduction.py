@@ -3,9 +3,11 @@ trained (see notebook_results.py): TopK SAEs with 256 latents, 800 steps, on the
 stream `blocks.0.hook_resid_post` of the shipped models, scaled to E‖x‖² = 64; corpus seed
 123 (1,000 rows) to train, seed 456 (200 rows) to evaluate.
 
-A TopK SAE (Gao et al. 2024) on the shipped language model's residual stream: loss recovered
-against L0, latents scored against the corpus's planted concepts, and universality across the
-two shipped models (Lan et al. 2024)."""
+A TopK SAE (Gao et al. 2024) on the shipped language model's residual stream: the loss with
+the SAE spliced in against L0 and against zero- and mean-ablation, latents scored against the
+corpus's planted concepts, token detectors told from context features, steering and ablation
+of the `plural_subject` latent against a frequency-matched control, and universality across
+the two shipped models (Lan et al. 2024)."""
 
 import pytest
 import torch
@@ -14,10 +16,27 @@ from notebook_results import NotebookResults
 
 RESULTS = NotebookResults(
     "05b_sae_language_model",
-    # section 2: the k = 8 SAE spliced into seed0 (clean, spliced, zero-ablated, recovered)
+    # section 2: the k = 8 SAE spliced into seed0 by the learner's spliced_ce_losses
     ce="ce",
-    # section 2: k -> (variance explained on the held-out activations, CE loss recovered)
+    # section 2: k -> (variance explained on the held-out activations, CE loss recovered vs zero)
     tradeoff="tradeoff",
+    # section 2: k -> dict(clean, spliced, zero_ablated, mean_ablated, recovered_zero, recovered_mean)
+    ce_by_k="ce_by_k",
+    unigram="unigram",
+    # section 5: (alpha, latent) -> (margin change at singular verbs, share preferring the plural form);
+    # latent -> (margin change at plural verbs, share still preferring the plural form)
+    steering="steering",
+    ablation="ablation",
+    ablation_loss="ablation_loss",
+    latents="(plural_latent, control_latent)",
+    frequency="frequency[[plural_latent, control_latent]]",
+    clean_plural_share="float((clean_margin[singular_next] > 0).double().mean())",
+    # section 4: the in_parens latent with and without the "(" before its tokens
+    parens_test="interventions.opener_test(model, held_out.tokens.to(device), hook, encode, "
+                "best_by_concept['in_parens']['latent'], held_out.label('in_parens'), vocab.index['('])",
+    fur="vocab.index['fur']",
+    # the implementations the chapter ran: the learner's, never the course's reference
+    implementations="[checks.is_reference(f) for f in (ce_losses, steer, ablate)]",
     # section 3: each concept's best latent (k = 8) by F1, and each concept's share of the tokens
     best="best",
     shares="labels.double().mean(dim=0)",
@@ -31,6 +50,10 @@ RESULTS = NotebookResults(
 pytestmark = pytest.mark.xdist_group(RESULTS.notebook)
 
 
+def test_the_solutions_run_the_learners_code_not_the_reference():
+    assert RESULTS.get()["implementations"] == [False] * 3
+
+
 def test_loss_recovered_rises_with_l0():
     results = RESULTS.get()
     ce, tradeoff = results["ce"], results["tradeoff"]
@@ -41,6 +64,62 @@ def test_loss_recovered_rises_with_l0():
     assert 0.9 < recovered[1] < recovered[2] < 1.0  # measured 0.952, 0.996
     assert recovered[8] > 0.995  # 1.000
     assert fve[1] < fve[2] < fve[8] and fve[8] > 0.98  # 0.928, 0.962, 0.988
+
+
+def test_ce_in_nats_against_both_baselines():
+    """Both ablation baselines are worse than a unigram model, so the fraction recovered
+    saturates while the loss in nats still shows the k = 1 degradation."""
+    results = RESULTS.get()
+    by_k, unigram = results["ce_by_k"], results["unigram"]
+    assert unigram == pytest.approx(4.86, abs=0.01)
+    for k, c in by_k.items():
+        assert c["clean"] == pytest.approx(2.315, abs=0.01)
+        assert c["zero_ablated"] == pytest.approx(8.77, abs=0.05)  # measured 8.772
+        assert c["mean_ablated"] == pytest.approx(8.98, abs=0.05)  # measured 8.978: worse than zeros
+        assert c["zero_ablated"] > unigram + 3 and c["mean_ablated"] > unigram + 3
+    lost = {k: c["spliced"] - c["clean"] for k, c in by_k.items()}
+    assert lost[1] == pytest.approx(0.31, abs=0.05)  # measured 0.312 nats
+    assert 0.005 < lost[2] < 0.06  # 0.025
+    assert abs(lost[4]) < 0.01 and abs(lost[8]) < 0.01  # 0.001, -0.000
+    for k in (4, 8):  # the fraction recovered saturates against either baseline
+        assert by_k[k]["recovered_zero"] > 0.998 and by_k[k]["recovered_mean"] > 0.998
+    assert 0.93 < by_k[1]["recovered_zero"] < 0.97 and 0.93 < by_k[1]["recovered_mean"] < 0.97  # 0.952, 0.953
+
+
+def test_steering_with_the_plural_latent_beats_its_control():
+    results = RESULTS.get()
+    plural, control = results["latents"]
+    assert plural != control
+    frequency = results["frequency"]
+    assert abs(float(frequency[0] - frequency[1])) < 0.01  # frequency-matched (6.7 % and 6.8 %)
+    steering = results["steering"]
+    change, flipped = steering[4, plural]
+    control_change, control_flipped = steering[4, control]
+    assert change == pytest.approx(8.0, abs=1.5)  # measured +8.00 nats
+    assert flipped > 0.7 and flipped > results["clean_plural_share"] + 0.5  # 84 % (clean 12 %)
+    assert control_change < change / 2 and control_flipped < results["clean_plural_share"] + 0.1  # +2.14, 14 %
+    for alpha in (1, 2, 4, 8):
+        assert steering[alpha, plural][0] > steering[alpha, control][0] + 0.4
+
+
+def test_ablating_the_plural_latent_dents_agreement_more_than_its_control():
+    results = RESULTS.get()
+    plural, control = results["latents"]
+    change, still = results["ablation"][plural]
+    control_change, control_still = results["ablation"][control]
+    assert -1.0 < change < -0.25  # measured -0.52 nats of a +6.01 margin
+    assert abs(control_change) < 0.1  # +0.00
+    assert still > 0.9  # agreement survives: 97 %
+    loss = results["ablation_loss"]  # the average loss barely moves: +0.001 nats, control -0.000
+    assert 0 < loss[plural] < 0.01 and abs(loss[control]) < 0.002
+
+
+def test_the_in_parens_latent_is_a_token_detector_for_fur():
+    test, fur = RESULTS.get()["parens_test"], RESULTS.get()["fur"]
+    on_fur = test["tokens"] == fur
+    assert on_fur.sum() >= 20
+    in_context, without = float(test["in_context"][on_fur].mean()), float(test["without_opener"][on_fur].mean())
+    assert without > 0.75 * in_context  # 2.43 without the "(" against 2.78 in context
 
 
 def test_latents_detect_planted_concepts():

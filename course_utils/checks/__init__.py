@@ -70,6 +70,7 @@ from .geometry import (
     check_feature_dimensionality,
     check_recognise_polytope,
 )
+from .interventions import check_ablate_latent, check_spliced_ce_losses, check_steer_logits
 from .polysemanticity import (
     check_autoencoder_loss,
     check_ce_lower_bound,
@@ -125,4 +126,5 @@ __all__ = [
     "check_jumprelu_grads", "check_resample_dead", "check_mmcs", "check_sae_metrics", "check_precision_recall",
     "check_rome_update", "check_key_covariance", "check_interference_coefficients", "check_whitened_cosine",
     "check_indirect_effect", "check_counterfact_scores",
+    "check_spliced_ce_losses", "check_steer_logits", "check_ablate_latent",
 ]
