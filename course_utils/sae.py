@@ -956,3 +956,182 @@ def evaluate(sae: SAE, x: Tensor, true_directions: Tensor | None = None, dense_t
         cosines = max_cosine_similarity(true_directions, sae.W_dec)
         result.update(mmcs=float(cosines.mean()), recovered=float((cosines > 0.9).double().mean()))
     return result
+
+
+# --------------------------------------------------------------------------------------
+# Chapter 05a's exercises as plain functions, and the SAE the chapter's capstone builds
+# --------------------------------------------------------------------------------------
+# The learner writes each of these in chapter 05a; its check hands this version to the rest
+# of the chapter when the learner's has not passed.  They compute what the SAE classes above
+# compute, one idea at a time, on plain tensors.
+
+
+def sae_encode(x: Tensor, W_enc: Tensor, b_enc: Tensor, b_dec: Tensor) -> Tensor:
+    """f = ReLU((x − b_dec) W_enc + b_enc): (batch, d_in) -> (batch, n_latents)."""
+    return torch.relu((x - b_dec) @ W_enc + b_enc)
+
+
+def sae_decode(f: Tensor, W_dec: Tensor, b_dec: Tensor) -> Tensor:
+    """x̂ = f W_dec + b_dec: (batch, n_latents) -> (batch, d_in)."""
+    return f @ W_dec + b_dec
+
+
+def l1_sae_loss(x: Tensor, x_hat: Tensor, f: Tensor, l1_coefficient: float) -> Tensor:
+    """The batch mean of ‖x − x̂‖² (summed over d_in) + λ Σ_i |f_i| (summed over latents): a scalar."""
+    return SAE.mse(x, x_hat) + l1_coefficient * f.abs().sum(dim=1).mean()
+
+
+def project_decoder_grad(W_dec: Tensor, grad: Tensor) -> Tensor:
+    """grad (n_latents, d_in) with each row's component along the same (unit) row of W_dec removed."""
+    return grad - (grad * W_dec).sum(dim=1, keepdim=True) * W_dec
+
+
+def normalise_decoder(W_dec: Tensor) -> Tensor:
+    """W_dec (n_latents, d_in) with every row divided by its norm (a new tensor)."""
+    return W_dec / W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def sae_metrics(x: Tensor, x_hat: Tensor, f: Tensor) -> dict[str, float]:
+    """{"l0", "fve", "dead", "shrinkage"} of one batch: x, x_hat (batch, d_in), f (batch, n_latents)."""
+    return {"l0": l0(f), "fve": fraction_variance_explained(x, x_hat), "dead": dead_fraction(f),
+            "shrinkage": shrinkage(x, x_hat)}
+
+
+def topk_activation(pre: Tensor, k: int) -> Tensor:
+    """ReLU of each row's k largest pre-activations, 0 elsewhere: (batch, n_latents) -> same shape."""
+    values, indices = pre.topk(k, dim=1)
+    return torch.zeros_like(pre).scatter(1, indices, values.relu())
+
+
+def batch_topk_activation(pre: Tensor, k: int) -> Tensor:
+    """ReLU(pre) (batch, n_latents) with all but the k·batch largest entries of the whole batch zeroed."""
+    a = torch.relu(pre)
+    values, index = a.flatten().topk(min(k * len(a), a.numel()))
+    return torch.zeros_like(a).flatten().scatter(0, index, values).view_as(a)
+
+
+def jumprelu_grads(z: Tensor, threshold: Tensor, bandwidth: float, grad_output: Tensor) -> tuple[Tensor, Tensor]:
+    """The straight-through gradients of JumpReLU_θ(z) = z · H(z − θ) (``JumpReLUFunction``):
+    ∂L/∂z = grad_output · H(z − θ), (batch, n_latents), and ∂L/∂θ = −(θ/ε) Σ_batch K((z − θ)/ε)
+    grad_output, (n_latents,)."""
+    grad_z = grad_output * (z > threshold)
+    grad_threshold = -(threshold / bandwidth) * (rectangle((z - threshold) / bandwidth) * grad_output).sum(dim=0)
+    return grad_z, grad_threshold
+
+
+def resample_dead(W_enc: Tensor, b_enc: Tensor, W_dec: Tensor, b_dec: Tensor, dead: Tensor, inputs: Tensor,
+                  encoder_scale: float = 0.2) -> tuple[Tensor, Tensor, Tensor]:
+    """New (W_enc, b_enc, W_dec) in which the m-th dead latent (``dead`` (n_latents,) bool, in index
+    order) points at inputs[m] (inputs: (n_dead, d_in)) as ``resample_dead_latents`` sets it:
+    decoder row d = (v − b_dec)/‖v − b_dec‖, encoder column d · encoder_scale · (mean norm of the
+    alive latents' encoder columns), b_enc 0.  The arguments are not modified."""
+    W_enc, b_enc, W_dec = W_enc.clone(), b_enc.clone(), W_dec.clone()
+    index = dead.nonzero().squeeze(1)
+    d = inputs - b_dec
+    d = d / d.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    scale = encoder_scale * W_enc[:, ~dead].norm(dim=0).mean()
+    W_dec[index] = d
+    W_enc[:, index] = (d * scale).T
+    b_enc[index] = 0.0
+    return W_enc, b_enc, W_dec
+
+
+class SparseAutoencoder(nn.Module):
+    """The ReLU + L1 SAE written out in one screen (chapter 05a's capstone): the same model and
+    the same initial draws as ``ReLUSAE(d_in, n_latents, l1_coefficient, device, generator)``, but
+    its ``loss`` is a plain scalar tensor.  Decoder rows random unit vectors, W_enc = W_decᵀ,
+    b_enc = b_dec = 0."""
+
+    def __init__(self, d_in: int, n_latents: int, l1_coefficient: float = 0.3, device="cpu",
+                 generator: torch.Generator | None = None):
+        super().__init__()
+        self.d_in, self.n_latents, self.l1_coefficient = d_in, n_latents, l1_coefficient
+        W_dec = torch.randn(n_latents, d_in, generator=generator)
+        W_dec = W_dec / W_dec.norm(dim=1, keepdim=True)
+        self.W_enc = nn.Parameter(W_dec.T.clone().to(device))
+        self.b_enc = nn.Parameter(torch.zeros(n_latents, device=device))
+        self.W_dec = nn.Parameter(W_dec.to(device))
+        self.b_dec = nn.Parameter(torch.zeros(d_in, device=device))
+
+    def encode(self, x: Tensor) -> Tensor:
+        """f = ReLU((x − b_dec) W_enc + b_enc): (batch, d_in) -> (batch, n_latents)."""
+        return sae_encode(x, self.W_enc, self.b_enc, self.b_dec)
+
+    def decode(self, f: Tensor) -> Tensor:
+        """x̂ = f W_dec + b_dec: (batch, n_latents) -> (batch, d_in)."""
+        return sae_decode(f, self.W_dec, self.b_dec)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(x̂ (batch, d_in), f (batch, n_latents))."""
+        f = self.encode(x)
+        return self.decode(f), f
+
+    def loss(self, x: Tensor) -> Tensor:
+        """‖x − x̂‖² + λ Σ_i |f_i|, averaged over the batch x (batch, d_in): a scalar."""
+        x_hat, f = self(x)
+        return l1_sae_loss(x, x_hat, f, self.l1_coefficient)
+
+
+@torch.no_grad()
+def resample_latents(sae: nn.Module, optimizer: torch.optim.Optimizer, inputs: Tensor,
+                     generator: torch.Generator, encoder_scale: float = 0.2) -> int:
+    """Bricken et al.'s resampling for any SAE with W_enc, b_enc, W_dec, b_dec and
+    ``forward(x) -> (x̂, f)``: the latents that fire on none of ``inputs`` (n, d_in) are dead;
+    each gets an input drawn (``torch.multinomial`` on the CPU, ``generator``) with probability
+    ∝ its squared loss ‖v − v̂‖⁴, and ``resample_dead`` points it there; Adam's state in the
+    dead latents' slices is zeroed.  Returns the number of latents resampled."""
+    x_hat, f = sae(inputs)
+    dead = (f == 0).all(dim=0)
+    n_dead = int(dead.sum())
+    if n_dead == 0:
+        return 0
+    weights = (inputs - x_hat).square().sum(dim=1).square().cpu()
+    chosen = torch.multinomial(weights, n_dead, generator=generator).to(inputs.device)
+    W_enc, b_enc, W_dec = resample_dead(sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec, dead, inputs[chosen],
+                                        encoder_scale)
+    sae.W_enc.copy_(W_enc)
+    sae.b_enc.copy_(b_enc)
+    sae.W_dec.copy_(W_dec)
+    index = dead.nonzero().squeeze(1)
+    for param, dim in ((sae.W_enc, 1), (sae.b_enc, 0), (sae.W_dec, 0)):
+        for state in optimizer.state.get(param, {}).values():
+            if isinstance(state, Tensor) and state.shape == param.shape:
+                state.index_fill_(dim, index, 0.0)
+    return n_dead
+
+
+def train_sparse_autoencoder(sae: nn.Module, data: Callable[[int, torch.Generator], Tensor], steps: int,
+                      batch_size: int = 1024, lr: float = 1e-2, schedule: str = "constant", seed: int = 0,
+                      resample_every: int | None = None,
+                      resample: Callable | None = None, resample_inputs: int = 8192, description: str = "SAE",
+                      progress: bool = True) -> Tensor:
+    """Chapter 05a's training loop, one screen: Adam on ``sae.loss`` with fresh batches
+    ``data(batch_size, generator)`` from one generator seeded with ``seed`` on the SAE's device,
+    learning rate ``lr × lr_schedule(schedule)(step, steps)``.  Each step: loss, backward, ``project_decoder_grad`` on W_dec's gradient, Adam step,
+    ``normalise_decoder`` on W_dec.  With ``resample_every=n`` (and ``resample``, e.g.
+    ``resample_latents``), at every n-th step (not step 0), before the batch:
+    ``resample(sae, optimizer, data(resample_inputs, generator), resample_generator)``, where
+    ``resample_generator = torch.Generator().manual_seed(seed + 1)`` is made before the loop.
+    Takes the steps ``train_sae(ReLUSAE(...), data, steps=..., batch_size=..., lr=..., schedule=...,
+    seed=...)`` takes.  Returns each step's loss, (steps,)."""
+    from tqdm.auto import tqdm
+
+    optimizer = torch.optim.Adam(sae.parameters(), lr=lr)
+    multiplier = lr_schedule(schedule)
+    generator = torch.Generator(device=sae.W_dec.device).manual_seed(seed)
+    resample_generator = torch.Generator().manual_seed(seed + 1)
+    losses = torch.zeros(steps, device=sae.W_dec.device)
+    for step in tqdm(range(steps), desc=description, disable=not progress, mininterval=0.5):
+        for group in optimizer.param_groups:
+            group["lr"] = lr * multiplier(step, steps)
+        if resample_every and step and step % resample_every == 0:
+            resample(sae, optimizer, data(resample_inputs, generator), resample_generator)
+        loss = sae.loss(data(batch_size, generator))
+        optimizer.zero_grad()
+        loss.backward()
+        sae.W_dec.grad = project_decoder_grad(sae.W_dec.detach(), sae.W_dec.grad)
+        optimizer.step()
+        with torch.no_grad():
+            sae.W_dec.copy_(normalise_decoder(sae.W_dec))
+        losses[step] = loss.detach()
+    return losses

@@ -287,7 +287,7 @@ def precision_recall(fires: Tensor, concept: Tensor) -> tuple[Tensor, Tensor]:
     ### END SOLUTION
 
 
-checks.check_precision_recall(precision_recall)
+pr_fn = checks.check_precision_recall(precision_recall)
 
 # %% [markdown]
 # `lm.concept_scores` does this for every concept at once and keeps each concept's best latent
@@ -311,13 +311,11 @@ for s in best:
 
 # %%
 fires = f_held > 0
-hits = labels.double().T @ fires.double()                  # (concepts, latents): tokens with both
-precision = hits / fires.double().sum(dim=0).clamp_min(1)
-recall = hits / labels.double().sum(dim=0)[:, None]
+print(checks.made_with(pr_fn))
 for name in ("name", "verb", "sentence_end"):
-    c = held_out.concepts.index(name)
-    top = hits[c].argsort(descending=True)[:4]
-    print(f"{name:>12}: " + ";  ".join(f"latent {int(i)} recall {recall[c, i]:.2f} precision {precision[c, i]:.2f}"
+    precision, recall = pr_fn(fires, labels[:, held_out.concepts.index(name)])  # (latents,) each
+    top = recall.argsort(descending=True)[:4]  # the latents that fire on the most of the concept's tokens
+    print(f"{name:>12}: " + ";  ".join(f"latent {int(i)} recall {recall[i]:.2f} precision {precision[i]:.2f}"
                                       for i in top))
 
 # %% [markdown]

@@ -509,9 +509,10 @@ def test_loss_check_works_under_no_grad():
 
 def test_printed_line_names_the_case_and_the_mistake(capsys):
     checks.check_sae_encode(lambda x, W, b, bd: relu(x @ W + b))
-    line = capsys.readouterr().out.strip()
+    line, using = capsys.readouterr().out.strip().splitlines()
     assert line.startswith("[failed] sae_encode: case 1 (batch=")
     assert line.endswith("matches a known mistake: it looks like you forgot to subtract b_dec from x before encoding.")
+    assert using.startswith("  → using the course's sae_encode for the rest of the chapter: yours failed")
 
 
 # --------------------------------------------------------------------------------------
@@ -582,3 +583,195 @@ def test_wrong_shapes_are_failures(name, wrong, phrase):
 ])
 def test_wrong_types_are_failures(name, wrong, phrase):
     assert phrase in failure(name, wrong)
+
+
+# --------------------------------------------------------------------------------------
+# Load-bearing: every exercise hands the chapter an implementation
+# --------------------------------------------------------------------------------------
+
+HANDED_OVER = ["sae_encode", "sae_decode", "l1_sae_loss", "project_decoder_grad", "normalise_decoder",
+               "topk_activation", "batch_topk_activation", "jumprelu_grads", "resample_dead", "mmcs",
+               "sae_metrics", "SparseAutoencoder", "train_sparse_autoencoder", "resample_latents"]
+
+
+@pytest.mark.parametrize("name", HANDED_OVER)
+def test_the_library_reference_passes_its_own_check(name):
+    reference = checks.EXERCISES[name].exercise.reference
+    assert reference is not None and checks.is_reference(reference)
+    assert_passes(name, reference)
+
+
+# --------------------------------------------------------------------------------------
+# The capstones: the SparseAutoencoder class, its training loop, loss-proportional resampling
+# --------------------------------------------------------------------------------------
+
+
+class LearnerSAE(torch.nn.Module):
+    """A right answer written as a learner would (parameters in another order, its own encode)."""
+
+    def __init__(self, d_in, n_latents, l1_coefficient=0.3, device="cpu", generator=None):
+        super().__init__()
+        self.l1_coefficient = l1_coefficient
+        W = torch.randn(n_latents, d_in, generator=generator)
+        W = W / W.norm(dim=1, keepdim=True)
+        self.b_dec = torch.nn.Parameter(torch.zeros(d_in, device=device))
+        self.W_dec = torch.nn.Parameter(W.to(device))
+        self.W_enc = torch.nn.Parameter(W.T.clone().to(device))
+        self.b_enc = torch.nn.Parameter(torch.zeros(n_latents, device=device))
+
+    def encode(self, x):
+        return sae_encode(x, self.W_enc, self.b_enc, self.b_dec)
+
+    def decode(self, f):
+        return sae_decode(f, self.W_dec, self.b_dec)
+
+    def forward(self, x):
+        f = self.encode(x)
+        return self.decode(f), f
+
+    def loss(self, x):
+        x_hat, f = self(x)
+        return l1_sae_loss(x, x_hat, f, self.l1_coefficient)
+
+
+class NoPreEncoderBias(LearnerSAE):
+    def encode(self, x):
+        return torch.relu(x @ self.W_enc + self.b_enc)
+
+
+class L1WrongAxis(LearnerSAE):
+    def loss(self, x):
+        x_hat, f = self(x)
+        return (x - x_hat).square().sum(dim=1).mean() + self.l1_coefficient * f.abs().sum(dim=0).mean()
+
+
+class DecoderNotUnit(LearnerSAE):
+    def __init__(self, d_in, n_latents, l1_coefficient=0.3, device="cpu", generator=None):
+        super().__init__(d_in, n_latents, l1_coefficient, device, generator)
+        with torch.no_grad():
+            self.W_dec.copy_(torch.randn(n_latents, d_in, generator=generator))
+
+
+class IndependentEncoder(LearnerSAE):
+    def __init__(self, d_in, n_latents, l1_coefficient=0.3, device="cpu", generator=None):
+        super().__init__(d_in, n_latents, l1_coefficient, device, generator)
+        with torch.no_grad():
+            self.W_enc.copy_(torch.randn(d_in, n_latents, generator=generator))
+
+
+def test_sae_class_passes_and_stub_is_not_attempted(capsys):
+    assert_reference_passes_and_stub_is_not_attempted("SparseAutoencoder", LearnerSAE, capsys)
+
+
+@pytest.mark.parametrize("wrong, phrase", [
+    (NoPreEncoderBias, "does not subtract the pre-encoder bias"),
+    (L1WrongAxis, "the wrong axis"),
+    (DecoderNotUnit, "do not start at unit norm"),
+    (IndependentEncoder, "W_enc should start as the transpose of W_dec"),
+])
+def test_wrong_sae_classes_fail_naming_the_mistake(wrong, phrase):
+    message = failure("SparseAutoencoder", wrong)
+    assert phrase in message, message
+
+
+def _loop(sae, data, steps, batch_size=1024, lr=1e-2, schedule="constant", seed=0, resample_every=None,
+          resample=None, resample_inputs=8192, description="SAE", progress=True, project=True, normalise=True,
+          resample_too=True, order="after", follow_schedule=True):
+    optimizer = torch.optim.Adam(sae.parameters(), lr=lr)
+    multiplier = lib.lr_schedule(schedule)
+    generator = torch.Generator(device=sae.W_dec.device).manual_seed(seed)
+    resample_generator = torch.Generator().manual_seed(seed + 1)
+    losses = torch.zeros(steps)
+    for step in range(steps):
+        if follow_schedule:
+            for group in optimizer.param_groups:
+                group["lr"] = lr * multiplier(step, steps)
+        if resample_too and resample_every and step and step % resample_every == 0:
+            resample(sae, optimizer, data(resample_inputs, generator), resample_generator)
+        loss = sae.loss(data(batch_size, generator))
+        optimizer.zero_grad()
+        loss.backward()
+        if project:
+            sae.W_dec.grad = project_decoder_grad(sae.W_dec.detach(), sae.W_dec.grad)
+        if normalise and order == "before":
+            with torch.no_grad():
+                sae.W_dec.copy_(normalise_decoder(sae.W_dec))
+        optimizer.step()
+        if normalise and order == "after":
+            with torch.no_grad():
+                sae.W_dec.copy_(normalise_decoder(sae.W_dec))
+        losses[step] = loss.detach()
+    return losses
+
+
+def _loop_without(**change):
+    def loop(*args, **kwargs):
+        return _loop(*args, **kwargs, **change)
+    return loop
+
+
+def test_training_loop_passes_and_stub_is_not_attempted(capsys):
+    assert_reference_passes_and_stub_is_not_attempted("train_sparse_autoencoder", _loop, capsys)
+
+
+@pytest.mark.parametrize("change, phrase", [
+    (dict(project=False), "gradient is not projected"),
+    (dict(normalise=False), "not renormalised after the step"),
+    (dict(order="before"), "renormalised before optimizer.step()"),
+    (dict(resample_too=False), "never resampled"),
+    (dict(follow_schedule=False), "never follows the schedule"),
+])
+def test_wrong_training_loops_fail_naming_the_mistake(change, phrase):
+    message = failure("train_sparse_autoencoder", _loop_without(**change))
+    assert phrase in message, message
+
+
+def test_a_loop_returning_a_list_fails():
+    def as_list(*args, **kwargs):
+        return list(_loop(*args, **kwargs))
+    assert "return one tensor" in failure("train_sparse_autoencoder", as_list)
+
+
+def _resampler(sae, optimizer, inputs, generator, encoder_scale=0.2, weights="squared", reset=True,
+               subtract=True):
+    with torch.no_grad():
+        x_hat, f = sae(inputs)
+        dead = (f == 0).all(dim=0)
+        n_dead = int(dead.sum())
+        if n_dead == 0:
+            return 0
+        loss = (inputs - x_hat).square().sum(dim=1)
+        w = {"squared": loss.square(), "loss": loss, "uniform": torch.ones_like(loss)}[weights]
+        chosen = torch.multinomial(w, n_dead, generator=generator)
+        b_dec = sae.b_dec if subtract else torch.zeros_like(sae.b_dec)
+        W_enc, b_enc, W_dec = resample_dead(sae.W_enc, sae.b_enc, sae.W_dec, b_dec, dead, inputs[chosen],
+                                            encoder_scale)
+        sae.W_enc.copy_(W_enc), sae.b_enc.copy_(b_enc), sae.W_dec.copy_(W_dec)
+        if reset:
+            index = dead.nonzero().squeeze(1)
+            for p, dim in ((sae.W_enc, 1), (sae.b_enc, 0), (sae.W_dec, 0)):
+                for s in optimizer.state[p].values():
+                    if s.shape == p.shape:
+                        s.index_fill_(dim, index, 0.0)
+        return n_dead
+
+
+def _resampler_with(**change):
+    def resample(*args, **kwargs):
+        return _resampler(*args, **kwargs, **change)
+    return resample
+
+
+def test_resampling_passes_and_stub_is_not_attempted(capsys):
+    assert_reference_passes_and_stub_is_not_attempted("resample_latents", _resampler, capsys)
+
+
+@pytest.mark.parametrize("change, phrase", [
+    (dict(weights="uniform"), "drawn uniformly"),
+    (dict(weights="loss"), "drawn ∝ the loss"),
+    (dict(reset=False), "is not reset to 0"),
+    (dict(subtract=False), "without subtracting b_dec"),
+])
+def test_wrong_resamplings_fail_naming_the_mistake(change, phrase):
+    message = failure("resample_latents", _resampler_with(**change))
+    assert phrase in message, message

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from course_utils import sae
 from course_utils._fast.sae import fast_loss, kth_largest_positive, sparse_decode, sparse_is_faster
 from course_utils.sae import (
     ARCHITECTURES,
@@ -652,3 +653,50 @@ def test_training_on_cuda(architecture):
 def test_kth_largest_positive_on_cuda():
     a = torch.randn(1024, 512, device="cuda").relu()
     assert float(kth_largest_positive(a, 8 * 1024)) == float(a.flatten().topk(8 * 1024).values.min())
+
+
+# --------------------------------------------------------------------------------------
+# Chapter 05a's capstone reference: the one-screen SAE and loop take the library's steps
+# --------------------------------------------------------------------------------------
+
+
+def test_the_plain_sae_and_loop_take_the_steps_of_relu_sae_and_train_sae():
+    data = sae.SyntheticFeatures(16, 8, mean_active=3.0, device="cpu", generator=torch.Generator().manual_seed(0))
+    plain = sae.SparseAutoencoder(8, 24, 0.3, generator=torch.Generator().manual_seed(4))
+    module = sae.ReLUSAE(8, 24, 0.3, device="cpu", generator=torch.Generator().manual_seed(4))
+    for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
+        assert torch.equal(getattr(plain, name), getattr(module, name))
+    losses = sae.train_sparse_autoencoder(plain, data, steps=50, batch_size=64, lr=1e-2, seed=3, progress=False)
+    run = sae.train_sae(module, data, steps=50, batch_size=64, lr=1e-2, seed=3, progress=False, log_every=1)
+    assert losses.shape == (50,)
+    torch.testing.assert_close(losses, torch.tensor(run.history["loss"], dtype=torch.float32), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(plain.W_dec.detach(), module.W_dec.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(plain.W_dec.norm(dim=1), torch.ones(24))
+
+
+def test_the_plain_functions_compute_what_the_modules_compute():
+    gen = torch.Generator().manual_seed(1)
+    module = sae.ReLUSAE(6, 10, 0.5, device="cpu", generator=gen)
+    with torch.no_grad():
+        module.b_enc.normal_(generator=gen), module.b_dec.normal_(generator=gen)
+    x = torch.randn(32, 6, generator=gen)
+    f = sae.sae_encode(x, module.W_enc, module.b_enc, module.b_dec)
+    torch.testing.assert_close(f, module.encode(x))
+    torch.testing.assert_close(sae.sae_decode(f, module.W_dec, module.b_dec), module.decode(f))
+    torch.testing.assert_close(sae.l1_sae_loss(x, module.decode(f), f, 0.5), module.loss(x).total)
+    pre = torch.randn(5, 10, generator=gen)
+    torch.testing.assert_close(sae.topk_activation(pre, 3), sae.TopKSAE(6, 10, 3, device="cpu").activation(pre))
+
+
+def test_resample_latents_revives_dead_latents_toward_badly_reconstructed_inputs():
+    model = sae.SparseAutoencoder(4, 12, 0.3, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        model.b_enc[:5] = -100.0
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    inputs = torch.randn(500, 4, generator=torch.Generator().manual_seed(1))
+    count = sae.resample_latents(model, optimizer, inputs, torch.Generator().manual_seed(2))
+    assert count == 5
+    assert (model.b_enc[:5] == 0).all() and (model.b_enc[5:] == 0).all()
+    torch.testing.assert_close(model.W_dec.norm(dim=1), torch.ones(12))
+    with torch.no_grad():
+        assert ((model.encode(inputs) > 0).any(dim=0)).all()  # nothing dead now

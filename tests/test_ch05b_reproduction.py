@@ -36,7 +36,7 @@ RESULTS = NotebookResults(
                 "best_by_concept['in_parens']['latent'], held_out.label('in_parens'), vocab.index['('])",
     fur="vocab.index['fur']",
     # the implementations the chapter ran: the learner's, never the course's reference
-    implementations="[checks.is_reference(f) for f in (ce_losses, steer, ablate)]",
+    implementations="[checks.is_reference(f) for f in (pr_fn, ce_losses, steer, ablate)]",
     # section 3: each concept's best latent (k = 8) by F1, and each concept's share of the tokens
     best="best",
     shares="labels.double().mean(dim=0)",
@@ -51,7 +51,7 @@ pytestmark = pytest.mark.xdist_group(RESULTS.notebook)
 
 
 def test_the_solutions_run_the_learners_code_not_the_reference():
-    assert RESULTS.get()["implementations"] == [False] * 3
+    assert RESULTS.get()["implementations"] == [False] * 4
 
 
 def test_loss_recovered_rises_with_l0():

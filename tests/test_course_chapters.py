@@ -19,7 +19,8 @@ MEMORY_LIMIT_MB = 2048
 # Chapters whose results run the learner's code (the check returns it, else the reference):
 # how many exercises hand the chapter an implementation.
 LOAD_BEARING = {"01_toy_models": 9, "02_feature_geometry": 7, "03_incidental_polysemanticity": 6,
-                "04_computation_in_superposition": 10, "05b_sae_language_model": 3}
+                "04_computation_in_superposition": 10, "05a_sparse_autoencoders": 14,
+                "05b_sae_language_model": 4}
 
 
 def test_there_are_chapters():

@@ -88,10 +88,13 @@ from .sae import (
     check_precision_recall,
     check_project_decoder_grad,
     check_resample_dead,
+    check_resample_latents,
     check_sae_decode,
     check_sae_encode,
     check_sae_metrics,
+    check_sparse_autoencoder,
     check_topk_activation,
+    check_train_sparse_autoencoder,
 )
 from .scaling import check_signed_weight_decay_, check_train_scaling_model
 from .toy_models import (
@@ -124,6 +127,7 @@ __all__ = [
     "check_sae_encode", "check_sae_decode", "check_l1_sae_loss", "check_project_decoder_grad",
     "check_normalise_decoder", "check_topk_activation", "check_batch_topk_activation",
     "check_jumprelu_grads", "check_resample_dead", "check_mmcs", "check_sae_metrics", "check_precision_recall",
+    "check_sparse_autoencoder", "check_train_sparse_autoencoder", "check_resample_latents",
     "check_rome_update", "check_key_covariance", "check_interference_coefficients", "check_whitened_cosine",
     "check_indirect_effect", "check_counterfact_scores",
     "check_spliced_ce_losses", "check_steer_logits", "check_ablate_latent",

@@ -17,10 +17,13 @@ import math
 from collections.abc import Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
+from .. import lm
 from .. import sae as ref
 from ._framework import (
+    accepts_argument,
     Case,
     CheckFailed,
     call_pure,
@@ -30,7 +33,7 @@ from ._framework import (
     expect_shape,
     expect_tensor,
 )
-from ._helpers import _as_number, _close_number, _dict_number, _expect_entry, _generator, _randint, _relu
+from ._helpers import _as_number, _close_number, _dict_number, _expect_entry, _generator, _method, _randint, _relu
 
 
 def _sae_shape(gen: torch.Generator, seed: int) -> tuple[int, int, int]:
@@ -146,6 +149,7 @@ def _encode_mistakes(case: Case) -> dict[str, Tensor]:
     "sae_encode",
     cases=_encode_case,
     seeds=range(8),
+    reference=ref.sae_encode,
     hints=[
         "Three steps: subtract the decoder bias b_dec from x (the pre-encoder bias), multiply by "
         "W_enc and add b_enc, then apply a ReLU.",
@@ -204,6 +208,7 @@ def _decode_mistakes(case: Case) -> dict[str, Tensor]:
     "sae_decode",
     cases=_decode_case,
     seeds=range(8),
+    reference=ref.sae_decode,
     hints=[
         "The reconstruction is a sum of decoder directions weighted by the latent activations, "
         "plus the decoder bias: x̂ = Σ_i f_i d_i + b_dec, where d_i is row i of W_dec.",
@@ -278,6 +283,7 @@ def _l1_loss_mistakes(case: Case) -> dict[str, Tensor]:
     "l1_sae_loss",
     cases=_l1_loss_case,
     seeds=range(8),
+    reference=ref.l1_sae_loss,
     hints=[
         "Two terms: the reconstruction error ‖x − x̂‖² (squared, summed over the d_in dimensions) "
         "and λ times the L1 norm of the latents Σ_i |f_i| (summed over the latents).  Each is "
@@ -364,6 +370,7 @@ def _projection_mistakes(case: Case) -> dict[str, Tensor]:
     "project_decoder_grad",
     cases=_projection_case,
     seeds=range(8),
+    reference=ref.project_decoder_grad,
     hints=[
         "Each decoder row w_i has unit norm.  Remove from the gradient's row g_i the part that "
         "would change that norm, its component along w_i; what remains is tangent to the sphere.",
@@ -425,6 +432,7 @@ def _normalise_mistakes(W: Tensor) -> dict[str, Tensor]:
     "normalise_decoder",
     cases=_normalise_case,
     seeds=range(8),
+    reference=ref.normalise_decoder,
     hints=[
         "Every decoder row (a latent's direction) should end with Euclidean norm 1: divide each "
         "row by its own norm.",
@@ -500,6 +508,7 @@ def _topk_mistakes(case: Case) -> dict[str, Tensor]:
     "topk_activation",
     cases=_topk_case,
     seeds=range(8),
+    reference=ref.topk_activation,
     hints=[
         "For each input (row), keep its k largest pre-activations and set all the others to 0; "
         "then apply a ReLU, since a kept value may still be negative.",
@@ -575,6 +584,7 @@ def _batch_topk_mistakes(case: Case) -> dict[str, Tensor]:
     "batch_topk_activation",
     cases=_batch_topk_case,
     seeds=range(8),
+    reference=ref.batch_topk_activation,
     hints=[
         "BatchTopK shares the budget across the batch: of all batch × n_latents ReLU'd "
         "pre-activations, keep the k·batch largest (so some inputs get more than k, some fewer) "
@@ -669,6 +679,7 @@ def _jumprelu_mistakes(case: Case) -> tuple[dict[str, Tensor], dict[str, Tensor]
     "jumprelu_grads",
     cases=_jumprelu_case,
     seeds=range(8),
+    reference=ref.jumprelu_grads,
     hints=[
         "Away from the jump, JumpReLU_θ(z) = z · H(z − θ) is z or 0, so ∂/∂z is H(z − θ): pass "
         "grad_output through where z > θ.  The threshold's true derivative is 0 almost everywhere; "
@@ -783,6 +794,7 @@ _LATENT_DIMS = (1, 0, 0)
     "resample_dead",
     cases=_resample_case,
     seeds=range(8),
+    reference=ref.resample_dead,
     hints=[
         "Only the dead latents change.  Dead latent j (in index order) gets the input v = "
         "inputs[m] for the m-th dead latent: its decoder row becomes the unit vector along "
@@ -888,6 +900,7 @@ def _mmcs_mistakes(case: Case) -> dict[str, float]:
     "mmcs",
     cases=_mmcs_case,
     seeds=range(8),
+    reference=ref.mmcs,
     hints=[
         "For each true feature (a row of true_directions), find the learned direction (row of "
         "learned_directions) with the largest cosine similarity; MMCS is the mean of those maxima "
@@ -989,6 +1002,7 @@ def _metrics_mistakes(case: Case) -> dict[str, dict[str, float]]:
     "sae_metrics",
     cases=_metrics_case,
     seeds=range(8),
+    reference=ref.sae_metrics,
     hints=[
         "Four numbers in a dict: l0, the mean number of nonzero latents per input; fve, "
         "1 − Σ‖x − x̂‖² / Σ‖x − x̄‖² with x̄ the mean input; dead, the fraction of latents that are "
@@ -1066,6 +1080,7 @@ def _precision_recall_mistakes(case: Case) -> dict[str, tuple[Tensor, Tensor]]:
     "precision_recall",
     cases=_precision_recall_case,
     seeds=range(8),
+    reference=lm.precision_recall,
     hints=[
         "For each latent (a column of fires): hits = number of tokens where it fires AND the concept "
         "holds.  precision = hits / (tokens where it fires); recall = hits / (tokens with the concept).",
@@ -1104,3 +1119,473 @@ def check_precision_recall(learner, case: Case) -> None:
     for name, g, e in zip(("precision", "recall"), got, expected):
         if not torch.allclose(g, e, atol=1e-6):
             raise CheckFailed(f"your {name} is wrong for some latents")
+
+
+# --------------------------------------------------------------------------------------
+# The capstone, part 1: the SparseAutoencoder class
+# --------------------------------------------------------------------------------------
+
+
+def _sae_class_case(seed: int) -> Case:
+    """Constructor arguments: seed % 4 picks overcomplete, square, undercomplete, and
+    overcomplete on the GPU when there is one; λ changes with the seed."""
+    gen = _generator(seed)
+    kind = seed % 4
+    d_in = _randint(gen, 3, 7)
+    n = d_in if kind == 1 else _randint(gen, 1, d_in - 1) if kind == 2 else _randint(gen, d_in + 2, 16)
+    l1 = (0.3, 0.05, 1.0, 0.5)[kind]
+    device = "cuda" if torch.cuda.is_available() and kind == 3 else "cpu"
+    label = f"d_in={d_in}, n_latents={n}, l1_coefficient={l1:g}" + (", device='cuda'" if device == "cuda" else "")
+    return Case(label, d_in=d_in, n=n, l1=l1, device=device, seed=seed)
+
+
+def _sae_parameter(model, name: str, shape, axes: str, device) -> Tensor:
+    value = getattr(model, name, None)
+    if not isinstance(value, torch.nn.Parameter):
+        what = "is missing" if value is None else f"is a {type(value).__name__}, not an nn.Parameter"
+        raise CheckFailed(f"`self.{name}` {what}: wrap it in nn.Parameter so the optimiser trains it")
+    if not any(value is p for p in model.parameters()):
+        raise CheckFailed(f"`self.{name}` is not among model.parameters(): assign it after super().__init__()")
+    expect_shape(value, shape, axes)
+    from ._framework import expect_device
+
+    expect_device(value, device)
+    return value
+
+
+def _build_sae(learner, case: Case, seed: int):
+    model = learner(case.d_in, case.n, l1_coefficient=case.l1, device=case.device, generator=_generator(seed))
+    if not isinstance(model, torch.nn.Module):
+        raise CheckFailed(f"SparseAutoencoder(...) made a {type(model).__name__}, not an nn.Module: "
+                          "subclass nn.Module and call super().__init__() first")
+    return model
+
+
+def _sae_class_mistakes(x: Tensor, W_enc, b_enc, W_dec, b_dec, l1) -> dict[str, tuple[Tensor, Tensor, Tensor]]:
+    """(f, x̂, loss) of known wrong SAEs with these parameters."""
+    def pieces(f, x_hat=None, sparsity=None):
+        x_hat = f @ W_dec + b_dec if x_hat is None else x_hat
+        sparsity = f.abs().sum(dim=1).mean() if sparsity is None else sparsity
+        return f, x_hat, (x - x_hat).square().sum(dim=1).mean() + l1 * sparsity
+
+    f = _relu((x - b_dec) @ W_enc + b_enc)
+    return {
+        "encode does not subtract the pre-encoder bias: f = ReLU((x − b_dec) W_enc + b_enc)":
+            pieces(_relu(x @ W_enc + b_enc)),
+        "encode adds b_dec instead of subtracting it": pieces(_relu((x + b_dec) @ W_enc + b_enc)),
+        "decode leaves out b_dec": pieces(f, f @ W_dec),
+        "the L1 penalty is summed over the batch and averaged over the latents (the wrong axis); "
+        "sum over the latents, average over the batch": pieces(f, sparsity=f.abs().sum(dim=0).mean()),
+        "the L1 penalty is averaged over every entry; sum over the latents, average over the batch":
+            pieces(f, sparsity=f.abs().mean()),
+        "the loss leaves out the L1 penalty": pieces(f, sparsity=torch.zeros(())),
+    }
+
+
+@exercise(
+    "SparseAutoencoder",
+    cases=_sae_class_case,
+    seeds=range(4),
+    time_limit=30,
+    passed="{n}/{n} SAEs match the reference (initialisation, encode, decode, loss and its gradients).",
+    reference=ref.SparseAutoencoder,
+    hints=[
+        "In __init__: draw W_dec = torch.randn(n_latents, d_in, generator=generator), divide each row by "
+        "its norm, and make W_enc its transpose (a copy: .T.clone()); b_enc and b_dec start at zero.  "
+        "All four are nn.Parameters, moved to `device`.",
+        "encode(x) = encode_fn(x, W_enc, b_enc, b_dec), decode(f) = decode_fn(f, W_dec, b_dec), "
+        "forward returns (x̂, f), and loss(x) = loss_fn(x, x̂, f, self.l1_coefficient): the functions "
+        "your checks returned.",
+    ],
+)
+def check_sparse_autoencoder(learner, case: Case) -> None:
+    """Check your ``SparseAutoencoder(d_in, n_latents, l1_coefficient, device, generator)``:
+    parameters W_enc (d_in, n_latents), b_enc (n_latents,), W_dec (n_latents, d_in) with unit
+    rows drawn from ``generator`` like ``ReLUSAE``'s (W_enc = W_decᵀ, zero biases);
+    ``encode`` with the pre-encoder bias, ``decode``, ``forward`` -> (x̂, f) and ``loss`` (the
+    L1 SAE loss, a scalar with gradients to every parameter)."""
+    model = _build_sae(learner, case, case.seed)
+    theirs = ref.SparseAutoencoder(case.d_in, case.n, case.l1, device=case.device, generator=_generator(case.seed))
+    W_enc = _sae_parameter(model, "W_enc", (case.d_in, case.n), "(d_in, n_latents)", case.device)
+    b_enc = _sae_parameter(model, "b_enc", (case.n,), "(n_latents,)", case.device)
+    W_dec = _sae_parameter(model, "W_dec", (case.n, case.d_in), "(n_latents, d_in)", case.device)
+    b_dec = _sae_parameter(model, "b_dec", (case.d_in,), "(d_in,)", case.device)
+    if getattr(model, "l1_coefficient", None) != case.l1:
+        raise CheckFailed("`self.l1_coefficient` should keep the coefficient the SAE was given")
+    norms = W_dec.detach().norm(dim=1)
+    if not torch.allclose(norms, torch.ones_like(norms), atol=1e-5):
+        raise CheckFailed("the decoder rows do not start at unit norm: divide each row of W_dec by its norm")
+    if not torch.allclose(W_dec.detach(), theirs.W_dec.detach(), atol=1e-6):
+        raise CheckFailed("W_dec is not drawn as the course's SAE draws it: torch.randn(n_latents, d_in, "
+                          "generator=generator), then each row divided by its norm")
+    if not torch.allclose(W_enc.detach(), W_dec.detach().T, atol=1e-6):
+        raise CheckFailed("W_enc should start as the transpose of W_dec (Gao et al. 2024's initialisation)")
+    if W_enc.data_ptr() == W_dec.data_ptr():
+        raise CheckFailed("W_enc shares its memory with W_dec (a view made by .T): copy it with .T.clone()")
+    if b_enc.detach().abs().max() > 0 or b_dec.detach().abs().max() > 0:
+        raise CheckFailed("b_enc and b_dec should start at zero")
+
+    # Give both SAEs the same nonzero biases and a decoder apart from the encoder, then compare.
+    gen = _generator(case.seed + 1)
+    with torch.no_grad():
+        new = {"W_enc": torch.randn(case.d_in, case.n, generator=gen),
+               "b_enc": 0.3 * torch.randn(case.n, generator=gen),
+               "W_dec": _unit_rows(gen, case.n, case.d_in),
+               "b_dec": 0.5 + 0.5 * torch.randn(case.d_in, generator=gen)}
+        for name, value in new.items():
+            getattr(model, name).copy_(value)
+            getattr(theirs, name).copy_(value)
+    x = (torch.randn(6, case.d_in, generator=gen) + new["b_dec"]).to(case.device)
+    mistakes = _sae_class_mistakes(x.cpu(), *(new[k] for k in ("W_enc", "b_enc", "W_dec", "b_dec")), case.l1)
+    with torch.no_grad():
+        f = expect_output(_method(model, "encode", x), theirs.encode(x), "(batch, n_latents)")
+        expect_close(f, theirs.encode(x), suspects={k: v[0] for k, v in mistakes.items()})
+        f_ref = theirs.encode(x)
+        x_hat = expect_output(_method(model, "decode", f_ref), theirs.decode(f_ref), "(batch, d_in)")
+        expect_close(x_hat, theirs.decode(f_ref), suspects={"decode leaves out b_dec": f_ref.cpu() @ new["W_dec"]})
+        out = _method(model, "forward", x)
+        if not isinstance(out, (tuple, list)) or len(out) != 2:
+            raise CheckFailed("forward(x) should return the pair (x_hat, f)")
+        expect_close(expect_output(out[0], theirs(x)[0], "(batch, d_in)"), theirs(x)[0],
+                     suspects={"forward returns (f, x_hat); return (x_hat, f)": f_ref.cpu()}
+                     if out[0].shape == f_ref.shape and case.n == case.d_in else None)
+    loss = _method(model, "loss", x)
+    expected = theirs.loss(x)
+    if not isinstance(loss, Tensor):
+        raise CheckFailed(f"loss(x) returned a {type(loss).__name__}; return a scalar tensor")
+    loss_value = expect_output(loss, expected.detach(), "a single number, shape")
+    expect_close(loss_value.detach(), expected.detach(), suspects={k: v[2] for k, v in mistakes.items()})
+    if not loss.requires_grad:
+        raise CheckFailed("your loss carries no gradient (torch.no_grad() or .detach()?): training could not "
+                          "change the SAE")
+    loss.backward()
+    expected.backward()
+    for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
+        mine, wanted = getattr(model, name).grad, getattr(theirs, name).grad
+        if mine is None or not torch.allclose(mine, wanted, rtol=1e-4, atol=1e-5):
+            raise CheckFailed(f"the loss has the right value but its gradient with respect to {name} is wrong: "
+                              f"compute it from self.{name} itself, inside autograd's graph")
+
+
+# --------------------------------------------------------------------------------------
+# The capstone, part 2: the training loop
+# --------------------------------------------------------------------------------------
+
+LOOP_STEPS = 60
+
+
+def _loop_case(seed: int) -> Case:
+    """A small SAE (8 inputs, 16 latents) on 12 synthetic features and the loop's arguments;
+    seed 2 (and every seed ≡ 2 mod 3) resamples every 20 steps, with three latents made dead."""
+    gen = _generator(seed)
+    resample = seed % 3 == 2
+    lr = (1e-2, 3e-3, 3e-2)[seed % 3]
+    batch_size = (64, 128)[seed % 2]
+    l1 = (0.3, 0.1, 0.5)[seed % 3]
+    schedule = ("constant", "cosine", "cosine")[seed % 3]
+    label = (f"d_in=8, n_latents=16, l1_coefficient={l1:g}, steps={LOOP_STEPS}, batch_size={batch_size}, "
+             f"lr={lr:g}, schedule={schedule!r}, seed={seed}"
+             + (", resample_every=20 with 3 dead latents" if resample else ""))
+    return Case(label, lr=lr, batch_size=batch_size, l1=l1, seed=seed, resample=resample, schedule=schedule,
+                data_seed=int(torch.randint(0, 1000, (1,), generator=gen)))
+
+
+def _loop_data(case: Case) -> ref.SyntheticFeatures:
+    return ref.SyntheticFeatures(12, 8, mean_active=3.0, device="cpu", generator=_generator(case.data_seed))
+
+
+def _loop_sae(case: Case) -> ref.SparseAutoencoder:
+    model = ref.SparseAutoencoder(8, 16, case.l1, device="cpu", generator=_generator(case.seed + 17))
+    if case.resample:
+        with torch.no_grad():
+            model.b_enc[:3] = -20.0  # dead from the start
+    return model
+
+
+def _loop_arguments(case: Case) -> dict:
+    arguments = dict(steps=LOOP_STEPS, batch_size=case.batch_size, lr=case.lr, schedule=case.schedule, seed=case.seed)
+    if case.resample:
+        arguments.update(resample_every=20, resample=ref.resample_latents, resample_inputs=256)
+    return arguments
+
+
+def _loop_variant(case: Case, *, project=True, normalise=True, zero_grad=True, normalise_first=False,
+                  one_generator=True, resample=True, schedule=True) -> tuple[Tensor, Tensor]:
+    """(losses, final W_dec) of the reference loop with one thing changed (a known mistake)."""
+    sae, data = _loop_sae(case), _loop_data(case)
+    optimizer = torch.optim.Adam(sae.parameters(), lr=case.lr)
+    generator = torch.Generator().manual_seed(case.seed)
+    losses = torch.zeros(LOOP_STEPS)
+    multiplier = ref.lr_schedule(case.schedule)
+    for step in range(LOOP_STEPS):
+        if schedule:
+            for group in optimizer.param_groups:
+                group["lr"] = case.lr * multiplier(step, LOOP_STEPS)
+        if resample and case.resample and step and step % 20 == 0:
+            ref.resample_latents(sae, optimizer, data(256, generator), torch.Generator().manual_seed(case.seed + 1))
+        batch_generator = generator if one_generator else torch.Generator().manual_seed(case.seed + step)
+        loss = sae.loss(data(case.batch_size, batch_generator))
+        if zero_grad:
+            optimizer.zero_grad()
+        loss.backward()
+        if project:
+            sae.W_dec.grad = ref.project_decoder_grad(sae.W_dec.detach(), sae.W_dec.grad)
+        with torch.no_grad():
+            if normalise_first:
+                sae.W_dec.copy_(ref.normalise_decoder(sae.W_dec))
+        optimizer.step()
+        with torch.no_grad():
+            if normalise and not normalise_first:
+                sae.W_dec.copy_(ref.normalise_decoder(sae.W_dec))
+        losses[step] = loss.detach()
+    return losses, sae.W_dec.detach()
+
+
+def _loop_mistakes(case: Case) -> dict[str, tuple[Tensor, Tensor]]:
+    mistakes = {
+        "the decoder's gradient is not projected (remove each row's component along its decoder row "
+        "with project_fn before optimizer.step())": _loop_variant(case, project=False),
+        "the decoder rows are not renormalised after the step (normalise_fn after optimizer.step())":
+            _loop_variant(case, normalise=False),
+        "the decoder is renormalised before optimizer.step() instead of after it":
+            _loop_variant(case, normalise_first=True),
+        "the gradients are never zeroed (optimizer.zero_grad() is missing), so they accumulate":
+            _loop_variant(case, zero_grad=False),
+        "the batches do not come from one generator seeded with `seed` before the loop":
+            _loop_variant(case, one_generator=False),
+    }
+    if case.schedule != "constant":
+        mistakes["the learning rate never follows the schedule (set lr × lr_schedule(schedule)(step, steps) on "
+                 "every param group at every step)"] = _loop_variant(case, schedule=False)
+    if case.resample:
+        mistakes["the latents are never resampled (call resample every resample_every steps)"] = \
+            _loop_variant(case, resample=False)
+    return mistakes
+
+
+@exercise(
+    "train_sparse_autoencoder",
+    cases=_loop_case,
+    seeds=range(3),
+    time_limit=90,
+    passed="{n}/{n} training runs follow the reference loop step by step.",
+    reference=ref.train_sparse_autoencoder,
+    hints=[
+        "One Adam optimiser over sae.parameters(); one generator made before the loop, "
+        "torch.Generator(device=sae.W_dec.device).manual_seed(seed); each step: the learning rate "
+        "lr * lr_schedule(schedule)(step, steps) on every param group, loss = "
+        "sae.loss(data(batch_size, generator)), zero_grad, backward, project W_dec's gradient, "
+        "optimizer.step(), renormalise W_dec.",
+        "The projection: sae.W_dec.grad = project_fn(sae.W_dec.detach(), sae.W_dec.grad).  The "
+        "renormalisation, under torch.no_grad(): sae.W_dec.copy_(normalise_fn(sae.W_dec)).",
+        "Resampling comes first in a step: if resample_every and step and step % resample_every == 0, "
+        "call resample(sae, optimizer, data(resample_inputs, generator), resample_generator) with "
+        "resample_generator = torch.Generator().manual_seed(seed + 1) made before the loop.",
+    ],
+)
+def check_train_sparse_autoencoder(learner, case: Case) -> None:
+    """Check your ``train_sparse_autoencoder(sae, data, steps, batch_size, lr, schedule, seed,
+    resample_every, resample, resample_inputs, ...)``: it trains a small SAE for 60 steps from one
+    seed, and its losses and final W_dec must follow the course's loop (Adam, the schedule, the projected gradient, the
+    renormalised decoder, fresh batches from the seeded generator, resampling at its steps)."""
+    mine, theirs = _loop_sae(case), _loop_sae(case)
+    W0 = mine.W_dec.detach().clone()
+    torch.manual_seed(case.seed + 99_991)
+    kwargs = {"progress": False} if accepts_argument(learner, "progress") else {}
+    losses = learner(mine, _loop_data(case), **_loop_arguments(case), **kwargs)
+    expected = ref.train_sparse_autoencoder(theirs, _loop_data(case), **_loop_arguments(case), progress=False)
+    if isinstance(losses, (list, tuple)):
+        raise CheckFailed(f"your loop returned a {type(losses).__name__}: return one tensor of shape (steps,) "
+                          "made before the loop and filled step by step")
+    losses = expect_tensor(losses)
+    if losses.requires_grad:
+        raise CheckFailed("your losses still carry the autograd graph: store loss.detach() of each step")
+    expect_shape(losses, expected.shape, "(steps,)", note="; keep every step's loss")
+    if torch.equal(mine.W_dec.detach(), W0):
+        raise CheckFailed("the SAE's W_dec did not change: train the SAE you are given")
+    close = lambda a, b: torch.allclose(a.detach().cpu(), b, rtol=1e-3, atol=1e-5)  # noqa: E731
+    if not close(losses[:1], expected[:1]):
+        raise CheckFailed("the loss of the first step differs from the reference loop's, before any update: "
+                          "draw each batch with data(batch_size, generator) from one generator seeded with "
+                          "`seed`, and record sae.loss(x) of that batch")
+    if close(losses, expected) and close(mine.W_dec, theirs.W_dec.detach()):
+        return
+    for description, (wrong_losses, wrong_W) in _loop_mistakes(case).items():
+        if close(losses, wrong_losses) and close(mine.W_dec, wrong_W):
+            raise CheckFailed(f"your training matches a known mistake: {description}")
+    norms = mine.W_dec.detach().norm(dim=1)
+    if not torch.allclose(norms, torch.ones_like(norms), atol=1e-4):
+        raise CheckFailed("after training the decoder rows are not unit vectors: renormalise them after "
+                          "every step")
+    apart = ~torch.isclose(losses.detach().cpu(), expected, rtol=1e-3, atol=1e-5)
+    first = int(apart.float().argmax()) if apart.any() else LOOP_STEPS
+    raise CheckFailed(f"your losses leave the reference loop's at step {first} of {LOOP_STEPS} (or the final "
+                      "W_dec differs): check the order zero_grad, backward, projection, step, renormalisation")
+
+
+# --------------------------------------------------------------------------------------
+# The capstone, part 3: resampling dead latents in proportion to the loss
+# --------------------------------------------------------------------------------------
+
+RESAMPLE_REPEATS = 30
+
+
+def _resample_sae(seed: int, d_in: int, n: int, n_dead: int):
+    """A reference SAE whose first ``n_dead`` latents never fire, and an Adam optimiser with state."""
+    sae = ref.SparseAutoencoder(d_in, n, 0.3, device="cpu", generator=_generator(seed))
+    gen = _generator(seed + 5)
+    with torch.no_grad():
+        sae.b_dec.copy_(0.3 * torch.randn(d_in, generator=gen))
+        sae.b_enc.copy_(1.0 + 0.1 * torch.rand(n, generator=gen))  # the alive latents fire on every input
+        sae.W_enc.mul_(0.5 + torch.rand(1, n, generator=gen))
+    optimizer = torch.optim.Adam(sae.parameters(), lr=1e-2)
+    sae.loss(torch.randn(16, d_in, generator=gen).abs()).backward()
+    optimizer.step()  # Adam's state is nonzero for every latent ...
+    optimizer.zero_grad()
+    with torch.no_grad():
+        sae.b_enc[:n_dead] = -1e3  # ... and then the first n_dead latents die
+    # Adam's state tensors, also held as buffers of the SAE: the instructor's grader runs the learner's
+    # function in another process and sends back a module's buffers, not an optimiser's state, so
+    # this is how a reset made in place there reaches the optimiser here.
+    for name in ("W_enc", "b_enc", "W_dec"):
+        for key, value in optimizer.state[getattr(sae, name)].items():
+            if isinstance(value, Tensor) and value.shape == getattr(sae, name).shape:
+                sae.register_buffer(f"adam_{name}_{key}", value)
+    return sae, optimizer
+
+
+def _resample_pool(seed: int, d_in: int, size: int, bad: int) -> Tensor:
+    """Inputs; the first ``bad`` are twice as long as the others (so the SAE reconstructs them worse)."""
+    x = torch.randn(size, d_in, generator=_generator(seed + 9)).abs() + 0.2
+    x[:bad] *= 2.0
+    return x
+
+
+def _resample_latents_case(seed: int) -> Case:
+    gen = _generator(seed)
+    d_in = _randint(gen, 4, 7)
+    n = _randint(gen, d_in + 2, 12)
+    n_dead = 1 if seed % 3 == 1 else _randint(gen, 2, n - 2)
+    scale = (0.2, 0.5, 0.1)[seed % 3]
+    return Case(f"d_in={d_in}, n_latents={n}, {n_dead} dead, encoder_scale={scale:g}", d_in=d_in, n=n,
+                n_dead=n_dead, scale=scale, seed=seed)
+
+
+def _picks(sae, pool: Tensor, dead: Tensor) -> Tensor:
+    """The pool input each resampled decoder row points at."""
+    directions = F.normalize(pool - sae.b_dec.detach(), dim=1)
+    return (sae.W_dec.detach()[dead] @ directions.T).argmax(dim=1)
+
+
+def _draw_fraction(weights: Tensor, n_draws: int, bad: int) -> float:
+    """The expected fraction of draws (without replacement) landing among the first ``bad``."""
+    hits = 0
+    for r in range(RESAMPLE_REPEATS):
+        hits += int((torch.multinomial(weights, n_draws, generator=_generator(50_000 + r)) < bad).sum())
+    return hits / (RESAMPLE_REPEATS * n_draws)
+
+
+def _check_proportional(learner, seed: int) -> None:
+    """Many resamplings on a pool whose first inputs have the largest losses: the picks must land
+    among them as often as draws ∝ the squared loss do, not as uniform or ∝-loss draws."""
+    d_in, n, n_dead, size, bad = 4, 12, 6, 120, 8
+    hits = 0
+    for r in range(RESAMPLE_REPEATS):
+        sae, optimizer = _resample_sae(seed, d_in, n, n_dead)
+        pool = _resample_pool(seed, d_in, size, bad)
+        with torch.no_grad():
+            x_hat, f = sae(pool)
+            dead = (f == 0).all(dim=0)
+        count = learner(sae, optimizer, pool, torch.Generator().manual_seed(1000 + r))
+        if _as_number(count) != int(dead.sum()):
+            raise CheckFailed("return the number of latents resampled")
+        hits += int((_picks(sae, pool, dead) < bad).sum())
+    fraction = hits / (RESAMPLE_REPEATS * n_dead)
+    loss = (pool - x_hat).square().sum(dim=1).double()
+    hypotheses = {"squared": _draw_fraction(loss.square(), n_dead, bad),
+                  "loss": _draw_fraction(loss, n_dead, bad),
+                  "uniform": _draw_fraction(torch.ones_like(loss), n_dead, bad),
+                  "fourth": _draw_fraction(loss.pow(4), n_dead, bad)}
+    nearest = min(hypotheses, key=lambda h: abs(hypotheses[h] - fraction))
+    messages = {
+        "uniform": "the inputs are drawn uniformly; draw them with probability ∝ the squared loss ‖v − v̂‖⁴ "
+                   "(torch.multinomial on the weights)",
+        "loss": "the inputs are drawn ∝ the loss ‖v − v̂‖²; Bricken et al. draw ∝ its square, ‖v − v̂‖⁴",
+        "fourth": "the inputs are drawn with weights raised to too high a power: ∝ the squared loss ‖v − v̂‖⁴",
+    }
+    if nearest != "squared":
+        raise CheckFailed(messages[nearest])
+
+
+@exercise(
+    "resample_latents",
+    cases=_resample_latents_case,
+    seeds=range(4),
+    time_limit=60,
+    passed="{n}/{n} resamplings match the reference, and the inputs are drawn in proportion to the squared loss.",
+    reference=ref.resample_latents,
+    hints=[
+        "Under torch.no_grad(): x̂, f = sae(inputs); dead latents fire on no input, (f == 0).all(dim=0).  "
+        "Each input's loss is ‖v − v̂‖² (sum over d_in); draw one input per dead latent with "
+        "torch.multinomial(weights, n_dead, generator=generator), weights = loss² on the CPU.",
+        "resample_fn(sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec, dead, inputs[chosen], encoder_scale) gives "
+        "the new tensors: copy them into the parameters with .copy_().  Then zero Adam's state for the "
+        "dead latents: for each of W_enc (latents on dim 1), b_enc and W_dec (dim 0), every tensor in "
+        "optimizer.state[param].values() of the parameter's shape, .index_fill_(dim, index, 0).",
+    ],
+)
+def check_resample_latents(learner, case: Case) -> None:
+    """Check your ``resample_latents(sae, optimizer, inputs, generator, encoder_scale=0.2)``: the
+    latents that fire on none of ``inputs`` are pointed at inputs drawn with probability ∝ the
+    squared loss (via ``resample_fn``), Adam's state for them is zeroed, the rest is untouched,
+    and it returns how many it resampled."""
+    sae, optimizer = _resample_sae(case.seed, case.d_in, case.n, case.n_dead)
+    before = {name: getattr(sae, name).detach().clone() for name in ("W_enc", "b_enc", "W_dec", "b_dec")}
+    state_before = {name: {k: v.clone() for k, v in optimizer.state[getattr(sae, name)].items()
+                           if isinstance(v, Tensor) and v.dim()} for name in ("W_enc", "b_enc", "W_dec")}
+    pool = _resample_pool(case.seed, case.d_in, 64, 4)
+    with torch.no_grad():
+        dead = (sae(pool)[1] == 0).all(dim=0)
+    count = learner(sae, optimizer, pool, torch.Generator().manual_seed(case.seed), encoder_scale=case.scale)
+    if count is None:
+        raise CheckFailed("your function returned None; return the number of latents resampled")
+    if _as_number(count) != int(dead.sum()):
+        raise CheckFailed("the number returned is not the number of dead latents (those that fire on none "
+                          "of the inputs)")
+    alive = ~dead
+    for name, dim in (("W_enc", 1), ("b_enc", 0), ("W_dec", 0)):
+        now = getattr(sae, name).detach()
+        keep = alive.nonzero().squeeze(1)
+        if not torch.equal(now.index_select(dim, keep), before[name].index_select(dim, keep)):
+            raise CheckFailed(f"{name} changed for alive latents; only the dead latents should change")
+    if not torch.equal(sae.b_dec.detach(), before["b_dec"]):
+        raise CheckFailed("b_dec changed; resampling leaves it alone")
+    W_dec = sae.W_dec.detach()[dead]
+    if torch.allclose(W_dec, before["W_dec"][dead]):
+        raise CheckFailed("the dead latents' decoder rows did not change: copy resample_fn's tensors into the "
+                          "parameters (sae.W_dec.copy_(...)), not into new names")
+    plain = F.normalize(pool, dim=1)
+    centred = F.normalize(pool - before["b_dec"], dim=1)
+    if (W_dec @ centred.T).max(dim=1).values.min() < 1 - 1e-4:
+        if (W_dec @ plain.T).max(dim=1).values.min() > 1 - 1e-4:
+            raise CheckFailed("the new decoder rows point at the inputs without subtracting b_dec")
+        raise CheckFailed("the new decoder rows do not point at the inputs (v − b_dec)/‖v − b_dec‖: pass the "
+                          "chosen inputs, inputs[chosen], to resample_fn")
+    if sae.b_enc.detach()[dead].abs().max() > 0:
+        raise CheckFailed("b_enc of the resampled latents should be 0")
+    expected = before["W_enc"].clone()
+    expected[:, dead] = (W_dec * case.scale * before["W_enc"][:, alive].norm(dim=0).mean()).T
+    if not _allclose(sae.W_enc.detach(), expected):
+        raise CheckFailed("the resampled encoder columns are wrong: pass encoder_scale on to resample_fn")
+    for name, dim in (("W_enc", 1), ("b_enc", 0), ("W_dec", 0)):
+        index = dead.nonzero().squeeze(1)
+        keep = alive.nonzero().squeeze(1)
+        for key, old in state_before[name].items():
+            new = optimizer.state[getattr(sae, name)][key]
+            if new.index_select(dim, index).abs().max() > 0:
+                raise CheckFailed(f"Adam's state ({key}) for the resampled latents of {name} is not reset to 0 in "
+                                  "place (index_fill_): a new latent should not inherit the dead one's moments")
+            if not torch.equal(new.index_select(dim, keep), old.index_select(dim, keep)):
+                raise CheckFailed(f"Adam's state ({key}) of {name} changed for alive latents")
+    if case.seed == 0:
+        _check_proportional(learner, case.seed)
