@@ -37,7 +37,7 @@ import submission_notebooks as nbs  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results" / "grade_class.json"
 HIDDEN_SEEDS = "1001,1002,1003"
 CHAPTER = "01_toy_models"
-OUTCOMES = {"passed", "failed", "not attempted", "missing", "error"}
+OUTCOMES = {"passed", "failed", "not attempted", "missing", "error", "skipped"}
 
 
 def _wrong(solutions: dict[str, str], name: str, old: str, new: str) -> dict[str, str]:

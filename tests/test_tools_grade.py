@@ -61,7 +61,9 @@ def test_find_searches_directories_and_skips_checkpoints(tmp_path):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("{}")
     found = submissions.find([tmp_path])
-    assert [p.relative_to(tmp_path).as_posix() for p in found] == ["a/01_toy_models.ipynb", "b__01_toy_models.ipynb"]
+    # every file is a submission (a non-notebook gets a row saying so: tests/test_tools_grade_inputs.py)
+    assert [p.relative_to(tmp_path).as_posix() for p in found] == ["a/01_toy_models.ipynb", "b__01_toy_models.ipynb",
+                                                                   "notes.txt"]
 
 
 def test_the_chapter_notebook_defines_the_nine_exercises_in_order():
@@ -97,7 +99,7 @@ def test_bound_names_and_definitions_only():
 
 @pytest.mark.parametrize("arguments, words", [
     (["nothere"], "no such file or directory: nothere"),
-    (["{empty}"], "no notebooks (*.ipynb) found"),
+    (["{empty}"], "no notebooks (*.ipynb) or other files found"),
     (["{empty}", "--hidden-seeds", "1,a"], "hidden seeds must be integers"),
     (["{empty}", "--jobs", "0"], "--jobs must be at least 1"),
 ])
@@ -338,7 +340,9 @@ def cells(graded, student) -> dict[int, dict]:
 
 def test_every_submission_gets_a_row_per_exercise_with_an_outcome_and_a_reason(graded):
     table = graded["rows"]
-    assert list(table[0]) == ["student", "chapter", "exercise", "outcome", "points", "max_points", "message"]
+    assert list(table[0]) == ["student", "chapter", "exercise", "outcome", "points", "max_points", "message",
+                              "file", "conflict"]
+    assert all(row["conflict"] == "" for row in table)  # one submission per student
     students = set(graded["files"])
     assert {row["student"] for row in table} == students
     for student in students - {"nameless"}:

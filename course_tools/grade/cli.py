@@ -4,16 +4,26 @@ Runs one worker process per submission (``--jobs`` at a time), each grading its
 submission in its own kernel and sandbox (see ``worker.py``), and writes the CSV and the
 JSON report.  A submission that breaks anything, the worker grading it included, gets
 "error" rows that say why; the batch always finishes and always writes both files.
+
+Both files are rewritten (atomically) after every submission, so an interrupted or killed
+batch leaves complete rows for every submission finished so far.  Re-running the same
+command resumes: a submission whose file content (SHA-256) and grading settings (the
+options that affect its grade) match a finished submission of the previous JSON report is
+not graded again, its rows are kept (``--restart`` regrades everything).  Several
+submissions of one student for one chapter are a conflict: ``--on-conflict`` says which
+counts, and the CSV's ``conflict`` column says so on each of their rows.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -26,6 +36,7 @@ from . import report, submissions
 from .limits import describe_exit, kill_and_reap, kill_session
 
 DEFAULT_CHECK_TIME_LIMIT = 20.0
+ON_CONFLICT = ("newest", "oldest", "first", "last", "all", "skip")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,7 +46,9 @@ def _parser() -> argparse.ArgumentParser:
                     "exercise from the grader's side, write a CSV (and a JSON report).",
         epilog="Student and chapter come from the file name: submissions/<student>/01_toy_models.ipynb "
                "or <student>__01_toy_models.ipynb.  See docs/grading.md.")
-    parser.add_argument("submissions", nargs="+", type=Path, help="notebooks, or directories to search for *.ipynb")
+    parser.add_argument("submissions", nargs="+", type=Path,
+                        help="notebooks, or directories to search (every file gets a row: one that is not a "
+                             "notebook gets an error row saying so)")
     parser.add_argument("--out", type=Path, default=Path("grades.csv"), help="the CSV to write (default grades.csv)")
     parser.add_argument("--json", type=Path, help="the JSON report (default: --out with .json)")
     parser.add_argument("--jobs", type=int, default=1, help="submissions graded in parallel (default 1)")
@@ -53,6 +66,17 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--chapter", help="grade every submission as this chapter (e.g. 01_toy_models)")
     parser.add_argument("--chapters-dir", type=Path, help="where the chapters' learner notebooks are "
                         "(default: the course's chapters/)")
+    parser.add_argument("--on-conflict", choices=ON_CONFLICT, default="newest",
+                        help="which submission counts when a student has several for one chapter: the newest "
+                             "or oldest file (modification time; a tie goes to the later or earlier file in name "
+                             "order), the first or last in name order, all of them (each graded and counted), or "
+                             "none (skip: none is graded). The others get one 'skipped' row; every row of the "
+                             "student's submissions for that chapter says so in the 'conflict' column "
+                             "(default: newest)")
+    parser.add_argument("--restart", action="store_true",
+                        help="grade every submission again; by default a re-run keeps the rows of submissions "
+                             "the previous report (--json) graded from the same file content with the same "
+                             "settings, and grades the rest")
     parser.add_argument("--keep-temp", action="store_true", help="keep the temporary directory (debugging)")
     parser.add_argument("--quiet", action="store_true", help="print only the summary")
     return parser
@@ -101,10 +125,20 @@ class _Job:
         self.started = 0.0
         self.log = None
         self.known = True  # False: the chapter's notebook is missing; the worker finds the exercises
+        self.content: bytes | None = None  # the file's bytes (None: a directory or unreadable)
+        self.problem: str | None = None  # why it is not a notebook, found before any worker starts
+        self.key: dict = {}  # what decides its grade: file content and settings (for resuming)
+        self.conflict = ""  # the CSV's conflict column
+        self.counted = True  # False: another submission of this student and chapter counts
+        self.skip_reason = ""
 
     def base(self) -> dict:
         s = self.submission
-        return {"student": s.student, "chapter": s.chapter, "submission": str(s.path)}
+        base = {"student": s.student, "chapter": s.chapter, "submission": submissions.display(s.path),
+                "file": submissions.display(s.path)}
+        if base["file"] != str(s.path):  # not valid UTF-8 (or has backslashes): the exact bytes, in hex
+            base["file_bytes_hex"] = os.fsencode(s.path).hex()
+        return base | self.key
 
     def error(self, reason: str, seconds: float = 0.0) -> dict:
         result = self.base() | {"status": "error", "error": reason, "notes": [reason], "cells": [],
@@ -122,12 +156,12 @@ def _start(job: _Job, config, mplconfig: Path, chapters_known: bool) -> dict | N
     """Start the worker of ``job``; returns an error result instead when it cannot start."""
     job.dir.mkdir(parents=True)
     source = job.submission.path
-    copy = job.dir / "input" / source.name
+    # A plain name for the copy (the original's may not be valid UTF-8).
+    copy = job.dir / "input" / ("submission" + (".ipynb" if source.suffix.lower() == ".ipynb" else ""))
     copy.parent.mkdir()
-    try:
-        shutil.copyfile(source, copy)  # the original is only ever read, once, here
-    except OSError as error:
-        return job.error(f"cannot read the file ({error.strerror or error})")
+    if job.content is None:
+        return job.error("cannot read the file")
+    copy.write_bytes(job.content)  # the original was only ever read, once, when the batch began
     spec = {
         **job.base(), "copy": str(copy), "workdir": str(job.dir / "work"),
         "exercises": [name for name, _ in job.exercises] if chapters_known else None,
@@ -177,8 +211,84 @@ def _finish(job: _Job, reason: str | None = None) -> dict:
     return job.error(reason, seconds)
 
 
-def grade_batch(args, config, log=print) -> tuple[list[dict], dict]:
-    """Grade every submission named by ``args``; returns (results, grader info)."""
+def _read(path: Path) -> bytes | None:
+    try:
+        return None if path.is_dir() else path.read_bytes()
+    except OSError:
+        return None
+
+
+def _settings_hash(config, job: _Job, chapters_dir: Path) -> str:
+    """A hash of everything besides the file that decides a submission's grade: the limits,
+    seeds, points and time limits, its chapter and exercises, the course's version."""
+    from course_utils import __version__ as course_version
+
+    settings = {"config": config.to_json(), "chapter": job.submission.chapter, "exercises": job.exercises,
+                "results": job.results, "known": job.known, "course": course_version,
+                "chapters_dir": str(Path(chapters_dir).resolve())}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _resolve_conflicts(jobs: list[_Job], policy: str) -> None:
+    """Mark, for each student and chapter with several notebooks, which counts (``policy``,
+    see --on-conflict) and fill in every one's ``conflict`` text."""
+    groups: dict[tuple, list[_Job]] = {}
+    for job in jobs:
+        # Only files named *.ipynb compete: a .py or a PDF next to the notebook is not a rival.
+        if job.submission.chapter is not None and submissions.is_notebook_file(job.submission.path):
+            groups.setdefault((job.submission.student, job.submission.chapter), []).append(job)
+    for group in groups.values():
+        if len(group) < 2:
+            continue
+
+        def mtime(job: _Job) -> int:
+            try:
+                return job.submission.path.stat().st_mtime_ns
+            except OSError:
+                return 0
+
+        chosen = {"newest": [max(group, key=lambda j: (mtime(j), j.number))],
+                  "oldest": [min(group, key=lambda j: (mtime(j), j.number))],
+                  "first": [group[0]], "last": [group[-1]], "all": group, "skip": []}[policy]
+        names = [submissions.display(job.submission.path) for job in group]
+        for job, name in zip(group, names):
+            others = ", ".join(other for other in names if other != name)
+            job.counted = job in chosen
+            if policy == "all":
+                job.conflict = f"{len(group)} submissions for this chapter, all counted (--on-conflict all); also {others}"
+            elif job.counted:
+                job.conflict = f"counts ({policy} of {len(group)}, --on-conflict {policy}); not counted: {others}"
+            elif policy == "skip":
+                job.conflict = f"none counted of {len(group)} (--on-conflict skip): {', '.join(names)}"
+                job.skip_reason = (f"not graded: this student has {len(group)} submissions for this chapter and "
+                                   f"--on-conflict skip grades none of them ({', '.join(names)})")
+            else:
+                counted = submissions.display(chosen[0].submission.path)
+                job.conflict = f"not counted ({policy} of {len(group)}, --on-conflict {policy}); counts: {counted}"
+                job.skip_reason = (f"not graded: this student has {len(group)} submissions for this chapter and "
+                                   f"the {policy} counts (--on-conflict {policy}): {counted}")
+
+
+def _previous(json_path: Path, log) -> dict[tuple, dict]:
+    """The finished submissions of the previous report at ``json_path``, by (file, sha256,
+    settings)."""
+    try:
+        data = json.loads(Path(json_path).read_text(encoding="utf-8"))
+        kept = {}
+        for result in data.get("submissions", []):
+            if result.get("resumable") and result.get("sha256") and result.get("settings"):
+                kept[(result.get("file"), result["sha256"], result["settings"])] = result
+        return kept
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, AttributeError, TypeError) as error:
+        log(f"could not read the previous report {json_path} ({error}); grading everything", flush=True)
+        return {}
+
+
+def grade_batch(args, config, log=print, save=None) -> tuple[list[dict], dict]:
+    """Grade every submission named by ``args``; returns (results, grader info).  ``save``,
+    if given, is called as ``save(results so far, grader info)`` after every submission."""
     from course_utils import checks
     from ..build import CHAPTERS_DIR
 
@@ -190,6 +300,8 @@ def grade_batch(args, config, log=print) -> tuple[list[dict], dict]:
     root = Path(tempfile.mkdtemp(prefix="superposition-grade-"))
     mplconfig = root / "mplconfig"
     mplconfig.mkdir()
+    json_path = getattr(args, "json", None) or Path(args.out).with_suffix(".json")
+    previous = {} if getattr(args, "restart", False) else _previous(json_path, log)
     for number, path in enumerate(paths, 1):
         submission = submissions.identify(path, chapters, args.chapter)
         names = None
@@ -203,11 +315,13 @@ def grade_batch(args, config, log=print) -> tuple[list[dict], dict]:
                    for check in checks.result_checks_for(names or [])]
         job = _Job(number, submission, with_points, root, results)
         job.known = names is not None
+        job.content = _read(path)
+        job.problem = submissions.problem_with(path, job.content)
+        if job.content is not None:
+            job.key = {"sha256": hashlib.sha256(job.content).hexdigest(),
+                       "settings": _settings_hash(config, job, chapters_dir)}
         jobs.append(job)
-
-    seen: dict[tuple, list[_Job]] = {}
-    for job in jobs:
-        seen.setdefault((job.submission.student, job.submission.chapter), []).append(job)
+    _resolve_conflicts(jobs, getattr(args, "on_conflict", "newest"))
 
     results: dict[int, dict] = {}
     interrupted = False
@@ -215,21 +329,42 @@ def grade_batch(args, config, log=print) -> tuple[list[dict], dict]:
     running: list[_Job] = []
     n = len(jobs)
     started = time.monotonic()
+    reused = 0
 
-    def done(job: _Job, result: dict) -> None:
-        twins = [other.submission.path for other in seen[(job.submission.student, job.submission.chapter)]
-                 if other is not job]
-        if twins:
-            result.setdefault("notes", []).append(
-                f"the same student and chapter also come from {', '.join(map(str, twins))}")
+    def done(job: _Job, result: dict, resumable: bool = True, resumed: bool = False) -> None:
+        result.pop("resumed", None)
+        if resumed:
+            result["resumed"] = True
+        result.update(job.base())
+        result["conflict"] = job.conflict
+        result["resumable"] = resumable and result.get("status") != "crashed" and bool(job.key)
         results[job.number] = result
         if not args.quiet:
             log(f"[{len(results):>{len(str(n))}}/{n}] {report.line(result)}", flush=True)
+        if save is not None:
+            save([results[j.number] for j in jobs if j.number in results], info(complete=False))
+
+    def info(complete: bool) -> dict:
+        return {"command": "python -m course_tools.grade " + " ".join(getattr(args, "argv", sys.argv[1:])),
+                "complete": complete, "graded": len(results) - reused, "resumed": reused,
+                "submissions": n, "jobs": args.jobs, "on_conflict": getattr(args, "on_conflict", "newest")}
 
     try:
         while pending or running:
             while pending and len(running) < max(1, args.jobs):
                 job = pending.popleft()
+                if not job.counted:
+                    done(job, job.base() | {"status": "skipped", "error": job.skip_reason, "exercises": [],
+                                            "notes": [job.skip_reason]})
+                    continue
+                old = previous.get((job.base()["file"], job.key.get("sha256"), job.key.get("settings")))
+                if old is not None:
+                    reused += 1
+                    done(job, dict(old), resumed=True)
+                    continue
+                if job.problem is not None:
+                    done(job, job.error(job.problem))
+                    continue
                 if job.submission.chapter is None:
                     done(job, job.error(job.submission.problem))
                     continue
@@ -249,11 +384,15 @@ def grade_batch(args, config, log=print) -> tuple[list[dict], dict]:
             time.sleep(0.1)
     except KeyboardInterrupt:
         interrupted = True
+        for number in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not lose the rows
+            signal.signal(number, signal.SIG_IGN)
         for job in running:
-            done(job, _finish(job, "grading was interrupted (Ctrl-C)"))
+            done(job, _finish(job, "grading was interrupted (Ctrl-C, or the batch was stopped); "
+                                   "run the same command again to grade it"), resumable=False)
         running = []
         for job in pending:
-            done(job, job.error("grading was interrupted (Ctrl-C) before this submission"))
+            done(job, job.error("grading was interrupted (Ctrl-C, or the batch was stopped) before this "
+                                "submission; run the same command again to grade it"), resumable=False)
     finally:
         for job in running:
             _stop(job)
@@ -274,10 +413,9 @@ def grade_batch(args, config, log=print) -> tuple[list[dict], dict]:
         result_checks[name] = {"title": check.title, "uses": list(check.uses),
                                "points": config.points(name, check.points),
                                "time_limit_s": config.time_limit(name) or check.time_limit}
-    grader = {
-        "command": "python -m course_tools.grade " + " ".join(getattr(args, "argv", sys.argv[1:])),
+    grader = info(complete=True) | {
         "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "wall_s": round(wall, 2), "jobs": args.jobs,
+        "wall_s": round(wall, 2),
         "limits": {"cell_timeout_s": config.cell_timeout, "timeout_s": config.timeout,
                    "memory_mb": config.memory_mb, "exercises_only": config.exercises_only},
         "exercises": seeds, "result_checks": result_checks, "chapters_dir": str(chapters_dir),
@@ -300,18 +438,33 @@ def main(argv: list[str] | None = None) -> int:
         config = _config(args, set(checks.EXERCISES), set(checks.RESULT_CHECKS))
     except config_module.ConfigError as error:
         parser.error(str(error))
-    missing = [str(p) for p in args.submissions if not p.exists()]
+    missing = [submissions.display(p) for p in args.submissions if not p.exists()]
     if missing:
         parser.error(f"no such file or directory: {', '.join(missing)}")
     if not submissions.find(args.submissions):
-        parser.error("no notebooks (*.ipynb) found in " + ", ".join(map(str, args.submissions)))
+        parser.error("no notebooks (*.ipynb) or other files found in "
+                     + ", ".join(map(submissions.display, args.submissions)))
     json_path = args.json or args.out.with_suffix(".json")
-    results, grader = grade_batch(args, config)
-    report.write_csv(args.out, results)
-    report.write_json(json_path, results, grader)
+
+    def save(results, grader) -> None:  # after every submission: complete files, atomically
+        report.write_json(json_path, results, grader)
+        report.write_csv(args.out, results)
+
+    def stop(signum, frame):  # SIGTERM (kill, a scheduler) is handled like Ctrl-C
+        raise KeyboardInterrupt
+
+    previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        results, grader = grade_batch(args, config, save=save)
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    save(results, grader)
     totals = report.summary(results)
     outcomes = ", ".join(f"{count} {outcome}" for outcome, count in sorted(totals["outcomes"].items()))
-    print(f"graded {totals['submissions']} submission(s) in {grader['wall_s']:.1f} s with {args.jobs} job(s): "
+    kept = f", {grader['resumed']} kept from the previous run" if grader["resumed"] else ""
+    print(f"graded {totals['submissions']} submission(s) in {grader['wall_s']:.1f} s with {args.jobs} job(s){kept}: "
           f"{totals['rows']} rows ({outcomes})")
     print(f"wrote {args.out} and {json_path}")
     return 130 if grader["interrupted"] else 0

@@ -1,6 +1,6 @@
 """The grader's outputs: one CSV row per (submission, exercise), and a JSON report.
 
-CSV columns: ``student, chapter, exercise, outcome, points, max_points, message``.
+CSV columns: ``student, chapter, exercise, outcome, points, max_points, message, file, conflict``.
 
 ``outcome`` is one of
 
@@ -11,6 +11,15 @@ CSV columns: ``student, chapter, exercise, outcome, points, max_points, message`
                     cell raised, timed out, was not run ...)
     error           it could not be graded: the file is not a notebook, the kernel could not
                     start, the definition could not be sent to the grader ...
+    skipped         not graded: another submission of the same student and chapter counts
+                    (``--on-conflict``); one row, 0 of 0 points
+
+``file`` is the submission's path and ``conflict`` is empty unless the student has several
+submissions for the chapter: it then says which counts and names the others.  Student and
+file are written with ``submissions.display`` (bytes that are not UTF-8 as ``\\xNN``), and
+any other text that cannot be encoded is backslash-escaped, so both files are always valid
+UTF-8.  Both are written atomically (a temporary file, then ``os.replace``), after every
+submission, so an interrupted batch leaves complete files.
 
 and ``points`` is ``max_points`` for passed, else 0.  After a chapter's exercises come its
 result checks (what several exercises make together, e.g. ``result:pentagon``: the learner's
@@ -23,11 +32,57 @@ while running it and what the grader did about it), a log of every cell, and tim
 from __future__ import annotations
 
 import csv
+import io
 import json
+import os
+import tempfile
 from collections import Counter
 from pathlib import Path
 
-COLUMNS = ("student", "chapter", "exercise", "outcome", "points", "max_points", "message")
+COLUMNS = ("student", "chapter", "exercise", "outcome", "points", "max_points", "message", "file", "conflict")
+
+
+def safe_text(text) -> str:
+    """``text`` as str that encodes to UTF-8: surrogate escapes (undecodable bytes of a file
+    name) become ``\\xNN``, other lone surrogates ``\\udXXX``."""
+    text = str(text)
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _safe(value):
+    """``value`` (JSON data) with every string made safe to encode."""
+    if isinstance(value, str):
+        return safe_text(value)
+    if isinstance(value, dict):
+        return {safe_text(k) if isinstance(k, str) else k: _safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_safe(v) for v in value]
+    return value
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Replace ``path`` by ``text`` in one step: a reader (or a crash) sees the old file or
+    the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def _number(value) -> str:
@@ -39,26 +94,26 @@ def rows(results: list[dict]) -> list[dict]:
     out = []
     for result in results:
         exercises = result.get("exercises") or []
+        common = {"student": result.get("student", ""), "chapter": result.get("chapter") or ""}
+        extra = {"file": result.get("file") or result.get("submission") or "", "conflict": result.get("conflict") or ""}
         if not exercises:  # nothing to grade it on: still one row that says why
-            out.append({"student": result.get("student", ""), "chapter": result.get("chapter") or "",
-                        "exercise": "", "outcome": "error", "points": "0", "max_points": "0",
-                        "message": result.get("error") or "no exercises to grade"})
+            outcome = "skipped" if result.get("status") == "skipped" else "error"
+            out.append(common | {"exercise": "", "outcome": outcome, "points": "0", "max_points": "0",
+                                 "message": result.get("error") or "no exercises to grade"} | extra)
             continue
         for row in exercises:
-            out.append({"student": result.get("student", ""), "chapter": result.get("chapter") or "",
-                        "exercise": row["exercise"], "outcome": row["outcome"],
-                        "points": _number(row["points"]), "max_points": _number(row["max_points"]),
-                        "message": row.get("message", "")})
-    return out
+            out.append(common | {"exercise": row["exercise"], "outcome": row["outcome"],
+                                 "points": _number(row["points"]), "max_points": _number(row["max_points"]),
+                                 "message": row.get("message", "")} | extra)
+    return [{key: safe_text(value) for key, value in row.items()} for row in out]
 
 
 def write_csv(path: Path, results: list[dict]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows(results))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows(results))
+    _write_atomically(path, buffer.getvalue())
 
 
 def summary(results: list[dict]) -> dict:
@@ -73,10 +128,8 @@ def summary(results: list[dict]) -> dict:
 
 
 def write_json(path: Path, results: list[dict], grader: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    report = {"grader": grader, "summary": summary(results), "submissions": results}
-    path.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    report = _safe({"grader": grader, "summary": summary(results), "submissions": results})
+    _write_atomically(path, json.dumps(report, indent=1, ensure_ascii=False) + "\n")
 
 
 def line(result: dict) -> str:
@@ -86,7 +139,8 @@ def line(result: dict) -> str:
     passed = counts.pop("passed", 0)
     parts = [f"{passed}/{len(exercises)} passed"] + [f"{n} {outcome}" for outcome, n in counts.items()]
     if not exercises:
-        parts = [f"error: {result.get('error', '')}"]
+        parts = [f"{'skipped' if result.get('status') == 'skipped' else 'error'}: {result.get('error', '')}"]
     seconds = (result.get("seconds") or {}).get("total")
     timing = f"  {seconds:.1f} s" if isinstance(seconds, (int, float)) else ""
-    return f"{result.get('student', '?')}  {result.get('chapter') or '?'}  {', '.join(parts)}{timing}"
+    kept = "  (kept from the previous run)" if result.get("resumed") else ""
+    return safe_text(f"{result.get('student', '?')}  {result.get('chapter') or '?'}  {', '.join(parts)}{timing}{kept}")

@@ -11,10 +11,20 @@ starts with, after the ``<student>__`` part: ``01_toy_models-Copy1.ipynb`` is ch
 exercises a chapter is graded on are the registered exercises
 (``course_utils.checks.EXERCISES``) that the chapter's own learner notebook defines, so a
 submission that deleted a cell still gets a row for the exercise it lost.
+
+Every file under a submissions directory is a submission (hidden files and directories,
+``__MACOSX`` and ``__pycache__`` excepted): a ``.py``, a PDF, an empty file, a directory named
+``x.ipynb`` each get a row that says why they could not be graded (``problem_with``).
+
+Names that are not valid UTF-8 are shown with ``display``: every byte that does not decode
+is written ``\\xNN`` and every backslash ``\\\\``, so the text is valid UTF-8 and the original
+bytes can be recovered from it (``undisplay``).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +33,23 @@ from course_utils import CHAPTER_GLOB
 
 SEPARATOR = "__"
 _NUMBER = re.compile(r"^(\d{2}[a-z]?)(?:[_\W]|$)")
+_SKIPPED_DIRS = {"__MACOSX", "__pycache__"}
+_ESCAPE = re.compile(r"\\(\\|x[0-9a-f]{2})")
+
+
+def display(name) -> str:
+    """``name`` (a str or a path, possibly holding bytes that are not UTF-8, which Python
+    keeps as surrogate escapes) as valid UTF-8 text, losslessly: each undecodable byte is
+    written ``\\xNN`` (two lowercase hex digits) and each backslash ``\\\\``; everything else
+    is itself.  ``undisplay`` gives the bytes back."""
+    raw = os.fsencode(name) if not isinstance(name, bytes) else name
+    return raw.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
+
+
+def undisplay(text: str) -> bytes:
+    """The bytes that ``display`` wrote as ``text``."""
+    return _ESCAPE.sub(lambda m: "\\" if m.group(1) == "\\" else chr(0xDC00 + int(m.group(1)[1:], 16)),
+                       text).encode("utf-8", "surrogateescape")
 
 
 @dataclass(frozen=True)
@@ -34,19 +61,52 @@ class Submission:
 
 
 def find(paths) -> list[Path]:
-    """Every ``.ipynb`` named by ``paths``: files as given, directories searched recursively
-    (skipping ``.ipynb_checkpoints`` and hidden directories), each file once, in order."""
+    """Every submission named by ``paths``: files as given; directories searched recursively
+    for every file (not only ``*.ipynb``: a ``.py`` or a PDF gets a row saying it is not a
+    notebook) and every directory named ``*.ipynb``, skipping hidden files and directories
+    (``.ipynb_checkpoints``), ``__MACOSX`` and ``__pycache__``; each once, in order."""
     found: list[Path] = []
     for path in map(Path, paths):
-        if path.is_dir():
-            for candidate in sorted(path.rglob("*.ipynb")):
-                relative = candidate.relative_to(path).parts
-                if any(part.startswith(".") for part in relative):
-                    continue
-                found.append(candidate)
-        else:
+        if not path.is_dir():
             found.append(path)
+            continue
+        for candidate in sorted(path.rglob("*")):
+            relative = candidate.relative_to(path).parts
+            if any(part.startswith(".") or part in _SKIPPED_DIRS for part in relative):
+                continue
+            if candidate.is_file() or candidate.suffix == ".ipynb":
+                found.append(candidate)
     return list(dict.fromkeys(found))
+
+
+def is_notebook_file(path: Path) -> bool:
+    """Named like a notebook (``*.ipynb``) and a file: a candidate in a conflict."""
+    return Path(path).suffix.lower() == ".ipynb" and not Path(path).is_dir()
+
+
+def problem_with(path: Path, content: bytes | None) -> str | None:
+    """Why the file at ``path`` (whose bytes are ``content``; None if unreadable) cannot be a
+    notebook, or None if it may be one (the worker reads it with nbformat)."""
+    path = Path(path)
+    if path.is_dir():
+        return "a directory, not a notebook file: submit the .ipynb file itself"
+    if content is None:
+        return "cannot read the file"
+    suffix = path.suffix.lower()
+    if suffix != ".ipynb":
+        kind = f"a {display(suffix)} file" if suffix else "a file without an extension"
+        hint = " (the course's .py files are not graded)" if suffix == ".py" else ""
+        return f"not a notebook: {kind}{hint}; submit the .ipynb (File > Download > Notebook)"
+    if not content.strip():
+        return "not a readable notebook (the file is empty)"
+    try:
+        data = json.loads(content.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as error:
+        text = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+        return f"not a readable notebook (not JSON: {type(error).__name__}: {text})"
+    if not isinstance(data, dict) or not ("cells" in data or "worksheets" in data):
+        return "not a readable notebook (JSON, but it has no cells)"
+    return None
 
 
 def known_chapters(chapters_dir: Path) -> list[str]:
@@ -62,7 +122,7 @@ def identify(path: Path, chapters: list[str], chapter: str | None = None) -> Sub
         student, rest = stem.split(SEPARATOR, 1)
     else:
         student, rest = path.resolve().parent.name, stem
-    student = student.strip() or "(unnamed)"
+    student = display(student.strip()) or "(unnamed)"
     if chapter is not None:
         return Submission(path, student, chapter)
     matches = [name for name in chapters if rest == name or rest.startswith(name)]
@@ -73,7 +133,7 @@ def identify(path: Path, chapters: list[str], chapter: str | None = None) -> Sub
     if len(by_number) == 1:
         return Submission(path, student, by_number[0])
     return Submission(path, student, None,
-                      f"cannot tell the chapter from the file name {path.name!r}: name it "
+                      f"cannot tell the chapter from the file name '{display(path.name)}': name it "
                       f"<student>{SEPARATOR}NN_name.ipynb or <student>/NN_name.ipynb with NN_name one of "
                       f"{', '.join(chapters) or '(no chapters found)'}, or pass --chapter")
 

@@ -25,7 +25,7 @@ import time
 import traceback
 from pathlib import Path
 
-OUTCOMES = ("passed", "failed", "not attempted", "missing", "error")
+OUTCOMES = ("passed", "failed", "not attempted", "missing", "error", "skipped")  # skipped: --on-conflict
 _PRINTED = re.compile(r"^\[(passed|failed|not attempted)\] (\w+):", re.M)
 _CASE = re.compile(r"^case (\d+)\b")
 
@@ -263,7 +263,12 @@ def grade(job: dict) -> dict:
         return result
 
     try:
-        nb = nbformat.reads(copy.read_text(encoding="utf-8", errors="replace"), as_version=4)
+        text = copy.read_text(encoding="utf-8", errors="replace")
+        version = json.loads(text).get("nbformat")
+        nb = nbformat.reads(text, as_version=4)  # an older notebook (nbformat 3) is converted
+        if isinstance(version, int) and version < 4:
+            result["notes"].append(f"the notebook is in the old format nbformat {version}; the grader converted "
+                                   "it to nbformat 4 and graded it")
         cells = list(nb.get("cells", []))
         if not all(isinstance(cell, dict) for cell in cells):
             raise ValueError("its cells are not cells")
