@@ -367,7 +367,8 @@ def whitened_orthogonal_keys(C: Tensor, n: int, generator: torch.Generator | Non
 
 def lifelong_editing_curve(d_k: int = 64, d_v: int = 64, n_edits: Sequence[int] = (16, 32, 64, 128, 256),
                            n_trials: int = 5, seed: int = 0, orthogonal: bool = False,
-                           condition: float = 100.0, memory_size: int | None = None) -> dict:
+                           condition: float = 100.0, memory_size: int | None = None, update_fn=None,
+                           interference_fn=None) -> dict:
     """Retention of earlier edits as a function of the number of lifelong ROME edits.
 
     Each trial: a random key second moment Σ (``random_covariance``); a memory W0 =
@@ -383,6 +384,10 @@ def lifelong_editing_curve(d_k: int = 64, d_v: int = 64, n_edits: Sequence[int] 
     - ``"mean_error"``, ``"max_error"``: relative error ‖W_n k_j − v_j‖ / ‖v_j‖ over the n edits;
     - ``"p_mean"``, ``"p_std"``, ``"p_kurtosis"``: ``p_statistics`` of the n keys' P;
     - ``"n_edits"``: the edit counts.
+
+    ``update_fn`` (``rome_update``'s signature) and ``interference_fn``
+    (``interference_coefficients``') replace the closed forms written inline here (chapter 06
+    passes the learner's).
     """
     n_edits = [int(n) for n in n_edits]
     if not n_edits or min(n_edits) < 2:
@@ -409,11 +414,15 @@ def lifelong_editing_curve(d_k: int = 64, d_v: int = 64, n_edits: Sequence[int] 
         values = torch.randn(d_v, n_max, dtype=torch.float64, generator=generator)
         U = torch.linalg.solve(C, keys)
         denominators = (U * keys).sum(dim=0)
-        P_all = (U.T @ keys) / denominators[:, None]
+        P_all = (U.T @ keys) / denominators[:, None] if interference_fn is None else \
+            _f64(torch.as_tensor(interference_fn(C, keys)))
         W, done = W0.clone(), 0
         for column, n in sorted(enumerate(n_edits), key=lambda item: item[1]):
             for i in range(done, n):
-                W = W + torch.outer(values[:, i] - W @ keys[:, i], U[:, i]) / denominators[i]
+                if update_fn is None:
+                    W = W + torch.outer(values[:, i] - W @ keys[:, i], U[:, i]) / denominators[i]
+                else:
+                    W = W + _f64(torch.as_tensor(update_fn(W, C, keys[:, i], values[:, i])))
             done = n
             outputs = W @ keys[:, :n]
             errors = (outputs - values[:, :n]).norm(dim=0) / values[:, :n].norm(dim=0)

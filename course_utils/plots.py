@@ -850,9 +850,13 @@ def plot_causal_trace(avg: dict, kinds: Sequence[str] = ("resid", "mlp", "attn")
         ax.set_xticklabels(avg["categories"], rotation=45, ha="right", fontsize=8)
         ax.set_ylabel("layer")
         ax.set_title({"resid": "residual stream", "mlp": "MLP output", "attn": "attention output"}.get(kind, kind))
+    # room for the rotated category labels below, and, with a title, above the panels' own titles
+    # (suptitle's default place overlapped "residual stream", "MLP output", ...); set before the
+    # colour bar, which takes its space from the panels as they are then
+    fig.subplots_adjust(top=0.78 if title else 0.9, bottom=0.3, wspace=0.3)
     fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="indirect effect")
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, y=0.97)
     return fig
 
 

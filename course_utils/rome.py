@@ -16,7 +16,8 @@ An edit (subject, relation) -> new answer, Meng et al. 2022:
   3. v* = W k* + b + δ, δ optimised (Adam) so that adding it to the MLP output at the subject's
      last token makes the model say the new answer on the fact's prompts, while a KL term
      keeps the subject's other predictions and a weight decay and a norm clamp keep δ small
-                                                                   (``rome_value``)
+                                        (``rome_value``; its batch: ``value_batch``, ``run_with_delta``;
+                                         v* alone: ``optimise_value``)
   4. W ← W + ΔW with ΔW = ``editing.rome_update``(W, C, k*, v* − b)   (``rome_edit_model``)
 
 The r-ROME correction (Gupta et al. 2024, "Rebuilding ROME"): the k* of step 4 must be the
@@ -199,20 +200,56 @@ def _prefixed(pairs, prefixes):
 def rome_key(model, layer: int, prompts, subject_last, prefixes=((),)) -> Tensor:
     """k* (d_mlp,), float64: block ``layer``'s MLP key at the subject's last token, averaged over
     the prompts (a list of token lists, or one) × ``prefixes`` (``context_prefixes``; the default
-    is the prompts alone).  ``subject_last``: each prompt's last subject position."""
+    is the prompts alone).  ``subject_last``: each prompt's last subject position.
+
+    One prompt × prefix at a time, as chapter 06's exercise writes it (so that the learner's
+    loop and this give the same bits; a padded batch differs in the last float32 digits, and
+    MEMIT's solve in the chapter is sensitive enough to show it)."""
     layer = _check_layer(model, layer)
     if prompts and isinstance(prompts[0], int):
         prompts, subject_last = [prompts], [subject_last]
     subject_last = [int(s) for s in torch.as_tensor(subject_last).reshape(-1).tolist()]
-    rows, pos = _prefixed(list(zip(prompts, subject_last)), [list(p) for p in prefixes])
-    tokens, _ = _pad(rows)
-    _, cache = model.run_with_cache(tokens, [_key_hook(layer)])
-    return cache[_key_hook(layer)][torch.arange(len(pos)), pos.to(model.device)].double().cpu().mean(0)
+    hook = _key_hook(layer)
+    keys = []
+    for tokens, last in zip(prompts, subject_last):
+        for prefix in prefixes:
+            row, position = with_prefix(tokens, last, list(prefix))
+            _, cache = model.run_with_cache(torch.tensor([row], device=model.device), [hook])
+            keys.append(cache[hook][0, position])
+    return torch.stack(keys).double().mean(0).cpu()
 
 
 # --------------------------------------------------------------------------------------
 # The value: optimise δ at the subject's last token
 # --------------------------------------------------------------------------------------
+
+
+def value_batch(request: EditRequest, prefixes=((),)) -> dict:
+    """The prompts v* is optimised on, as one right-padded batch: the rewrite prompts × ``prefixes``
+    first, then the essence prompts (no prefix).  Returns dict(tokens (n, T), last (n,) each row's
+    last real position (where the next token is read), positions (n,) each row's last subject
+    token (where δ is added), n_rewrite (the first n_rewrite rows are the rewrite rows))."""
+    prefixes = [list(p) for p in prefixes]
+    rew_rows, rew_pos = _prefixed(request.rewrite, prefixes)
+    ess_rows, ess_pos = _prefixed(request.essence, [[]])
+    tokens, last = _pad(rew_rows + ess_rows)
+    return dict(tokens=tokens, last=last, positions=torch.cat([rew_pos, ess_pos]), n_rewrite=len(rew_rows))
+
+
+def run_with_delta(model, layer: int, batch: dict, delta: Tensor) -> Tensor:
+    """(n, vocab) float32 logits of the next token after each row of ``batch`` (``value_batch``),
+    with ``delta`` (d_model,) added to block ``layer``'s MLP output at each row's last subject
+    token.  Differentiable in ``delta``."""
+    device = model.device
+    rows = torch.arange(len(batch["positions"]), device=device)
+    positions, last = batch["positions"].to(device), batch["last"].to(device)
+
+    def add_delta(x):
+        x = x.clone()
+        x[rows, positions] += delta
+        return x
+
+    return model.run_with_hooks(batch["tokens"], {_out_hook(layer): add_delta})[rows, last].float()
 
 
 def rome_value(model, layer: int, request: EditRequest, prefixes=((),), k_star: Tensor | None = None,
@@ -236,9 +273,9 @@ def rome_value(model, layer: int, request: EditRequest, prefixes=((),), k_star: 
     the weight decay and the clamp keep δ on the scale of the layer's own output, so that the
     rank-one update stays small.  k* (``rome_key`` over the same rewrite prompts and prefixes
     unless given) is the key v* is built from, and the same k* must go into the update
-    (``rome_edit_model``).  All prompts run as one padded batch.  The defaults suit the shipped
-    fact models at ``facts.EDIT_LAYER``; how they were chosen, and what other settings do, is in
-    ``docs/tuning.md`` (section "editing").
+    (``rome_edit_model``).  All prompts run as one padded batch (``value_batch``,
+    ``run_with_delta``).  The defaults suit the shipped fact models at ``facts.EDIT_LAYER``; how
+    they were chosen, and what other settings do, is in ``docs/tuning.md`` (section "editing").
 
     Returns dict(v_star, k_star, delta, v (the unedited W k* + b), nll (the loss history),
     p_target (mean p(target) on the rewrite rows at the end), steps)."""
@@ -249,12 +286,8 @@ def rome_value(model, layer: int, request: EditRequest, prefixes=((),), k_star: 
     mlp = model.blocks[layer].mlp.c_proj
     with torch.no_grad():
         v = (_f64(mlp.weight.detach().cpu()) @ k_star + _f64(mlp.bias.detach().cpu()))
-    rew_rows, rew_pos = _prefixed(request.rewrite, prefixes)
-    ess_rows, ess_pos = _prefixed(request.essence, [[]])
-    tokens, last = _pad(rew_rows + ess_rows)
-    pos = torch.cat([rew_pos, ess_pos])
-    n_rew = len(rew_rows)
-    rows = torch.arange(len(pos))
+    batch = value_batch(request, prefixes)
+    n_rew = batch["n_rewrite"]
     device = model.device
     params = [p for p in model.parameters()]
     was = [p.requires_grad for p in params]
@@ -264,23 +297,17 @@ def rome_value(model, layer: int, request: EditRequest, prefixes=((),), k_star: 
         for p in params:
             p.requires_grad_(False)
         with torch.no_grad():
-            logp0 = model(tokens)[rows, last.to(device)][n_rew:].float().log_softmax(-1)
+            logp0 = run_with_delta(model, layer, batch, torch.zeros(model.cfg.d_model, device=device))
+            logp0 = logp0[n_rew:].log_softmax(-1)
         delta = torch.zeros(model.cfg.d_model, device=device, requires_grad=True)
         opt = torch.optim.Adam([delta], lr=lr)
         v_norm = float(v.norm())
         max_norm = clamp * v_norm
         target = torch.full((n_rew,), int(request.target), device=device)
-
-        def add_delta(x):
-            x = x.clone()
-            x[rows.to(device), pos.to(device)] += delta
-            return x
-
         history = []
         best, best_loss = delta.detach().clone(), float("inf")
         for step in range(steps + 1):
-            logits = model.run_with_hooks(tokens, {_out_hook(layer): add_delta})[rows, last.to(device)].float()
-            logp = logits.log_softmax(-1)
+            logp = run_with_delta(model, layer, batch, delta).log_softmax(-1)
             nll = F.nll_loss(logp[:n_rew], target)
             kl = F.kl_div(logp[n_rew:], logp0, log_target=True, reduction="batchmean")
             loss = nll + kl_factor * kl + weight_decay * delta.square().sum() / v_norm ** 2
@@ -297,15 +324,24 @@ def rome_value(model, layer: int, request: EditRequest, prefixes=((),), k_star: 
                 if norm > max_norm:
                     delta.mul_(max_norm / norm)
         with torch.no_grad():
-            delta.copy_(best)
-            logits = model.run_with_hooks(tokens, {_out_hook(layer): add_delta})[rows, last.to(device)]
-            p_target = float(logits[:n_rew].float().softmax(-1)[:, int(request.target)].mean())
+            logits = run_with_delta(model, layer, batch, best)
+            p_target = float(logits[:n_rew].softmax(-1)[:, int(request.target)].mean())
     finally:
         for p, w in zip(params, was):
             p.requires_grad_(w)
         model.train(was_training)
-    d = delta.detach().double().cpu()
+    d = best.double().cpu()
     return dict(v_star=v + d, k_star=k_star, delta=d, v=v, nll=history, p_target=p_target, steps=len(history))
+
+
+def optimise_value(model, layer: int, request: EditRequest, k_star: Tensor, prefixes=((),), steps: int = 40,
+                   lr: float = 0.5, kl_factor: float = 0.5, weight_decay: float = 0.5, clamp: float = 4.0,
+                   stop_loss: float = 0.05) -> Tensor:
+    """v* (d_model,), float64: ``rome_value``'s optimised value for the key ``k_star``, alone (the
+    chapter's exercise returns this; ``rome_edit_model(..., value_fn=...)`` takes a function with
+    this signature)."""
+    return rome_value(model, layer, request, prefixes=prefixes, k_star=k_star, steps=steps, lr=lr,
+                      kl_factor=kl_factor, weight_decay=weight_decay, clamp=clamp, stop_loss=stop_loss)["v_star"]
 
 
 # --------------------------------------------------------------------------------------
@@ -314,7 +350,8 @@ def rome_value(model, layer: int, request: EditRequest, prefixes=((),), k_star: 
 
 
 def rome_edit_model(model, layer: int, request: EditRequest, C: Tensor, prefixes=((),), projection: Tensor | None = None,
-                    preserved_keys: Tensor | None = None, **value_kwargs) -> dict:
+                    preserved_keys: Tensor | None = None, key_fn=None, value_fn=None, update_fn=None,
+                    **value_kwargs) -> dict:
     """Edit ``model`` in place so that it answers ``request.target``: k* (``rome_key``), v*
     (``rome_value`` from that same k*), then the rank-one ΔW = ``rome_update``(W, C, k*, v* − b)
     added to block ``layer``'s down-projection (the bias b stays), so that W' k* + b = v*.
@@ -324,18 +361,30 @@ def rome_edit_model(model, layer: int, request: EditRequest, C: Tensor, prefixes
     ``projection`` (AlphaEdit, ``null_space_projection``) the update is AlphaEdit's instead
     (``alphaedit_update``): ΔW P, zero on the preserved keys, protecting ``preserved_keys`` too.
 
+    The three pieces can be swapped for the learner's (chapter 06): ``key_fn`` with ``rome_key``'s
+    signature, ``value_fn`` with ``optimise_value``'s (model, layer, request, k_star, prefixes,
+    **value_kwargs) -> v*, ``update_fn`` with ``editing.rome_update``'s (W, C, k*, v*) -> ΔW.
+
     Returns dict(delta_W (d_model, d_mlp) in the weight's dtype -- subtract it to undo the edit,
-    k_star, v_star, value (``rome_value``'s diagnostics)).
+    k_star, v_star, value (``rome_value``'s diagnostics; with ``value_fn`` only v_star, delta, v)).
     """
     layer = _check_layer(model, layer)
     C = _square("C", C, model.cfg.d_mlp)
-    k_star = rome_key(model, layer, [t for t, _ in request.rewrite], [s for _, s in request.rewrite], prefixes)
-    value = rome_value(model, layer, request, prefixes=prefixes, k_star=k_star, **value_kwargs)
+    key_fn = rome_key if key_fn is None else key_fn
+    k_star = _f64(torch.as_tensor(key_fn(model, layer, [t for t, _ in request.rewrite],
+                                         [s for _, s in request.rewrite], prefixes))).cpu()
     mlp = model.blocks[layer].mlp.c_proj
+    if value_fn is None:
+        value = rome_value(model, layer, request, prefixes=prefixes, k_star=k_star, **value_kwargs)
+    else:
+        v_star = _f64(torch.as_tensor(value_fn(model, layer, request, k_star, prefixes, **value_kwargs))).cpu()
+        with torch.no_grad():
+            v = _f64(mlp.weight.detach().cpu()) @ k_star + _f64(mlp.bias.detach().cpu())
+        value = dict(v_star=v_star, delta=v_star - v, v=v)
     W = mlp.weight.detach()
     target = value["v_star"] - _f64(mlp.bias.detach().cpu())
     if projection is None and preserved_keys is None:
-        delta_W = rome_update(_f64(W.cpu()), C, k_star, target)
+        delta_W = (rome_update if update_fn is None else update_fn)(_f64(W.cpu()), C, k_star, target)
     elif projection is None:
         delta_W = constrained_rome_update(_f64(W.cpu()), C, k_star, target, preserved_keys)
     else:
@@ -426,7 +475,7 @@ def counterfact_scores(edit_probs: Tensor, paraphrase_probs: Tensor, neighbour_p
 
 
 @torch.no_grad()
-def edit_metrics(model, request: EditRequest, untouched=None) -> dict:
+def edit_metrics(model, request: EditRequest, untouched=None, scores_fn=None) -> dict:
     """Meng et al.'s CounterFact scores of ``request`` on ``model`` (after the edit), each in [0, 1]:
 
     - efficacy: p(new) > p(old) on the edited prompt (``efficacy``) and new = top-1
@@ -441,6 +490,9 @@ def edit_metrics(model, request: EditRequest, untouched=None) -> dict:
       when no neighbour is left) -- ``counterfact_scores`` computes these four;
     - with ``untouched`` (a ``facts.FactPrompts`` of facts the edit is not about):
       ``untouched_accuracy``, their top-1 accuracy (compare with the same before the edit).
+
+    ``scores_fn``: a function with ``counterfact_scores``' signature to compute the four scores
+    with (the learner's, in chapter 06).
     """
     new, old = int(request.target), int(request.old)
     p = _next_token_probs(model, [request.prompt] + [t for t, _ in request.paraphrases])
@@ -450,7 +502,8 @@ def edit_metrics(model, request: EditRequest, untouched=None) -> dict:
         q, answers = _next_token_probs(model, nb.tokens), nb.answer
     else:
         q, answers = torch.zeros(0, p.shape[1]), torch.zeros(0, dtype=torch.long)
-    out = counterfact_scores(eff, par, q, new, old, answers)
+    out = dict((counterfact_scores if scores_fn is None else scores_fn)(eff, par, q, new, old, answers))
+    out = {k: float(v) for k, v in out.items()}
     keep = answers != new                   # a neighbour whose true answer is the new target cannot tell
     out.update(efficacy_top1=float((eff.argmax(-1) == new).float().mean()),
                p_new=float(eff[0, new]), p_old=float(eff[0, old]),
@@ -566,7 +619,8 @@ METHODS = ("rome", "preserve", "orthogonal", "alphaedit", "memit")
 
 def lifelong_edit(model, requests: Sequence[EditRequest], layer: int, C: Tensor, prefixes=((),),
                   record_every: int = 5, untouched=None, method: str = "rome", projection: Tensor | None = None,
-                  lam: float = 1.0, max_preserved: int | None = None, **value_kwargs) -> dict:
+                  lam: float = 1.0, max_preserved: int | None = None, key_fn=None, value_fn=None, update_fn=None,
+                  interference_fn=None, **value_kwargs) -> dict:
     """Apply ``requests`` one after the other to ``model`` (in place), each a ROME edit with the
     same C (``method="rome"``), or with the earlier edits' keys added to the statistic ROME
     preserves (``method="preserve"``: C + lam Σ_j k_j k_jᵀ, the soft form of holding them fixed
@@ -589,7 +643,11 @@ def lifelong_edit(model, requests: Sequence[EditRequest], layer: int, C: Tensor,
     the records; untouched_accuracy starts with the value before any edit, so it is one longer),
     efficacy_when_made (each edit's efficacy right after it; NaN for "memit", whose edits are
     written a chunk at a time), keys (d_mlp, n), P, p_stats,
-    delta_W (the sum of all updates: subtract it to undo), seconds)."""
+    delta_W (the sum of all updates: subtract it to undo), seconds).
+
+    ``key_fn``, ``value_fn``, ``update_fn``: the pieces of the edit (``rome_edit_model``; key and
+    value for MEMIT too), ``interference_fn``: P's function (``editing.interference_coefficients``'
+    signature); the learner's, in chapter 06."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}, got {method!r}")
     layer = _check_layer(model, layer)
@@ -607,10 +665,12 @@ def lifelong_edit(model, requests: Sequence[EditRequest], layer: int, C: Tensor,
         if method == "memit":
             # v* on the model as it now is; the edits of a chunk are written at once, together with
             # every earlier edit's (k*, v* − b), so the solve keeps the earlier ones too
-            k = rome_key(model, layer, [t for t, _ in request.rewrite], [s for _, s in request.rewrite], prefixes)
-            value = rome_value(model, layer, request, prefixes=prefixes, k_star=k, **value_kwargs)
+            k = _f64(torch.as_tensor((rome_key if key_fn is None else key_fn)(
+                model, layer, [t for t, _ in request.rewrite], [s for _, s in request.rewrite], prefixes))).cpu()
+            v_star = (optimise_value if value_fn is None else value_fn)(model, layer, request, k, prefixes,
+                                                                           **value_kwargs)
             keys.append(k)
-            targets.append(value["v_star"] - _f64(mlp.bias.detach().cpu()))
+            targets.append(_f64(torch.as_tensor(v_star)).cpu() - _f64(mlp.bias.detach().cpu()))
             if (i + 1) % record_every == 0 or i + 1 == len(requests):
                 delta_W = memit_update(_f64(mlp.weight.detach().cpu()), C, torch.stack(keys, 1),
                                        torch.stack(targets, 1), lam).to(mlp.weight.dtype).to(mlp.weight.device)
@@ -627,7 +687,8 @@ def lifelong_edit(model, requests: Sequence[EditRequest], layer: int, C: Tensor,
                 C_now = C + lam * K @ K.T                   # every earlier key, weight lam
             out = rome_edit_model(model, layer, request, C_now, prefixes=prefixes,
                                   projection=projection if method == "alphaedit" else None,
-                                  preserved_keys=preserved, **value_kwargs)
+                                  preserved_keys=preserved, key_fn=key_fn, value_fn=value_fn,
+                                  update_fn=update_fn, **value_kwargs)
             total += out["delta_W"]
             keys.append(out["k_star"])
             made.append(_retention(model, [request])["retention"])
@@ -639,7 +700,9 @@ def lifelong_edit(model, requests: Sequence[EditRequest], layer: int, C: Tensor,
             if untouched is not None:
                 record["untouched_accuracy"].append(_facts.fact_accuracy(model, untouched)[0])
     K = torch.stack(keys, dim=1)
-    P = interference_coefficients(C, K) if len(keys) > 1 else torch.ones(1, 1, dtype=torch.float64)
+    P = ((interference_coefficients if interference_fn is None else interference_fn)(C, K) if len(keys) > 1
+         else torch.ones(1, 1, dtype=torch.float64))
+    P = _f64(torch.as_tensor(P)).cpu()
     record.update(efficacy_when_made=made, keys=K, P=P,
                   p_stats=p_statistics(P) if len(keys) > 1 else None, delta_W=total,
                   seconds=time.perf_counter() - start)

@@ -736,10 +736,11 @@ def fact_answer_html(summary: dict) -> str:
     """The fact editor's answer pane for a ``fact_answer_summary`` result, as an HTML string."""
     import html
 
-    rows = "".join(f"<tr><td>{j + 1}.</td><td><code>{html.escape(w)}</code></td><td>{p:.3f}</td></tr>"
-                   for j, (w, p) in enumerate(summary["top"]))
+    cell = 'style="padding: 1px 12px 1px 4px; text-align: left"'
+    rows = "".join(f"<tr><td {cell}>{j + 1}.</td><td {cell}><code>{html.escape(w)}</code></td>"
+                   f"<td {cell}>{p:.3f}</td></tr>" for j, (w, p) in enumerate(summary["top"]))
     return (f'<div class="fact-answer"><div>prompt: <code>{html.escape(summary["prompt"])} …</code></div>'
-            f'<table class="fact-top">{rows}</table>'
+            f'<table class="fact-top" style="border-collapse: collapse">{rows}</table>'
             f'<div>trained answer: <b><code>{html.escape(summary["true"])}</code></b> '
             f'(p = {summary["p_true"]:.3f}, rank {summary["rank"]})</div></div>')
 
@@ -807,13 +808,18 @@ def moved_facts_html(moved: dict, fact_set, metrics: dict | None = None, title: 
         rows = moved["largest"]
         parts.append('<div class="fact-moved-note">None flipped; the largest drops in p(trained answer):</div>')
     if rows:
-        parts.append('<table class="fact-moved-table"><tr><th>subject</th><th>relation</th>'
-                     "<th>answer before → after</th><th>p(trained answer) before → after</th></tr>")
+        # explicit padding and borders: ipywidgets' HTML resets table styles, and the headers ran together
+        cell = 'style="padding: 2px 14px 2px 4px; text-align: left; border-bottom: 1px solid #ddd"'
+        head = 'style="padding: 2px 14px 2px 4px; text-align: left; border-bottom: 2px solid #999"'
+        parts.append('<table class="fact-moved-table" style="border-collapse: collapse"><tr>'
+                     + "".join(f"<th {head}>{h}</th>" for h in ("subject", "relation", "answer before → after",
+                                                                "p(trained answer) before → after"))
+                     + "</tr>")
         for row in rows:
-            parts.append(f"<tr><td>{html.escape(fact_set.subject_name(row['subject']))}</td>"
-                         f"<td>{html.escape(facts.RELATIONS[row['relation']].name)}</td>"
-                         f"<td>{html.escape(str(row['before']))} → {html.escape(str(row['after']))}</td>"
-                         f"<td>{row['p_before']:.3f} → {row['p_after']:.3f}</td></tr>")
+            parts.append(f"<tr><td {cell}>{html.escape(fact_set.subject_name(row['subject']))}</td>"
+                         f"<td {cell}>{html.escape(facts.RELATIONS[row['relation']].name)}</td>"
+                         f"<td {cell}>{html.escape(str(row['before']))} → {html.escape(str(row['after']))}</td>"
+                         f"<td {cell}>{row['p_before']:.3f} → {row['p_after']:.3f}</td></tr>")
         parts.append("</table>")
     parts.append("</div>")
     return "\n".join(parts)

@@ -364,3 +364,131 @@ def test_broken_learners_fail_without_crashing(name, broken, phrase):
 def test_a_stub_that_raises_after_the_first_case_is_a_failure():
     outcome = checks.evaluate("rome_update", _fails_later)
     assert outcome.status == checks.FAILED and "case 2" in outcome.message and "NotImplementedError" in outcome.message
+
+
+# --------------------------------------------------------------------------------------
+# The capstone: ROME's k* and v*, written as a learner would, and their plausible mistakes
+# --------------------------------------------------------------------------------------
+
+from course_utils import rome as rome_lib  # noqa: E402
+from check_helpers import assert_names_mistake, stub  # noqa: E402
+
+
+def learner_rome_key(model, layer, prompts, subject_last, prefixes=((),), *, position="last subject",
+                     use_prefixes=True, hook="mlp.hook_post", mean=True, first=None):
+    """k* as a learner writes it (a loop of single prompts); the keywords make its mistakes.
+    ``first``: each prompt's first subject position (for the first-token mistake)."""
+    name = f"blocks.{layer}.{hook}"
+    keys = []
+    for i, (tokens, s) in enumerate(zip(prompts, subject_last)):
+        for p in (prefixes if use_prefixes else [[]]):
+            t, pos = rome_lib.with_prefix(tokens, s, p)
+            if position == "last token":
+                pos = len(t) - 1
+            elif position == "first subject":
+                pos = first[i] + (len(p) - 1 if p else 0)
+            _, cache = model.run_with_cache(torch.tensor([t]), [name])
+            keys.append(cache[name][0, pos])
+    keys = torch.stack(keys).double()
+    return keys.mean(0) if mean else keys.sum(0)
+
+
+def learner_rome_value(model, layer, request, k_star, prefixes=((),), steps=40, lr=0.5, kl_factor=0.5,
+                       weight_decay=0.5, clamp=4.0, stop_loss=0.05, *, kl=True, clamped=True, relative=True,
+                       keep_best=True, return_delta=False):
+    """v* as a learner writes it (rome.value_batch / rome.run_with_delta); the keywords make its mistakes."""
+    batch = rome_lib.value_batch(request, prefixes)
+    n = batch["n_rewrite"]
+    mlp = model.blocks[layer].mlp.c_proj
+    v = mlp.weight.detach().double().cpu() @ k_star + mlp.bias.detach().double().cpu()
+    with torch.no_grad():
+        logp0 = rome_lib.run_with_delta(model, layer, batch, torch.zeros(model.cfg.d_model))[n:].log_softmax(-1)
+    delta = torch.zeros(model.cfg.d_model, requires_grad=True)
+    opt = torch.optim.Adam([delta], lr=lr)
+    target = torch.full((n,), request.target)
+    best, best_loss = delta.detach().clone(), float("inf")
+    max_norm = clamp * v.norm() if relative else clamp
+    for step in range(steps + 1):
+        logp = rome_lib.run_with_delta(model, layer, batch, delta).log_softmax(-1)
+        nll = F.nll_loss(logp[:n], target)
+        loss = nll + weight_decay * delta.square().sum() / v.norm() ** 2
+        if kl:
+            loss = loss + kl_factor * F.kl_div(logp[n:], logp0, log_target=True, reduction="batchmean")
+        if loss.item() < best_loss or not keep_best:
+            best, best_loss = delta.detach().clone(), loss.item()
+        if nll.item() < stop_loss or step == steps:
+            break
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            if clamped and delta.norm() > max_norm:
+                delta.mul_(max_norm / delta.norm())
+    return best.double() if return_delta else v + best.double()
+
+
+def _first_positions_key(model, layer, prompts, subject_last, prefixes=((),)):
+    from course_utils import facts as facts_lib
+    _, fact_set, vocab = facts_lib.load_fact_model("roomy", device="cpu")
+    names = {tuple(vocab.index[w] for w in fact_set.subjects[s]): len(fact_set.subjects[s])
+             for s in range(fact_set.n_subjects)}
+    first = []
+    for tokens, s in zip(prompts, subject_last):
+        length = next(n for ids, n in names.items() if tuple(tokens[s - n + 1:s + 1]) == ids)
+        first.append(s - length + 1)
+    return learner_rome_key(model, layer, prompts, subject_last, prefixes, position="first subject", first=first)
+
+
+def test_capstone_checks_pass_the_learners_version_and_say_not_attempted_on_the_stub(capsys):
+    assert checks.check_rome_key(learner_rome_key) is learner_rome_key
+    assert checks.check_rome_value(learner_rome_value) is learner_rome_value
+    assert checks.check_rome_key(stub) is rome_lib.rome_key
+    assert checks.check_rome_value(stub) is rome_lib.optimise_value
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
+    assert lines[0].startswith("[passed] rome_key") and lines[1].startswith("[passed] rome_value")
+    assert lines[2].startswith("[not attempted] rome_key") and lines[3].startswith("[not attempted] rome_value")
+    assert_passes("rome_key", rome_lib.rome_key, seeds=range(100, 108))
+
+
+CAPSTONE_WRONG = [
+    ("rome_key", _first_positions_key, "this is the key at the subject's FIRST token"),
+    ("rome_key", lambda *a: learner_rome_key(*a, position="last token"), "this is the key at the prompt's last token"),
+    ("rome_key", lambda *a: learner_rome_key(*a, use_prefixes=False), "k* is not averaged over the prefixes"),
+    ("rome_key", lambda *a: learner_rome_key(*a, mean=False), "the keys are summed"),
+    ("rome_key", lambda m, L, *a: learner_rome_key(m, 0, *a), "this is layer 0's key"),
+    ("rome_value", lambda *a, **k: learner_rome_value(*a, **k, kl=False), "the KL term is missing"),
+    ("rome_value", lambda *a, **k: learner_rome_value(*a, **k, clamped=False), "the norm clamp is missing"),
+    ("rome_value", lambda *a, **k: learner_rome_value(*a, **k, relative=False), "the norm clamp is absolute"),
+    ("rome_value", lambda *a, **k: learner_rome_value(*a, **k, return_delta=True), "this returns δ"),
+    ("rome_value", lambda *a, **k: learner_rome_value(*a, **{**k, "weight_decay": 0.0}), "the weight decay on δ is missing"),
+    ("rome_value", lambda *a, **k: learner_rome_value(*a, **{**k, "stop_loss": 0.0}), "the early stop is missing"),
+]
+
+
+@pytest.mark.parametrize("name, learner, mistake", CAPSTONE_WRONG, ids=[m for _, _, m in CAPSTONE_WRONG])
+def test_capstone_checks_name_the_mistake(name, learner, mistake):
+    assert_names_mistake(name, learner, mistake)
+
+
+def test_value_check_fails_a_loop_that_keeps_the_last_delta_not_the_best():
+    message = failure("rome_value", lambda *a, **k: learner_rome_value(*a, **k, keep_best=False))
+    assert "differs from the reference" in message
+
+
+def test_the_update_check_fails_without_C_inverse_and_with_the_wrong_normalisation():
+    assert "C⁻¹ is missing" in failure("rome_update", lambda W, C, k, v: _rome(W, C, k, v, use_C=False))
+    assert "the denominator is k*ᵀ k*" in failure("rome_update", lambda W, C, k, v: _rome(W, C, k, v,
+                                                                                             denominator="plain"))
+
+
+def test_the_learners_pieces_run_the_edit_as_the_library_does():
+    """rome_edit_model with the learner's key, value and update gives the library's ΔW."""
+    model, fact_set, _ = facts.load_fact_model("superposed", device="cpu")
+    C = rome_lib.estimate_key_covariance(model, 0, fact_set.training_tokens()[:64])
+    request = rome_lib.fact_request(fact_set, subject=3, relation=1, target=0)
+    ours = rome_lib.rome_edit_model(model, 0, request, C, steps=5)
+    rome_lib.undo_edit(model, 0, ours["delta_W"])
+    theirs = rome_lib.rome_edit_model(model, 0, request, C, steps=5, key_fn=learner_rome_key,
+                                      value_fn=learner_rome_value, update_fn=rome_update)
+    rome_lib.undo_edit(model, 0, theirs["delta_W"])
+    torch.testing.assert_close(theirs["delta_W"], ours["delta_W"], rtol=1e-3, atol=1e-5)

@@ -20,7 +20,7 @@ MEMORY_LIMIT_MB = 2048
 # how many exercises hand the chapter an implementation.
 LOAD_BEARING = {"01_toy_models": 9, "02_feature_geometry": 7, "03_incidental_polysemanticity": 6,
                 "04_computation_in_superposition": 10, "05a_sparse_autoencoders": 14,
-                "05b_sae_language_model": 4}
+                "05b_sae_language_model": 4, "06_knowledge_editing": 8}
 
 
 def test_there_are_chapters():

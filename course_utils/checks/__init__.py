@@ -62,7 +62,9 @@ from .editing import (
     check_indirect_effect,
     check_interference_coefficients,
     check_key_covariance,
+    check_rome_key,
     check_rome_update,
+    check_rome_value,
     check_whitened_cosine,
 )
 from .geometry import (
@@ -129,6 +131,6 @@ __all__ = [
     "check_jumprelu_grads", "check_resample_dead", "check_mmcs", "check_sae_metrics", "check_precision_recall",
     "check_sparse_autoencoder", "check_train_sparse_autoencoder", "check_resample_latents",
     "check_rome_update", "check_key_covariance", "check_interference_coefficients", "check_whitened_cosine",
-    "check_indirect_effect", "check_counterfact_scores",
+    "check_indirect_effect", "check_counterfact_scores", "check_rome_key", "check_rome_value",
     "check_spliced_ce_losses", "check_steer_logits", "check_ablate_latent",
 ]

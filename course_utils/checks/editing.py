@@ -15,6 +15,7 @@ has the right shape), a single output, as many keys as dimensions and fewer.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
@@ -22,8 +23,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .. import editing as ref
+from .. import facts as _facts
 from .. import rome
-from ._framework import Case, CheckFailed, call_pure, exercise, expect_close, expect_output
+from ._framework import Case, CheckFailed, call_pure, exercise, expect_close, expect_output, expect_tensor
 from ._helpers import _as_number, _close_number, _expect_entry, _generator, _randint
 
 f64 = torch.float64
@@ -119,14 +121,16 @@ def _rome_mistakes(case: Case) -> dict[str, Tensor]:
     cases=_rome_case,
     seeds=range(8),
     hints=[
-        "ROME makes W' = W + ΔW map k* to v* while changing the outputs on the keys it already "
-        "stores as little as possible.  The answer is rank one: a column (what must change in the "
-        "output) times a row (which input direction to change it along).",
-        "The column is the residual v* − W k* (d_v,).  The row is (C⁻¹ k*)ᵀ: compute u = C⁻¹ k* with "
-        "torch.linalg.solve(C, k_star) rather than an inverse.",
-        "Divide by uᵀ k* so that ΔW k* = v* − W k* exactly: delta_W = torch.outer(v_star - W @ k_star, u) "
-        "/ (u @ k_star).  Do not modify W.",
+        "Write the problem with r = v* − W k*: minimise tr(ΔW C ΔWᵀ) subject to ΔW k* = r (the "
+        "constraint is (W + ΔW) k* = v*).  Add a multiplier vector λ (d_v,) for the d_v equations: "
+        "L = ½ tr(ΔW C ΔWᵀ) − λᵀ (ΔW k* − r).",
+        "Set the gradient with respect to ΔW to zero: ΔW C − λ k*ᵀ = 0, so ΔW = λ k*ᵀ C⁻¹ = λ (C⁻¹ k*)ᵀ "
+        "(C is symmetric).  The update is rank one: a column λ times the row (C⁻¹ k*)ᵀ.",
+        "Put it into the constraint: λ (C⁻¹ k*)ᵀ k* = r, so λ = r / ((C⁻¹ k*)ᵀ k*), a number in the "
+        "denominator.  In code: u = torch.linalg.solve(C, k_star) (rather than an inverse), then the outer "
+        "product of the residual with u, divided by u @ k_star.  Do not modify W.",
     ],
+    reference=ref.rome_update,
 )
 def check_rome_update(learner, case: Case) -> None:
     """Check your ``rome_update(W, C, k_star, v_star)``: ROME's rank-one update
@@ -185,6 +189,7 @@ def _covariance_mistakes(case: Case) -> dict[str, Tensor]:
         "Σ_j k_j k_jᵀ = K Kᵀ.  Divide by n (the number of keys, K.shape[1]).  Do not subtract the "
         "mean: this is the uncentred second moment ROME uses, not torch.cov.",
     ],
+    reference=ref.key_covariance,
 )
 def check_key_covariance(learner, case: Case) -> None:
     """Check your ``key_covariance(K)``: C = K Kᵀ / n (d_k, d_k), the uncentred second moment of the
@@ -246,6 +251,7 @@ def _interference_mistakes(case: Case) -> dict[str, Tensor]:
         "Then G = Uᵀ K is (n, n) with G[i, j] = (C⁻¹ k_i)ᵀ k_j.",
         "Divide row i of G by G[i, i]: P = G / G.diagonal()[:, None].  P is not symmetric.",
     ],
+    reference=ref.interference_coefficients,
 )
 def check_interference_coefficients(learner, case: Case) -> None:
     """Check your ``interference_coefficients(C, K)``: P (n, n) with
@@ -312,6 +318,7 @@ def _whitened_mistakes(case: Case) -> dict[str, float]:
         "torch.linalg.solve(C, k_j) gives C⁻¹ k_j.",
         "Return one number (a float or a 0-d tensor), in [−1, 1].",
     ],
+    reference=ref.whitened_cosine,
 )
 def check_whitened_cosine(learner, case: Case) -> None:
     """Check your ``whitened_cosine(C, k_i, k_j)``: the cosine of C^{-1/2} k_i and C^{-1/2} k_j, one
@@ -436,6 +443,7 @@ def _trace_mistakes(case: Case) -> dict[str, float]:
         "p(answer) is the softmax of the logits at the last position; return the mean over samples "
         "of p(restored) − p(corrupted), one float.",
     ],
+    reference=_facts.indirect_effect,
 )
 def check_indirect_effect(learner, case: Case) -> None:
     """Check your ``indirect_effect(model, tokens, subject_positions, answer, hook, position,
@@ -530,6 +538,7 @@ def _scores_mistakes(case: Case) -> dict[str, dict[str, float]]:
         "Score: the harmonic mean of the three, 3 / (1/E + 1/P + 1/N) (0 if any is 0).  Return a "
         "dict of floats with keys 'efficacy', 'paraphrase', 'neighbourhood', 'score'.",
     ],
+    reference=rome.counterfact_scores,
 )
 def check_counterfact_scores(learner, case: Case) -> None:
     """Check your ``counterfact_scores(edit_probs, paraphrase_probs, neighbour_probs, new, old,
@@ -549,3 +558,225 @@ def check_counterfact_scores(learner, case: Case) -> None:
     mistakes = _scores_mistakes(case)
     for key in SCORE_KEYS:
         _expect_entry(key, _as_number(out[key]), (expected[key],), mistakes[key])
+
+
+# --------------------------------------------------------------------------------------
+# rome_key and rome_value: ROME's k* and v* on the fact models (the capstone)
+# --------------------------------------------------------------------------------------
+
+_FACT_MODELS: dict = {}
+
+
+def _fact_model(name: str):
+    """A shipped fact model on the CPU, frozen (requires_grad False: nothing here trains it), and
+    its FactSet, loaded once."""
+    if name not in _FACT_MODELS:
+        model, fact_set, vocab = _facts.load_fact_model(name, device="cpu")
+        model.eval().requires_grad_(False)
+        _FACT_MODELS[name] = (model, fact_set, vocab)
+    return _FACT_MODELS[name]
+
+
+def _prefixes(model, vocab, n: int, seed: int) -> list[list[int]]:
+    return [list(p) for p in rome.context_prefixes(model, vocab.index["<bos>"], n=n, length=2,
+                                                    end=vocab.index["."], seed=seed)]
+
+
+def _key_case(seed: int) -> Case:
+    """One fact of a shipped model (roomy or superposed, alternating), 1-3 of its training
+    phrasings with their last subject positions, a layer (0, or 1 on every fourth seed), and
+    either no prefix (seed % 4 == 1) or the empty prefix and 2-3 short prefixes."""
+    gen = _generator(seed)
+    name = ("roomy", "superposed")[seed % 2]
+    model, fact_set, vocab = _fact_model(name)
+    subject, relation = _randint(gen, 0, fact_set.n_subjects - 1), _randint(gen, 0, 4)
+    templates = fact_set.training_templates(subject, relation)[: _randint(gen, 1, 3) if seed % 4 else 3]
+    rendered = [fact_set.render(subject, relation, t) for t in templates]
+    prefixes = [[]] if seed % 4 == 1 else _prefixes(model, vocab, _randint(gen, 2, 3), seed)
+    layer = 1 if seed % 4 == 3 else 0
+    return Case(f"{name} model, layer {layer}, {len(rendered)} phrasing(s), {len(prefixes)} prefix(es)",
+                model=model, layer=layer, prompts=[r[0] for r in rendered], subject_last=[r[2] for r in rendered],
+                subject_first=[r[1] for r in rendered], prefixes=prefixes)
+
+
+def _key_at(model, layer: int, prompts, positions, prefixes, hook: str | None = None) -> Tensor:
+    """The mean over prompts × prefixes of ``hook`` (the MLP key by default) at ``positions``, each
+    given as a function (tokens with prefix, shift) -> position."""
+    hook = hook or f"blocks.{layer}.mlp.hook_post"
+    keys = []
+    with torch.no_grad():
+        for tokens, where in zip(prompts, positions):
+            for prefix in prefixes:
+                row, shift = (list(tokens), 0) if not prefix else (list(prefix) + list(tokens[1:]), len(prefix) - 1)
+                _, cache = model.run_with_cache(torch.tensor([row]), [hook])
+                keys.append(cache[hook][0, where(row, shift)].double())
+    return torch.stack(keys).mean(0)
+
+
+def _key_mistakes(case: Case) -> dict[str, Tensor]:
+    m, L, P = case.model, case.layer, case.prompts
+    at_last_subject = [lambda row, shift, s=s: s + shift for s in case.subject_last]
+    out = {
+        "this is the key at the subject's FIRST token; ROME reads k* at its last token (where the "
+        "subject's tokens have all been seen)": _key_at(m, L, P, [lambda row, shift, s=s: s + shift
+                                                                  for s in case.subject_first], case.prefixes),
+        "this is the key at the prompt's last token; ROME reads k* at the subject's last token": _key_at(
+            m, L, P, [lambda row, shift: len(row) - 1] * len(P), case.prefixes),
+        "the keys are summed; k* is their mean": len(P) * len(case.prefixes) * _key_at(m, L, P, at_last_subject,
+                                                                                       case.prefixes),
+    }
+    if len(case.prefixes) > 1:
+        out["k* is not averaged over the prefixes: put each prefix in front of each prompt "
+            "(rome.with_prefix) and average over all of them"] = _key_at(m, L, P, at_last_subject, [[]])
+        out["the prompt without a prefix (the empty prefix, prefixes[0]) is left out of the average"] = _key_at(
+            m, L, P, at_last_subject, case.prefixes[1:])
+    if len(P) > 1:
+        out["only the first prompt is used; average over every prompt (and prefix)"] = _key_at(
+            m, L, P[:1], at_last_subject[:1], case.prefixes)
+    if L != 0:
+        out["this is layer 0's key; use the `layer` you are given"] = _key_at(m, 0, P, at_last_subject, case.prefixes)
+    return out
+
+
+def _expect_vector(out, size: int, what: str) -> Tensor:
+    out = expect_tensor(out)
+    if tuple(out.shape) != (size,):
+        raise CheckFailed(f"output has shape {tuple(out.shape)}, expected {what} = ({size},)")
+    out = out.detach().double().cpu()
+    if not torch.isfinite(out).all():
+        raise CheckFailed("output contains NaN or inf")
+    return out
+
+
+def _expect_close_lazily(out: Tensor, expected: Tensor, rtol: float, atol: float, mistakes) -> None:
+    """``expect_close``, computing the known mistakes (each a run of the model) only on a failure."""
+    try:
+        expect_close(out, expected, rtol=rtol, atol=atol)
+    except CheckFailed:
+        expect_close(out, expected, rtol=rtol, atol=atol, suspects=mistakes())
+
+
+def _unchanged(model, weight: Tensor) -> None:
+    if not torch.equal(model.blocks[0].mlp.c_proj.weight, weight) or any(p.grad is not None for p in model.parameters()):
+        with torch.no_grad():
+            model.blocks[0].mlp.c_proj.weight.copy_(weight)
+        for p in model.parameters():
+            p.grad = None
+        raise CheckFailed("your function changed the model (its weights or their .grad): compute k* and v* "
+                          "without editing the model or back-propagating into its parameters")
+
+
+@exercise(
+    "rome_key",
+    cases=_key_case,
+    seeds=range(8),
+    hints=[
+        "The key is what block `layer`'s MLP writes into its down-projection: the hidden neurons after "
+        "GELU, the hook f'blocks.{layer}.mlp.hook_post' (batch, T, d_mlp).  Read it at the subject's "
+        "LAST token: the position subject_last of each prompt.",
+        "For every prompt and every prefix: tokens, pos = rome.with_prefix(prompt, subject_last, prefix) "
+        "(the empty prefix [] leaves the prompt alone), then _, cache = model.run_with_cache("
+        "torch.tensor([tokens]), [hook]) and cache[hook][0, pos].",
+        "Average all len(prompts) × len(prefixes) keys with the same weight and return one (d_mlp,) "
+        "float64 tensor: torch.stack(keys).double().mean(0).",
+    ],
+    reference=rome.rome_key,
+)
+def check_rome_key(learner, case: Case) -> None:
+    """Check your ``rome_key(model, layer, prompts, subject_last, prefixes)``: k* (d_mlp,), block
+    ``layer``'s MLP key (``blocks.{layer}.mlp.hook_post``) at each prompt's last subject token,
+    averaged over every prompt × prefix (``rome.with_prefix``)."""
+    weight = case.model.blocks[0].mlp.c_proj.weight.detach().clone()
+    out = learner(case.model, case.layer, [list(p) for p in case.prompts], list(case.subject_last),
+                  [list(p) for p in case.prefixes])
+    _unchanged(case.model, weight)
+    out = _expect_vector(out, case.model.cfg.d_mlp, "(d_mlp,)")
+    expected = rome.rome_key(case.model, case.layer, case.prompts, case.subject_last, case.prefixes)
+    _expect_close_lazily(out, expected, 1e-4, 1e-5, lambda: _key_mistakes(case))
+
+
+def _value_case(seed: int) -> Case:
+    """An edit of one fact of a shipped model (roomy or superposed, alternating) to another answer
+    of its relation, k* from the course's ``rome_key``, and settings that vary with the seed:
+    6-8 Adam steps (12 on seed % 4 == 3), lr, kl_factor, weight_decay; a norm clamp that binds (0.3-0.6 · ‖v‖) except on
+    seed % 4 == 3 (the default 4, with a high learning rate, where Adam overshoots and the best δ
+    is not the last); prefixes on seed % 4 == 2; an early stop that triggers on seed % 4 == 1."""
+    gen = _generator(seed)
+    name = ("roomy", "superposed")[seed % 2]
+    model, fact_set, vocab = _fact_model(name)
+    subject, relation = _randint(gen, 0, fact_set.n_subjects - 1), _randint(gen, 0, 4)
+    old = int(fact_set.answers[subject, relation])
+    choices = sorted(set(fact_set.answers[:, relation].tolist()) - {old})
+    target = _facts.RELATIONS[relation].answers[choices[_randint(gen, 0, len(choices) - 1)]]
+    request = rome.fact_request(fact_set, subject, relation, target)
+    prefixes = _prefixes(model, vocab, 2, seed) if seed % 4 == 2 else [[]]
+    k_star = rome.rome_key(model, 0, [t for t, _ in request.rewrite], [s for _, s in request.rewrite], prefixes)
+    kwargs = dict(steps=12 if seed % 4 == 3 else _randint(gen, 6, 8), lr=2.0 if seed % 4 == 3 else (0.5, 0.3)[seed % 3 == 0],
+                  kl_factor=(0.5, 1.0, 2.0)[seed % 3], weight_decay=(0.5, 0.2)[seed % 2],
+                  clamp=4.0 if seed % 4 == 3 else round(0.3 + 0.1 * _randint(gen, 0, 3), 1), stop_loss=0.05)
+    if seed % 4 == 1:        # an early stop that triggers: just above the loss the loop reaches at step 3
+        nll = rome.rome_value(model, 0, request, prefixes=prefixes, k_star=k_star, **kwargs)["nll"]
+        kwargs["stop_loss"] = math.ceil(nll[min(3, len(nll) - 1)] * 100 + 0.5) / 100
+    label = (f"{name} model, {fact_set.subject_name(subject)} / {_facts.RELATIONS[relation].name} → {target}, "
+             + ", ".join(f"{k}={v}" for k, v in kwargs.items()) + f", {len(prefixes)} prefix(es)")
+    return Case(label, model=model, request=request, k_star=k_star, prefixes=prefixes, kwargs=kwargs)
+
+
+def _value_mistakes(case: Case) -> dict[str, Tensor]:
+    m, q, k, pre, kw = case.model, case.request, case.k_star, case.prefixes, case.kwargs
+
+    def v(**change):
+        return rome.rome_value(m, 0, q, prefixes=pre, k_star=k, **{**kw, **change})
+
+    right = v()
+    mlp = m.blocks[0].mlp.c_proj
+    out = {
+        "the KL term is missing: without it v* is free to change what the model says about the "
+        "subject's other facts (the essence prompts)": v(kl_factor=0.0)["v_star"],
+        "the norm clamp is missing: after every step, scale δ back to at most clamp · ‖v‖": v(clamp=float("inf"))["v_star"],
+        "the norm clamp is absolute: ROME clamps ‖δ‖ to clamp · ‖v‖, relative to the unedited output "
+        "v = W k* + b": v(clamp=kw["clamp"] / float(right["v"].norm()))["v_star"],
+        "the weight decay on δ is missing: add weight_decay · ‖δ‖² / ‖v‖² to the loss": v(weight_decay=0.0)["v_star"],
+        "this returns δ; v* is the unedited output plus δ: W k* + b + δ": right["delta"],
+        "the bias is missing: v* = W k* + b + δ (the MLP's output at k*, plus δ)":
+            right["v_star"] - mlp.bias.detach().double(),
+        "the early stop is missing: stop as soon as the negative log-likelihood is below stop_loss":
+            v(stop_loss=0.0)["v_star"],
+    }
+    return out
+
+
+@exercise(
+    "rome_value",
+    cases=_value_case,
+    seeds=range(8),
+    hints=[
+        "Set up: batch = rome.value_batch(request, prefixes) and n = batch['n_rewrite']; "
+        "rome.run_with_delta(model, layer, batch, delta) gives (rows, vocab) logits with delta added at "
+        "the subject.  v = W k* + b in float64 (W, b: model.blocks[layer].mlp.c_proj's weight and bias).  "
+        "The essence rows' original log-probabilities come from delta = 0, under torch.no_grad().",
+        "delta = torch.zeros(d_model, requires_grad=True) and torch.optim.Adam([delta], lr=lr).  Each "
+        "step: logp = log_softmax of the logits; nll = F.nll_loss(logp[:n], target); kl = "
+        "F.kl_div(logp[n:], logp0, log_target=True, reduction='batchmean'); loss = nll + kl_factor · kl "
+        "+ weight_decay · ‖δ‖² / ‖v‖².",
+        "Loop for step in range(steps + 1): compute the loss; if it is the lowest so far keep a copy of δ; "
+        "stop if nll < stop_loss or step == steps; else zero_grad, backward, step, and then (no_grad) "
+        "scale δ down to clamp · ‖v‖ when it is longer.  Return v + the best δ (float64).",
+    ],
+    reference=rome.optimise_value,
+    time_limit=60.0,
+)
+def check_rome_value(learner, case: Case) -> None:
+    """Check your ``rome_value(model, layer, request, k_star, prefixes, steps, lr, kl_factor,
+    weight_decay, clamp, stop_loss)``: v* = W k* + b + δ (d_model,), δ optimised by Adam from 0 for
+    ``steps`` steps as ROME does (the new answer's likelihood, the KL term on the essence prompts,
+    the weight decay, the norm clamp, the early stop, the best δ seen kept); compared with the
+    course's loop on the same settings."""
+    weight = case.model.blocks[0].mlp.c_proj.weight.detach().clone()
+    out = learner(case.model, 0, case.request, case.k_star.clone(), [list(p) for p in case.prefixes],
+                  **case.kwargs)
+    _unchanged(case.model, weight)
+    out = _expect_vector(out, case.model.cfg.d_model, "(d_model,)")
+    expected = rome.optimise_value(case.model, 0, case.request, case.k_star, case.prefixes, **case.kwargs)
+    scale = float(expected.norm())
+    _expect_close_lazily(out, expected, 2e-3, 2e-3 * scale / len(expected) ** 0.5, lambda: _value_mistakes(case))
