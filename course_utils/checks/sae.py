@@ -29,11 +29,22 @@ from ._framework import (
     call_pure,
     exercise,
     expect_close,
+    expect_device,
     expect_output,
     expect_shape,
     expect_tensor,
 )
-from ._helpers import _as_number, _close_number, _dict_number, _expect_entry, _generator, _method, _randint, _relu
+from ._helpers import (
+    _as_number,
+    _close_number,
+    _dict_number,
+    _expect_entry,
+    _generator,
+    _method,
+    _parameter,
+    _randint,
+    _relu,
+)
 
 
 def _sae_shape(gen: torch.Generator, seed: int) -> tuple[int, int, int]:
@@ -1140,15 +1151,8 @@ def _sae_class_case(seed: int) -> Case:
 
 
 def _sae_parameter(model, name: str, shape, axes: str, device) -> Tensor:
-    value = getattr(model, name, None)
-    if not isinstance(value, torch.nn.Parameter):
-        what = "is missing" if value is None else f"is a {type(value).__name__}, not an nn.Parameter"
-        raise CheckFailed(f"`self.{name}` {what}: wrap it in nn.Parameter so the optimiser trains it")
-    if not any(value is p for p in model.parameters()):
-        raise CheckFailed(f"`self.{name}` is not among model.parameters(): assign it after super().__init__()")
-    expect_shape(value, shape, axes)
-    from ._framework import expect_device
-
+    """``self.<name>``: an nn.Parameter of the model, of this shape, float32, on ``device``."""
+    value = _parameter(model, name, shape, axes)
     expect_device(value, device)
     return value
 
