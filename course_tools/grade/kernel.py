@@ -28,6 +28,7 @@ from .limits import MemoryWatch, describe_exit, kill_and_reap, register_session
 
 STARTUP_TIMEOUT_S = 60.0
 INTERRUPT_GRACE_S = 3.0  # how long a timed-out cell gets to answer an interrupt
+EXIT_GRACE_S = 2.0  # how long a kernel that called exit() gets to end by itself
 HARVEST_TIMEOUT_S = 30.0
 MAX_STREAM_CHARS = 200_000  # per request: enough to find the printed check lines
 
@@ -54,6 +55,15 @@ class Result:
     @property
     def kernel_lost(self) -> bool:
         return self.status in ("hung", "memory", "died")
+
+
+def _asked_to_exit(reply: dict | None) -> bool:
+    """Whether an execute reply carries IPython's ``ask_exit`` payload (``exit()``,
+    ``quit()``) without ``keep_kernel``."""
+    for payload in (reply or {}).get("payload", None) or []:
+        if isinstance(payload, dict) and payload.get("source") == "ask_exit" and not payload.get("keepkernel"):
+            return True
+    return False
 
 
 def _error_text(ename: str, evalue: str) -> str:
@@ -155,6 +165,8 @@ class Kernel:
         msg_id = self.client.execute(code, silent=False, store_history=True, allow_stdin=False,
                                      stop_on_error=False)
         result = self._wait(msg_id, start + timeout, start)
+        if result.status in ("ok", "error") and _asked_to_exit(result.reply):
+            return self._exit_asked(result, start)
         if result.status != "timeout":
             return result
         try:
@@ -168,6 +180,20 @@ class Kernel:
             self.kill()
             return Result("hung", after.seconds, stdout=after.stdout)
         return after
+
+    def _exit_asked(self, result: Result, start: float) -> Result:
+        """The cell called ``exit()``: ipykernel replies, then stops its event loop a moment
+        later, so the kernel would die during whichever request comes next.  Like JupyterLab,
+        which restarts a kernel that called ``exit()``, end it now: the death belongs to this
+        cell, whatever the timing."""
+        deadline = time.monotonic() + EXIT_GRACE_S
+        while self.alive and time.monotonic() < deadline:
+            time.sleep(0.05)
+        code = self.process.returncode if not self.alive else None
+        self.kill()
+        how = describe_exit(code) if code is not None else "ended by the grader"
+        return Result("died", time.monotonic() - start, f"the cell called exit(); {how}",
+                      result.stdout, result.reply)
 
     def harvest(self, names, timeout: float = HARVEST_TIMEOUT_S, again: bool = False) -> dict | Result:
         """The learner's definitions of ``names`` that changed since the last harvest (all of
