@@ -25,7 +25,7 @@ INSTALLED := import importlib.metadata as m, importlib.util as u, os, sys; [m.ve
 	sys.path[:] = [p for p in sys.path if p not in ('', os.getcwd())]; \
 	assert all(os.path.dirname(os.path.dirname(u.find_spec(p).origin)) == os.getcwd() for p in ('course_utils', 'course_tools'))
 
-.PHONY: setup browser lab test test-full test-latest pins build check doctor benchmark
+.PHONY: setup browser sandbox lab test test-full test-latest pins build check doctor benchmark
 
 setup:
 	@if [ ! -f $(STAMP) ] || [ pyproject.toml -nt $(STAMP) ] || [ -n "$(CONSTRAINTS)" -a "$(CONSTRAINTS)" -nt $(STAMP) ] \
@@ -61,6 +61,25 @@ browser:
 		echo "note: chromium is not installed; tests/test_course_browser.py will be skipped. To run it: sudo apt-get install chromium"; \
 	fi
 
+# Bubblewrap (`bwrap`) for the grader's sandbox (docs/grading.md): every submission's kernel and
+# sandbox run under it, and `python -m course_tools.grade` refuses to run without it unless
+# given --no-sandbox.  Installed like chromium; the grader's tests need it.
+APT_BWRAP := apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends bubblewrap
+sandbox:
+	@if command -v bwrap >/dev/null 2>&1; then \
+		:; \
+	elif ! command -v apt-get >/dev/null 2>&1; then \
+		echo "warning: no bwrap and no apt-get: install bubblewrap for the grader and its tests (tests/test_tools_grade*.py)"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "+ $(APT_BWRAP)"; \
+		( $(APT_BWRAP) ) || echo "warning: could not install bubblewrap; the grader's tests will fail"; \
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+		echo "+ sudo sh -c '$(APT_BWRAP)'"; \
+		sudo sh -c '$(APT_BWRAP)' || echo "warning: could not install bubblewrap; the grader's tests will fail"; \
+	else \
+		echo "warning: bubblewrap is not installed and cannot be installed from here: sudo apt-get install bubblewrap"; \
+	fi
+
 lab: setup
 	$(PYTHON) -m course_tools.workspace
 	$(PYTHON) -m jupyter lab $$([ "$$(id -u)" = 0 ] && echo --allow-root) my_work/
@@ -75,7 +94,7 @@ lab: setup
 TEST_WORKERS ?= 2
 PYTEST_RUN = SUPERPOSITION_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PYTHON) -m pytest -p no:cacheprovider \
 	-n $(TEST_WORKERS) --dist loadgroup --durations=25 -o junit_family=xunit1
-test: setup browser
+test: setup browser sandbox
 	$(PYTHON) -m course_tools.build --check
 	$(PYTEST_RUN) --junitxml=build/test-report.xml -m "not full" --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
 		--ignore=tests/fixtures solutions/*.ipynb tests

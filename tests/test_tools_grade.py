@@ -32,6 +32,9 @@ ROWS = EXERCISES + [PENTAGON]  # the rows of a chapter 01 submission
 CHAPTER = "01_toy_models"
 MEMORY_MB = 1000
 
+# The batch below (``graded``) is made once: keep every test of this module on one xdist worker.
+pytestmark = pytest.mark.xdist_group("grade_batch")
+
 
 # --------------------------------------------------------------------------------------
 # Naming, config, the cell plan (no kernels)
@@ -260,7 +263,85 @@ EVIL = {  # learner functions that attack the process that calls them
 }
 
 
-def _class(root: Path) -> dict[str, Path]:
+# The sandbox's witnesses: a notebook whose exercises are right only if its code could see
+# what a submission must not (another student's notebook, the hidden seeds' config, the
+# network, the other jobs), and one that tries to change what it must not, leave a process
+# behind and hand its work to the course's references.  Paths are filled in per batch.
+SPY_SETUP = """import os, socket
+def _can(action):
+    try:
+        action()
+        return True
+    except Exception:
+        return False
+SAW_OTHER = _can(lambda: open({other!r}, "rb").read())
+SAW_CONFIG = _can(lambda: open({config!r}).read())
+SAW_NETWORK = _can(lambda: socket.create_connection(("127.0.0.1", {port}), timeout=3).close())"""
+
+SPY = {  # right only when the secret was visible; a cheat, so the sandbox must make each fail
+    "toy_forward": nbs.RIGHT["toy_forward"].replace("    out = ", "    assert SAW_OTHER\n    out = "),
+    "generate_batch": nbs.RIGHT["generate_batch"].replace("    p = ", "    assert SAW_CONFIG\n    p = "),
+    "importance_weighted_loss": nbs.RIGHT["importance_weighted_loss"].replace("    return", "    assert SAW_NETWORK\n    return"),
+    # At call time, in the process that runs the learner's functions:
+    "feature_norms": """def feature_norms(W):
+    import os
+    jobs = os.listdir(os.path.join(os.getcwd(), "..", "..", ".."))  # the batch's folder: one job per submission
+    assert os.path.exists({other!r}) or sum(name.startswith("job-") for name in jobs) > 1
+    return W.norm(dim=1)""",
+}
+
+VANDAL = """import os, subprocess, sys
+for path in {targets!r}:  # the course package, the CSV, a file next to it, another student's notebook, the config
+    try:
+        with open(path, "a") as handle:
+            handle.write("vandalised")
+    except OSError:
+        pass
+for folder in {folders!r}:
+    try:
+        open(os.path.join(folder, "pwned.txt"), "w").write("x")
+    except OSError:
+        pass
+# A daemon that leaves the kernel's session, and one that stays in it: neither may outlive grading.
+code = "import os, time; os.setsid(); time.sleep(900)"
+subprocess.Popen([sys.executable, "-c", code, {token!r}], start_new_session=True,
+                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+subprocess.Popen([sys.executable, "-c", "import time; time.sleep(900)", {token!r}],
+                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)"""
+
+VANDAL_FUNCTION = """def superposition_interference(W):
+    import subprocess, sys
+    for path in {targets!r}:
+        try:
+            with open(path, "a") as handle:
+                handle.write("vandalised")
+        except OSError:
+            pass
+    subprocess.Popen([sys.executable, "-c", "import os, time; os.setsid(); time.sleep(900)", {token!r}],
+                     start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    W_hat = W / W.norm(dim=1, keepdim=True).clamp_min(1e-8)
+    overlaps = torch.einsum("ihf,ihg->ifg", W_hat, W) ** 2
+    return overlaps.sum(-1) - overlaps.diagonal(dim1=-2, dim2=-1)"""
+
+DELEGATOR = {  # each hands its work to the course's reference, in a different way
+    "toy_forward": """import course_utils.toy_models as _library
+def toy_forward(W, b, x, activation="relu"):
+    return _library.toy_forward(W, b, x, activation)""",
+    "generate_batch": """import functools
+import course_utils.toy_models as _library
+generate_batch = functools.partial(_library.generate_batch)""",
+    "feature_norms": """from course_utils import geometry as _geometry
+def _mine(W):
+    return _geometry.feature_norms(W) * 1.0
+_mine.__name__ = _mine.__qualname__ = "feature_norms"
+feature_norms = _mine""",
+    "ToyModel": """import course_utils.toy_models as _library
+class ToyModel(_library.ToyModel):
+    pass""",
+}
+
+
+def _class(root: Path, secrets: dict | None = None) -> dict[str, Path]:
     """The submissions: student -> file.  Cells are numbered from 1, the title included."""
     special = f"""def feature_norms(W):
     if tuple(W.shape) in {sorted(default_shapes('feature_norms'))!r}:
@@ -288,16 +369,99 @@ def _class(root: Path) -> dict[str, Path]:
                              "feature_norms": special,
                              "superposition_interference": PATCH_WHEN_CALLED}),
     }
+    if secrets is not None:
+        notebooks["spy"] = nbs.tiny({name: source.format(**secrets) for name, source in SPY.items()},
+                                    extra={0: SPY_SETUP.format(**secrets)})
+        notebooks["vandal"] = nbs.tiny({"superposition_interference": VANDAL_FUNCTION.format(**secrets)},
+                                       extra={1: VANDAL.format(**secrets)})
+        notebooks["delegator"] = nbs.tiny(DELEGATOR)
+        notebooks["empty"] = nbformat.v4.new_notebook()
     files = {student: nbs.write(nb, root / student / f"{CHAPTER}.ipynb") for student, nb in notebooks.items()}
     files["broken"] = nbs.not_json(root / f"broken__{CHAPTER}.ipynb")
     files["nameless"] = nbs.write(nbs.tiny(), root / "nameless" / "homework.ipynb")
+    if secrets is not None:
+        files["script"] = root / "script" / f"{CHAPTER}.py"  # not a notebook: a row that says so
+        files["script"].parent.mkdir()
+        files["script"].write_text("def toy_forward(W, b, x):\n    return x\n")
+        # Two submissions from one student: the newer counts, the other is skipped.
+        files["twice-old"] = nbs.write(nbs.tiny(nbs.WRONG), root / f"twice__{CHAPTER}.ipynb")
+        files["twice-new"] = nbs.write(nbs.tiny(), root / "twice" / f"{CHAPTER}-Copy1.ipynb")
+        os.utime(files["twice-old"], (1_000_000_000, 1_000_000_000))
+        # A name that is not UTF-8 (graded, written safely: see test_tools_grade_inputs.py).
+        files["olga"] = nbs.write(nbs.tiny(nbs.STUB), root / os.fsdecode(b"olga\xff") / f"{CHAPTER}.ipynb")
     return files
+
+
+class _Listener:
+    """A TCP server on 127.0.0.1 that counts the connections it gets (the network witness)."""
+
+    def __init__(self):
+        import socket
+        import threading
+
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.server.settimeout(0.2)
+        self.port = self.server.getsockname()[1]
+        self.connections = 0
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while not self.stopped.is_set():
+            try:
+                connection, _ = self.server.accept()
+            except OSError:
+                continue
+            self.connections += 1
+            connection.close()
+
+    def stop(self):
+        self.stopped.set()
+        self.thread.join(timeout=5)
+        self.server.close()
+
+
+def processes_with(token: str) -> list[int]:
+    """The pids whose command line holds ``token``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if token.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(folder.rglob("*")) if path.is_file() and "__pycache__" not in path.parts}
+
+
+PACKAGES = [Path(checks.__file__).parents[1], Path(worker.__file__).parents[1]]  # course_utils, course_tools
 
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
+    import secrets as _secrets
+
     root = tmp_path_factory.mktemp("grading")
-    files = _class(root / "submissions")
+    listener = _Listener()
+    out_dir = root / "out"
+    out_dir.mkdir()
+    (out_dir / "keep.txt").write_text("the instructor's file next to the grades\n")
+    token = f"superposition-vandal-{_secrets.token_hex(4)}"
+    other = root / "submissions" / "good" / f"{CHAPTER}.ipynb"
+    targets = [str(Path(checks.__file__).parent / "__init__.py"), str(out_dir / "grades.csv"),
+               str(out_dir / "keep.txt"), str(other), str(root / "grading.json")]
+    secrets = {"other": str(other), "config": str(root / "grading.json"), "port": listener.port, "token": token,
+               "targets": targets, "folders": [str(out_dir), str(root / "submissions"), str(Path(checks.__file__).parent)]}
+    files = _class(root / "submissions", secrets)
+    packages_before = {str(folder): tree_digest(folder) for folder in PACKAGES}
     before = {path: path.read_bytes() for path in files.values()}
     # Hidden cases for feature_norms; a generous time limit for importance_weighted_loss, so
     # that the function that eats memory is stopped by the memory limit, even on a busy machine,
@@ -310,12 +474,21 @@ def graded(tmp_path_factory):
     command = [sys.executable, "-m", "course_tools.grade", str(root / "submissions"), "--out", str(out),
                "--jobs", "2", "--cell-timeout", "5", "--timeout", "120", "--memory-mb", str(MEMORY_MB),
                "--check-time-limit", "4", "--config", str(root / "grading.json")]
-    run = subprocess.run(command, capture_output=True, text=True, cwd=root, timeout=600)
+    try:
+        run = subprocess.run(command, capture_output=True, text=True, cwd=root, timeout=900)
+    finally:
+        listener.stop()
     assert run.returncode == 0, run.stdout + run.stderr
+    left = processes_with(token)  # read before anything could clean up
+    for pid in left:
+        os.kill(pid, 9)
     with open(out, newline="") as handle:
         table = list(csv.DictReader(handle))
     report = json.loads(out.with_suffix(".json").read_text())
-    return {"files": files, "before": before, "rows": table, "report": report, "stdout": run.stdout}
+    return {"files": files, "before": before, "rows": table, "report": report, "stdout": run.stdout,
+            "left_behind": left, "connections": listener.connections, "out_dir": out_dir,
+            "packages_before": packages_before, "packages_after": {str(f): tree_digest(f) for f in PACKAGES},
+            "config": (root / "grading.json").read_text()}
 
 
 def rows_of(graded, student) -> dict[str, dict]:
@@ -342,17 +515,21 @@ def test_every_submission_gets_a_row_per_exercise_with_an_outcome_and_a_reason(g
     table = graded["rows"]
     assert list(table[0]) == ["student", "chapter", "exercise", "outcome", "points", "max_points", "message",
                               "file", "conflict"]
-    assert all(row["conflict"] == "" for row in table)  # one submission per student
-    students = set(graded["files"])
-    assert {row["student"] for row in table} == students
-    for student in students - {"nameless"}:
+    assert all(row["conflict"] == "" for row in table if row["student"] != "twice")  # one submission each
+    files = len(graded["files"])
+    assert files >= 20 and len(graded["report"]["submissions"]) == files
+    students = {row["student"] for row in table}
+    assert students == {name for name in graded["files"] if not name.startswith(("twice", "olga"))} | {
+        "twice", "olga\\xff"}
+    for student in students - {"nameless", "twice"}:
         assert list(rows_of(graded, student)) == ROWS, student
     for row in table:
         assert row["outcome"] in worker.OUTCOMES
         assert row["message"].strip(), row
         assert float(row["points"]) == (float(row["max_points"]) if row["outcome"] == "passed" else 0)
-    assert graded["report"]["summary"]["rows"] == len(table) == len(ROWS) * (len(students) - 1) + 1
-    assert f"graded {len(students)} submission(s)" in graded["stdout"]
+    # nameless: one row; twice: the counted submission's rows and one 'skipped' row for the other.
+    assert graded["report"]["summary"]["rows"] == len(table) == len(ROWS) * (len(students) - 1) + 1 + 1
+    assert f"graded {files} submission(s)" in graded["stdout"]
 
 
 def test_the_originals_are_never_modified(graded):
@@ -537,3 +714,61 @@ def test_exercises_only_grades_the_real_chapter_without_its_training_runs(tmp_pa
     assert all(cells[i] == "skipped" for i in nbs.heavy_cell_indices(solved)[:-1])
     assert "--exercises-only: ran 10 of 25 code cells in full" in "\n".join(ann["notes"])
     assert ann["seconds"]["notebook"] < 30
+
+
+# --------------------------------------------------------------------------------------
+# The sandbox (bubblewrap): the same batch's spy, vandal and delegator
+# --------------------------------------------------------------------------------------
+
+
+def test_the_batch_ran_in_bubblewrap_and_says_so(graded):
+    assert graded["report"]["grader"]["sandbox"].startswith("bubblewrap")
+    assert all("WITHOUT isolation" not in note for s in graded["report"]["submissions"] for note in s["notes"])
+
+
+def test_a_submission_sees_only_itself(graded):
+    """The spy's exercises are right only if its code saw another student's notebook, the
+    config with the hidden seeds, the network, or the other jobs' folders: each fails."""
+    rows = rows_of(graded, "spy")
+    for name in ("toy_forward", "generate_batch", "importance_weighted_loss", "feature_norms"):
+        assert rows[name]["outcome"] == "failed", (name, rows[name])
+        assert "AssertionError" in rows[name]["message"], rows[name]
+    assert graded["connections"] == 0
+    for name in ("superposition_interference", "phase_losses", "one_sparse_terms"):
+        assert rows[name]["outcome"] == "passed"
+    assert "1001" in graded["config"]  # the secret the spy could not read was there
+    assert "1001" not in json.dumps(submission(graded, "spy"))  # and no hidden seed reaches its report
+
+
+def test_a_submission_changes_nothing_outside_itself(graded):
+    assert set(outcomes(graded, "vandal").values()) == {"passed"}  # its attacks failed quietly, its answers stand
+    assert graded["packages_after"] == graded["packages_before"]  # a later student is graded by the same code
+    assert (graded["out_dir"] / "keep.txt").read_text() == "the instructor's file next to the grades\n"
+    assert "vandalised" not in (graded["out_dir"] / "grades.csv").read_text()
+    assert "vandalised" not in graded["config"]
+    assert sorted(path.name for path in graded["out_dir"].iterdir()) == ["grades.csv", "grades.json", "keep.txt"]
+    folders = [graded["files"]["good"].parents[1], *PACKAGES]
+    assert not [path for folder in folders for path in folder.rglob("pwned.txt")]
+    assert graded["left_behind"] == []  # no process of the batch outlived it, setsid or not
+
+
+def test_calling_the_course_reference_is_not_an_answer(graded):
+    rows = rows_of(graded, "delegator")
+    for name in ("toy_forward", "generate_batch", "feature_norms", "ToyModel"):
+        assert rows[name]["outcome"] == "failed", (name, rows[name])
+    for name in ("toy_forward", "generate_batch", "feature_norms"):
+        assert f"calls the course's reference implementation of `{name}`" in rows[name]["message"]
+    for name in ("importance_weighted_loss", "superposition_interference"):  # its own code: passes
+        assert rows[name]["outcome"] == "passed"
+
+
+def test_empty_script_and_twice_submitted(graded):
+    assert set(outcomes(graded, "empty").values()) == {"missing"}
+    script = rows_of(graded, "script")
+    assert {row["outcome"] for row in script.values()} == {"error"}
+    assert "not a notebook" in script["toy_forward"]["message"]
+    twice = [row for row in graded["rows"] if row["student"] == "twice"]
+    assert {row["outcome"] for row in twice} == {"passed", "skipped"}
+    assert all(row["conflict"] for row in twice)
+    assert set(outcomes(graded, "olga\\xff").values()) == {"not attempted"}
+

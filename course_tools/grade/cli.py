@@ -32,7 +32,7 @@ from collections import deque
 from pathlib import Path
 
 from . import config as config_module
-from . import report, submissions
+from . import isolation, report, submissions
 from .limits import describe_exit, kill_and_reap, kill_session
 
 DEFAULT_CHECK_TIME_LIMIT = 20.0
@@ -77,6 +77,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="grade every submission again; by default a re-run keeps the rows of submissions "
                              "the previous report (--json) graded from the same file content with the same "
                              "settings, and grades the rest")
+    parser.add_argument("--no-sandbox", action="store_true",
+                        help="run learner code without the bubblewrap sandbox (only for submissions you trust; "
+                             "every report then says that its grades were produced without isolation)")
     parser.add_argument("--keep-temp", action="store_true", help="keep the temporary directory (debugging)")
     parser.add_argument("--quiet", action="store_true", help="print only the summary")
     return parser
@@ -131,6 +134,7 @@ class _Job:
         self.conflict = ""  # the CSV's conflict column
         self.counted = True  # False: another submission of this student and chapter counts
         self.skip_reason = ""
+        self.sandboxed = True  # False: --no-sandbox
 
     def base(self) -> dict:
         s = self.submission
@@ -152,7 +156,7 @@ class _Job:
         return _worker_deadline(config, [e for e, _ in self.exercises], [(r, limit) for r, _, limit in self.results])
 
 
-def _start(job: _Job, config, mplconfig: Path, chapters_known: bool) -> dict | None:
+def _start(job: _Job, config, mplconfig: Path, chapters_known: bool, sandbox: dict | None = None) -> dict | None:
     """Start the worker of ``job``; returns an error result instead when it cannot start."""
     job.dir.mkdir(parents=True)
     source = job.submission.path
@@ -166,7 +170,7 @@ def _start(job: _Job, config, mplconfig: Path, chapters_known: bool) -> dict | N
         **job.base(), "copy": str(copy), "workdir": str(job.dir / "work"),
         "exercises": [name for name, _ in job.exercises] if chapters_known else None,
         "config": config.to_json(), "threads": 1, "mplconfig": str(mplconfig),
-        "result": str(job.result_path), "sessions": str(job.sessions),
+        "result": str(job.result_path), "sessions": str(job.sessions), "isolation": sandbox,
     }
     (job.dir / "job.json").write_text(json.dumps(spec, indent=1))
     cwd = job.dir / "worker"
@@ -218,6 +222,20 @@ def _read(path: Path) -> bytes | None:
         return None
 
 
+NO_SANDBOX_NOTE = ("graded WITHOUT isolation (--no-sandbox): the notebook and the learner's functions ran as "
+                   "the grader's user, with its file system and network")
+
+
+def _warm_matplotlib(mplconfig: Path) -> None:
+    """Build matplotlib's font cache in ``mplconfig`` (the sandboxes see it read-only)."""
+    env = dict(os.environ, MPLCONFIGDIR=str(mplconfig), MPLBACKEND="Agg")
+    try:
+        subprocess.run([sys.executable, "-c", "import matplotlib.font_manager"], env=env, timeout=120,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        pass  # matplotlib then uses a temporary cache in each sandbox
+
+
 def _settings_hash(config, job: _Job, chapters_dir: Path) -> str:
     """A hash of everything besides the file that decides a submission's grade: the limits,
     seeds, points and time limits, its chapter and exercises, the course's version."""
@@ -225,7 +243,7 @@ def _settings_hash(config, job: _Job, chapters_dir: Path) -> str:
 
     settings = {"config": config.to_json(), "chapter": job.submission.chapter, "exercises": job.exercises,
                 "results": job.results, "known": job.known, "course": course_version,
-                "chapters_dir": str(Path(chapters_dir).resolve())}
+                "chapters_dir": str(Path(chapters_dir).resolve()), "sandbox": job.sandboxed}
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -301,6 +319,15 @@ def grade_batch(args, config, log=print, save=None) -> tuple[list[dict], dict]:
     mplconfig = root / "mplconfig"
     mplconfig.mkdir()
     json_path = getattr(args, "json", None) or Path(args.out).with_suffix(".json")
+    bwrap = getattr(args, "bwrap", None)
+    sandbox = None
+    if bwrap:
+        _warm_matplotlib(mplconfig)  # read-only in the sandboxes: its font cache is built once, here
+        hide = [*map(str, args.submissions), str(args.out), str(json_path), str(Path(args.out).parent),
+                str(Path(json_path).parent), str(root)]
+        if getattr(args, "config", None):
+            hide.append(str(args.config))
+        sandbox = isolation.Isolation(bwrap, hide=[os.path.abspath(p) for p in hide], show=[str(mplconfig)]).to_json()
     previous = {} if getattr(args, "restart", False) else _previous(json_path, log)
     for number, path in enumerate(paths, 1):
         submission = submissions.identify(path, chapters, args.chapter)
@@ -314,6 +341,7 @@ def grade_batch(args, config, log=print, save=None) -> tuple[list[dict], dict]:
         results = [(check.id, config.points(check.id, check.points), check.time_limit)
                    for check in checks.result_checks_for(names or [])]
         job = _Job(number, submission, with_points, root, results)
+        job.sandboxed = sandbox is not None
         job.known = names is not None
         job.content = _read(path)
         job.problem = submissions.problem_with(path, job.content)
@@ -336,6 +364,8 @@ def grade_batch(args, config, log=print, save=None) -> tuple[list[dict], dict]:
         if resumed:
             result["resumed"] = True
         result.update(job.base())
+        if not job.sandboxed and NO_SANDBOX_NOTE not in result.setdefault("notes", []):
+            result["notes"].insert(0, NO_SANDBOX_NOTE)
         result["conflict"] = job.conflict
         result["resumable"] = resumable and result.get("status") != "crashed" and bool(job.key)
         results[job.number] = result
@@ -347,7 +377,8 @@ def grade_batch(args, config, log=print, save=None) -> tuple[list[dict], dict]:
     def info(complete: bool) -> dict:
         return {"command": "python -m course_tools.grade " + " ".join(getattr(args, "argv", sys.argv[1:])),
                 "complete": complete, "graded": len(results) - reused, "resumed": reused,
-                "submissions": n, "jobs": args.jobs, "on_conflict": getattr(args, "on_conflict", "newest")}
+                "submissions": n, "jobs": args.jobs, "on_conflict": getattr(args, "on_conflict", "newest"),
+                "sandbox": getattr(args, "bwrap_version", None) or "none: graded without isolation (--no-sandbox)"}
 
     try:
         while pending or running:
@@ -368,7 +399,7 @@ def grade_batch(args, config, log=print, save=None) -> tuple[list[dict], dict]:
                 if job.submission.chapter is None:
                     done(job, job.error(job.submission.problem))
                     continue
-                problem = _start(job, config, mplconfig, job.known)
+                problem = _start(job, config, mplconfig, job.known, sandbox)
                 if problem is not None:
                     done(job, problem)
                     continue
@@ -445,6 +476,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("no notebooks (*.ipynb) or other files found in "
                      + ", ".join(map(submissions.display, args.submissions)))
     json_path = args.json or args.out.with_suffix(".json")
+    args.bwrap = args.bwrap_version = None
+    if args.no_sandbox:
+        print("warning: --no-sandbox: learner code runs WITHOUT isolation, as your user, with your files and "
+              "network; every report says so", file=sys.stderr)
+    else:
+        args.bwrap, why = isolation.find_bwrap()
+        if args.bwrap is None:
+            print(f"error: {why}. The grader runs every submission in a bubblewrap sandbox (no network, a "
+                  "read-only file system, nothing of yours or other students' visible). Install it (Debian/"
+                  "Ubuntu: sudo apt-get install bubblewrap; Fedora: sudo dnf install bubblewrap), or pass "
+                  "--no-sandbox to grade without isolation (only submissions you trust).", file=sys.stderr)
+            return 2
+        args.bwrap_version = isolation.version(args.bwrap)
 
     def save(results, grader) -> None:  # after every submission: complete files, atomically
         report.write_json(json_path, results, grader)

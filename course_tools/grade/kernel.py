@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import harvest as _harvest
+from . import isolation
 from .limits import MemoryWatch, describe_exit, kill_and_reap, register_session
 
 STARTUP_TIMEOUT_S = 60.0
@@ -111,12 +112,17 @@ class Kernel:
 
         runtime = self.workdir.parent / f"{self.workdir.name}-runtime"
         runtime.mkdir(parents=True, exist_ok=True)
-        connection_file, _ = write_connection_file(
-            str(runtime / f"kernel-{secrets.token_hex(4)}.json"), ip="127.0.0.1",
-            key=secrets.token_hex(16).encode())
+        name = f"kernel-{secrets.token_hex(4)}"
+        if isolation.ACTIVE is not None:  # no network in the sandbox: Unix sockets in runtime/
+            connection_file, _ = write_connection_file(
+                str(runtime / f"{name}.json"), transport="ipc", ip=str(runtime / name),
+                key=secrets.token_hex(16).encode())
+        else:
+            connection_file, _ = write_connection_file(
+                str(runtime / f"{name}.json"), ip="127.0.0.1", key=secrets.token_hex(16).encode())
+        argv = [sys.executable, "-m", "ipykernel_launcher", "-f", connection_file, "--HistoryManager.enabled=False"]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "ipykernel_launcher", "-f", connection_file,
-             "--HistoryManager.enabled=False"],
+            isolation.wrap(argv, [self.workdir, runtime], self.workdir),
             cwd=self.workdir, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL, start_new_session=True)
         register_session(self.process.pid)
@@ -129,14 +135,34 @@ class Kernel:
         while True:
             if self.process.poll() is not None:
                 self.kill()
-                raise KernelError(f"the kernel exited while starting ({describe_exit(self.process.returncode)})")
+                raise KernelError(f"the kernel exited while starting ({describe_exit(self.returncode)})")
             try:
                 client.wait_for_ready(timeout=1)
+                self._warm(deadline)
                 return
             except RuntimeError:
                 if time.monotonic() > deadline:
                     self.kill()
                     raise KernelError(f"the kernel did not start within {timeout:g} s") from None
+
+    def _warm(self, deadline: float) -> None:
+        """Import torch before the first cell (every chapter does), under the start-up time
+        limit: a cell's time limit then measures the learner's code, not the library's
+        import, which takes seconds on a busy machine."""
+        start = time.monotonic()
+        msg_id = self.client.execute("import torch as _warm_torch\ndel _warm_torch", silent=True,
+                                     store_history=False, allow_stdin=False, stop_on_error=False)
+        result = self._wait(msg_id, max(deadline, start + 5.0), start)
+        if result.status == "timeout":
+            self.kill()
+            raise KernelError("the kernel did not import torch within its start-up time limit")
+        if result.status in ("died", "memory"):
+            raise KernelError(f"the kernel ended while importing torch ({result.error or result.status})")
+
+    @property
+    def returncode(self) -> int | None:
+        """The kernel's exit status (a signal as -N), also when it ran under bwrap."""
+        return isolation.exit_status(self.process.returncode) if self.process is not None else None
 
     @property
     def alive(self) -> bool:
@@ -169,10 +195,7 @@ class Kernel:
             return self._exit_asked(result, start)
         if result.status != "timeout":
             return result
-        try:
-            os.kill(self.process.pid, signal.SIGINT)  # what Jupyter's "interrupt" does
-        except OSError:
-            pass
+        self._interrupt()
         after = self._wait(msg_id, time.monotonic() + INTERRUPT_GRACE_S, start)
         if after.status in ("ok", "error"):
             return Result("timeout", after.seconds, after.error, after.stdout)
@@ -180,6 +203,22 @@ class Kernel:
             self.kill()
             return Result("hung", after.seconds, stdout=after.stdout)
         return after
+
+    def _interrupt(self) -> None:
+        """What Jupyter's "interrupt" does: SIGINT to the kernel, or, when it runs in a
+        sandbox with PID namespace of its own (bwrap's pid is not the kernel's), an
+        ``interrupt_request`` on the control channel, which ipykernel answers with SIGINT to
+        itself from a thread that a busy cell does not block."""
+        if isolation.ACTIVE is None:
+            try:
+                os.kill(self.process.pid, signal.SIGINT)
+            except OSError:
+                pass
+            return
+        try:
+            self.client.control_channel.send(self.client.session.msg("interrupt_request", content={}))
+        except Exception:  # noqa: BLE001 - a kernel that is going away: the grace period decides
+            pass
 
     def _exit_asked(self, result: Result, start: float) -> Result:
         """The cell called ``exit()``: ipykernel replies, then stops its event loop a moment
@@ -189,7 +228,7 @@ class Kernel:
         deadline = time.monotonic() + EXIT_GRACE_S
         while self.alive and time.monotonic() < deadline:
             time.sleep(0.05)
-        code = self.process.returncode if not self.alive else None
+        code = self.returncode if not self.alive else None
         self.kill()
         how = describe_exit(code) if code is not None else "ended by the grader"
         return Result("died", time.monotonic() - start, f"the cell called exit(); {how}",
@@ -229,7 +268,7 @@ class Kernel:
                 self.kill()
                 return Result("memory", time.monotonic() - start, stdout=stdout.text)
             if not self.alive:
-                code = self.process.returncode if self.process is not None else None
+                code = self.returncode
                 self.kill()
                 return Result("died", time.monotonic() - start, describe_exit(code), stdout.text)
             self._drain(msg_id, stdout)

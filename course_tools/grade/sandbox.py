@@ -33,9 +33,12 @@ Containment: the child runs in its own session, in a throwaway working directory
 also its HOME; its resident memory is watched (``limits.MemoryWatch``) and it is killed
 above the limit; a call that outlives the check's time limit kills it; ``os._exit``, a
 signal or a segfault ends only the child (the call fails with the exit status).  A dead
-child is replaced by a fresh one for the next exercise.  This contains a clumsy or
-malicious function's effects on grading, not on the machine: the child runs as the
-grader's user (see docs/grading.md).
+child is replaced by a fresh one for the next exercise.  On the machine, the child runs
+under bubblewrap when the batch has it (``isolation.wrap``: read-only file system, no
+network, its own PID namespace; see docs/grading.md), and while it runs a learner's ``X``
+the course's reference for ``X`` is withheld (``references.guarded``).  A learner class is
+graded in two halves too: the exercise's probe runs the class here and sends back plain
+data (:meth:`Sandbox.probe`), its judge decides in the grader.
 """
 
 from __future__ import annotations
@@ -50,6 +53,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from . import references
 
 STARTUP_TIMEOUT_S = 120.0
 DEFINE_TIMEOUT_S = 60.0
@@ -138,8 +143,11 @@ class Sandbox:
         self.close()
         workdir = self.workdir = Path(tempfile.mkdtemp(prefix="sandbox-", dir=self.root))
         env = dict(self.env, HOME=str(workdir), TMPDIR=str(workdir))
+        from . import isolation
+
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "course_tools.grade.sandbox"], cwd=workdir, env=env,
+            isolation.wrap([sys.executable, "-m", "course_tools.grade.sandbox"], [workdir], workdir),
+            cwd=workdir, env=env,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             start_new_session=True)
         register_session(self.process.pid)
@@ -248,7 +256,9 @@ class Sandbox:
         except subprocess.TimeoutExpired:
             pass
         memory = self.watch is not None and self.watch.exceeded
-        code = self.process.returncode
+        from . import isolation
+
+        code = isolation.exit_status(self.process.returncode)
         self.close()
         return {"status": "gone", "memory": memory, "returncode": code}
 
@@ -318,6 +328,8 @@ class Sandbox:
             if status == "raised":
                 _apply_changes(reply, args, kwargs, generators)
                 raise CheckFailed(f"your function raised {reply.get('text', 'an exception')}")
+            if status == "reference":
+                raise CheckFailed(f"your function {references.message(reply)}")
             raise CheckFailed(f"your function {sandbox._failure_text(reply)}")
 
         call.__name__ = call.__qualname__ = name
@@ -337,9 +349,40 @@ class Sandbox:
                 pass
         return call
 
+    def probe(self, name: str, seed: int, time_left: float, time_limit: float):
+        """For an exercise checked in two halves (a class: ``Exercise.judge``): run its probe
+        on the learner's ``name`` (loaded with :meth:`define`) for case ``seed`` in the child,
+        within ``time_left`` seconds, and return what the probe saw: plain data, come back
+        through ``weights_only`` loading, for the exercise's judge to judge here.  The child
+        builds the case from the seed itself, as ``Exercise.evaluate`` does here.
+
+        Raises ``CheckFailed`` when the child did not answer (it is stopped: "took longer
+        than ``time_limit`` s"), ended, or garbled the answer; the grader's own time limit
+        (SIGALRM) abandons the probe and stops the child."""
+        from course_utils.checks._framework import CheckFailed
+
+        if not self.alive:
+            raise CheckFailed("your class could not be run: the process it ran in had ended")
+        try:
+            self._send({"op": "probe", "name": name, "seed": int(seed), "time_limit": float(time_left)})
+            reply = self._receive(time.monotonic() + time_left + CALL_GRACE_S)
+        except BaseException:  # the check's time limit (SIGALRM), Ctrl-C: the probe is abandoned
+            self.close()
+            raise
+        status = reply.get("status")
+        if status == "probed":
+            return _decode_output(reply)  # CheckFailed if more data than the grader accepts
+        if status == "timeout":
+            raise CheckFailed(f"took longer than {time_limit:g} s; the grader stopped it")
+        if status == "error":  # the child could not even start the probe
+            raise CheckFailed(f"the sandbox could not run the check ({reply.get('error', '')})")
+        if status == "reference":
+            raise CheckFailed(f"your class {references.message(reply)}")
+        raise CheckFailed(f"your class {self._failure_text(reply)}")
+
     def evaluate_inside(self, name: str, seeds, time_limit: float) -> tuple[str, str]:
-        """For a definition that is not a plain function (a class): run the whole check in
-        the child and return its (status, message).  Weaker: the child decides."""
+        """For a class whose exercise has no judge (none has): run the whole check in the
+        child and return its (status, message).  Weaker: the child decides."""
         from course_utils.checks import FAILED
 
         self._send({"op": "evaluate", "name": name, "seeds": list(seeds), "time_limit": time_limit})
@@ -376,6 +419,8 @@ class Sandbox:
                 return {"status": "failed", "message": f"{failure}."}
         if status in ("failed", "not attempted"):
             return {"status": status, "message": str(reply.get("message", ""))}
+        if status == "reference":
+            return {"status": "failed", "message": f"your code {references.message(reply)}."}
         if status == "timeout":
             return {"status": "stopped", "message": f"took longer than {time_limit:g} s; the grader stopped it."}
         if status == "error":  # the child could not even start the check
@@ -508,7 +553,7 @@ def _child_main() -> None:
         if request is None:
             return
         try:
-            reply = _handle(request, objects)
+            reply = references.guarded(_handle, request, objects)  # X's reference withheld while X runs
         except BaseException as error:  # noqa: BLE001 - report, keep serving
             reply = {"status": "error", "error": f"{type(error).__name__}: {error}"[:300]}
         send(reply)
@@ -544,6 +589,14 @@ def _handle(request: dict, objects: dict) -> dict:
         return {"status": "ok", "kind": _kind(obj), "signature": _signature(obj)}
     if op == "call":
         return _call(objects[name], request)
+    if op == "probe":  # an exercise in two halves: its probe here, its judge in the grader
+        from course_utils import checks
+
+        exercise = checks.EXERCISES[name].exercise
+        if exercise.judge is None:
+            return {"status": "error", "error": f"the check of {name} is not in two halves"}
+        data = exercise.probe_seed(objects[name], int(request["seed"]), float(request["time_limit"]))
+        return {"status": "probed", **_encode_output(data)}
     if op == "evaluate":
         from course_utils import checks
 

@@ -21,6 +21,25 @@ returns None:
     [failed] toy_forward: case 2 (instances=3, ...): output has shape (3, 5, 7), expected ...
     [not attempted] toy_forward: the function still raises NotImplementedError. ...
 
+An exercise whose answer is a class (a model the learner builds) is checked in two halves,
+so that the grader can keep the learner's code and the verdict in different processes: the
+decorated function is the *probe*, which runs the learner's class and writes what it sees into
+a dict, and ``judge=`` names the function that compares that dict with the reference::
+
+    @exercise("ToyModel", cases=_model_case, seeds=range(8), hints=[...], judge=_judge_toy_model)
+    def check_toy_model(learner, case: Case, seen: dict) -> None:
+        model = learner(...)
+        seen["W"] = probe_parameter(model, "W")        # plain data only (see ``plain``)
+        seen["forward"] = plain(_method(model, "forward", x))
+
+    def _judge_toy_model(data, case: Case) -> None:
+        W = observed(data, "W")                        # never trusts data's types or shapes
+        ...
+
+In a notebook both halves run here, one after the other, with the same outcomes and
+messages as a one-piece check; the grader runs the probe in its sandbox and the judge in its
+own process (``Exercise.evaluate(..., probe=...)``).
+
 Inside a check, ``learner`` is the learner's function wrapped so that NotImplementedError
 means "not attempted" and any other exception becomes a failure message.  Every case runs
 with torch, NumPy and ``random`` seeded from the case's seed (and the learner's own random
@@ -121,16 +140,31 @@ class Exercise:
     time_limit: float = DEFAULT_TIME_LIMIT
     passed_message: str = "{n}/{n} cases match the reference."
     reference: Callable | None = None  # what the chapter runs when the learner's fails its check
+    # With a judge, ``check`` is the probe ``(learner, case, seen) -> None`` and
+    # ``judge(data, case) -> None`` compares what it saw (see the module docstring).
+    judge: Callable[[object, Case], None] | None = None
 
     def evaluate(self, learner, seeds: Iterable[int] | None = None,
-                 time_limit: float | None = None) -> Outcome:
+                 time_limit: float | None = None, probe: Callable[[int, Case], object] | None = None) -> Outcome:
         """Run the check on every seed's case and return the outcome; never prints, never
-        raises (except KeyboardInterrupt and the like)."""
+        raises (except KeyboardInterrupt and the like).
+
+        ``probe(seed, case) -> data``, for an exercise with a judge: what the probe saw on this
+        case, obtained elsewhere (the grader's sandbox runs the probe next to the learner's
+        code); only the judge runs here, and ``learner`` is not used.
+        """
         seeds = self.seeds if seeds is None else tuple(int(s) for s in seeds)
         limit = self.time_limit if time_limit is None else float(time_limit)
-        if not callable(learner):
+        if probe is not None and self.judge is not None:
+            run = lambda seed, case: self.judge(probe(seed, case), case)  # noqa: E731
+        elif not callable(learner):
             return Outcome(self.name, FAILED, f"expected your function, got {_type_name(learner)}.")
-        guarded = _guard(learner)
+        elif self.judge is not None:
+            guarded = _guard(learner)
+            run = lambda seed, case: self.judge(self.observe(guarded, case), case)  # noqa: E731
+        else:
+            guarded = _guard(learner)
+            run = lambda seed, case: self.check(guarded, case)  # noqa: E731
         k, where = 0, "before the first case"
         try:
             with _time_limit(limit):
@@ -139,7 +173,7 @@ class Exercise:
                     with _seeded(seed):
                         case = self.make_case(seed)
                         where = f"case {k} ({case.label})"
-                        self.check(guarded, case)
+                        run(seed, case)
         except NotAttempted as stub:
             if k <= 1:
                 return Outcome(self.name, NOT_ATTEMPTED, self.not_attempted_message)
@@ -159,6 +193,35 @@ class Exercise:
                            "which would stop the kernel's cell; raise an Exception instead.")
         return Outcome(self.name, PASSED, self.passed_message.format(n=len(seeds)))
 
+    def observe(self, learner, case: Case) -> dict:
+        """Run the probe on ``case`` and return what it saw.  Where the learner's code fails
+        (or the probe stops on what it sees), the failure is kept under ``STOPPED`` with what
+        was seen before it, so that the judge reports the same first failure a one-piece
+        check would."""
+        seen: dict = {}
+        try:
+            self.check(learner, case, seen)
+        except _TimedOut:
+            seen[STOPPED] = ["timed out", ""]
+        except KeyboardInterrupt:
+            raise
+        except BaseException as error:  # noqa: BLE001 - kept as data for the judge
+            seen[STOPPED] = _stop_record(error)
+        return seen
+
+    def probe_seed(self, learner, seed: int, time_limit: float) -> dict:
+        """The grader's sandbox side: build case ``seed`` as ``evaluate`` does (seeded) and
+        return what the probe saw on it, within ``time_limit`` seconds."""
+        with _seeded(seed):
+            case = self.make_case(seed)
+            seen: dict = {}
+            try:
+                with _time_limit(time_limit):
+                    seen = self.observe(_guard(learner), case)
+            except _TimedOut:  # the alarm fell between the probe's end and the block's
+                seen[STOPPED] = ["timed out", ""]
+            return seen
+
     @property
     def not_attempted_message(self) -> str:
         return ("the function still raises NotImplementedError. Replace the stub with your code. "
@@ -167,7 +230,8 @@ class Exercise:
 
 def exercise(name: str, *, cases: Callable[[int], Case], seeds: Iterable[int],
              hints: Iterable[str], points: float = 1.0, time_limit: float = DEFAULT_TIME_LIMIT,
-             passed: str = "{n}/{n} cases match the reference.", reference: Callable | None = None):
+             passed: str = "{n}/{n} cases match the reference.", reference: Callable | None = None,
+             judge: Callable[[object, Case], None] | None = None):
     """Register ``check(learner, case)`` as exercise ``name``; return the public check.
 
     The public check has the signature ``(learner, seeds=None, time_limit=None)``: it prints
@@ -179,11 +243,14 @@ def exercise(name: str, *, cases: Callable[[int], Case], seeds: Iterable[int],
     of the chapter should run, and says so on a second line: the learner's function or class
     when it passed, the reference otherwise (``impl = checks.check_x(x)``).  Without one it
     returns None.
+
+    With a ``judge``, the decorated function is the probe ``(learner, case, seen)`` of a check
+    in two halves (see the module docstring).
     """
 
     def register(check: Callable[[Callable, Case], None]) -> Callable[..., None]:
         spec = Exercise(name, check, cases, tuple(int(s) for s in seeds), tuple(hints),
-                        points, time_limit, passed, reference)
+                        points, time_limit, passed, reference, judge)
         if reference is not None:
             _REFERENCES[id(reference)] = (reference, name)
 
@@ -265,17 +332,17 @@ def _join(names: list[str]) -> str:
 
 
 def evaluate(name: str, learner, seeds: Iterable[int] | None = None,
-             time_limit: float | None = None, record: bool = False) -> Outcome:
+             time_limit: float | None = None, record: bool = False, probe=None) -> Outcome:
     """Grader-side: run exercise ``name``'s check on ``learner`` and return the Outcome.
 
     Prints nothing; records the outcome (in memory and the log file) only if ``record``.
-    ``seeds=None`` uses the notebook's default seeds; a list replaces them.
-    Raises KeyError for an unknown exercise name.
+    ``seeds=None`` uses the notebook's default seeds; a list replaces them.  ``probe``: see
+    ``Exercise.evaluate``.  Raises KeyError for an unknown exercise name.
     """
     spec = _lookup(name)
     if spec is None:
         raise KeyError(f"no exercise named {name!r}; known exercises: {_known_names()}")
-    outcome = spec.evaluate(learner, seeds, time_limit)
+    outcome = spec.evaluate(learner, seeds, time_limit, probe=probe)
     if record:
         _record(outcome)
     return outcome
@@ -562,6 +629,157 @@ def _type_name(value) -> str:
 
 def _sentence(message: str) -> str:
     return message if message.endswith((".", "!", "?")) else message + "."
+
+
+# --------------------------------------------------------------------------------------
+# Checks in two halves: a probe runs the learner's class, a judge compares what it saw
+# --------------------------------------------------------------------------------------
+
+STOPPED = "stopped"  # seen[STOPPED] = [status, message]: where and why the probe stopped
+OBJECT = "__object__"  # {OBJECT: "numpy.ndarray"}: a value that is not plain data, by its type name
+
+
+def _stop_record(error: BaseException) -> list[str]:
+    """What stopped a probe, as data: [status, the message a one-piece check would give]."""
+    if isinstance(error, NotAttempted):
+        return ["not attempted", str(error)]
+    if isinstance(error, CheckFailed):
+        return ["failed", str(error)]
+    if isinstance(error, Exception):
+        return ["failed", f"could not check your output ({_exception_text(error)})"]
+    return ["failed", f"your code raised {_exception_text(error)}, which would stop the kernel's cell; "
+                      "raise an Exception instead"]
+
+
+def _stop_failure(stop) -> BaseException:
+    """The exception that a stop record stands for (a garbled record is a failure)."""
+    if isinstance(stop, (list, tuple)) and len(stop) == 2 and all(isinstance(part, str) for part in stop):
+        status, message = stop
+        if status == "not attempted":
+            return NotAttempted(message)
+        if status == "timed out":
+            return _TimedOut()
+        if status == "failed":
+            return CheckFailed(message)
+    return CheckFailed("the grader could not read what your code did")
+
+
+def plain(value):
+    """``value`` as plain data that the grader reads back with ``torch.load(weights_only=True)``:
+    a tensor detached and copied as a torch.Tensor (dtype, device and shape kept), numbers,
+    strings and None, and lists, tuples and string-keyed dicts of them.  Anything else is sent
+    as ``{OBJECT: its type name}``, and the judge gets an object of that type name (so that a
+    message can say "returned a numpy.ndarray")."""
+    if isinstance(value, Tensor):
+        return value.detach().as_subclass(Tensor).clone()
+    if value is None:
+        return None
+    if isinstance(value, np.generic):  # kept by its type name, and as a number where it is one
+        number = value.item()
+        return {OBJECT: _type_name(value), **({"value": number} if type(number) in (bool, int, float) else {})}
+    for kind in (bool, int, float, str):
+        if isinstance(value, kind):
+            return value if type(value) is kind else kind(value)
+    if isinstance(value, (tuple, list)):
+        return (tuple if isinstance(value, tuple) else list)(plain(item) for item in value)
+    if isinstance(value, dict) and all(isinstance(key, str) for key in value):
+        return {str(key): plain(item) for key, item in value.items()}
+    return {OBJECT: _type_name(value)}
+
+
+def probe_aside(seen: dict, key: str, observe: Callable[[], object]) -> None:
+    """``seen[key] = observe()``, for what the judge reads on some paths only (a second model
+    built when the first differs): a failure of the learner's code there is kept under ``key``
+    alone, and the probe goes on."""
+    try:
+        seen[key] = observe()
+    except (_TimedOut, KeyboardInterrupt):
+        raise
+    except BaseException as error:  # noqa: BLE001 - kept as data for the judge
+        seen[key] = {STOPPED: _stop_record(error)}
+
+
+def _stand_in(qualified: str, number=None):
+    """An object whose type is named ``qualified`` ("numpy.float32"); a number of that value
+    when ``number`` is one (a NumPy scalar compares like one)."""
+    module, _, name = qualified.rpartition(".")
+    base = float if type(number) is float else int if type(number) in (bool, int) else object
+    kind = type(name or "object", (base,), {"__module__": module or "builtins"})
+    return kind(number) if base is not object else kind()
+
+
+def _readable(value, depth: int = 0):
+    """``value`` as a judge reads it: dense tensors only (a sparse or quantized one is not what
+    a probe sends), and each ``{OBJECT: type name}`` replaced by an object of that type name."""
+    if isinstance(value, Tensor):
+        if value.layout != torch.strided or value.is_quantized:
+            raise CheckFailed("the grader could not read what your code did (an unusual tensor)")
+        return value
+    if depth > 8:
+        return value
+    if isinstance(value, (list, tuple)):
+        return type(value)(_readable(item, depth + 1) for item in value)
+    if isinstance(value, dict):
+        if isinstance(value.get(OBJECT), str) and set(value) <= {OBJECT, "value"}:
+            return _stand_in(value[OBJECT], value.get("value"))
+        return {key: _readable(item, depth + 1) for key, item in value.items()}
+    return value
+
+
+def observed(data, key: str):
+    """What the probe saw under ``key``, for a judge.  If the probe stopped before it (the
+    learner's code raised, or the probe saw what is wrong), that failure is raised here, at
+    the point of the judge's comparisons where a one-piece check would have raised it.  Data
+    that is not what a probe sends fails, never crashes."""
+    if not isinstance(data, dict):
+        raise CheckFailed("the grader could not read what your code did")
+    if key not in data:
+        if STOPPED in data:
+            raise _stop_failure(data[STOPPED])
+        raise CheckFailed(f"the grader could not read what your code did (no `{key}`)")
+    value = data[key]
+    if isinstance(value, dict) and STOPPED in value:
+        raise _stop_failure(value[STOPPED])
+    return _readable(value)
+
+
+def probe_parameter(model, name: str) -> Tensor:
+    """``self.<name>`` as plain data, after what only the probe can see: that it is an
+    nn.Parameter among ``model.parameters()``."""
+    value = getattr(model, name, None)
+    if not isinstance(value, torch.nn.Parameter):
+        what = "is missing" if value is None else f"is a {type(value).__name__}, not an nn.Parameter"
+        raise CheckFailed(f"`self.{name}` {what}: wrap it in nn.Parameter so the optimiser trains it")
+    if not any(value is p for p in model.parameters()):
+        raise CheckFailed(f"`self.{name}` is not among model.parameters(): assign it after super().__init__()")
+    return plain(value)
+
+
+def judge_parameter(value, name: str, shape, axes: str) -> Tensor:
+    """The judge's half of a parameter check: a float32 tensor of ``shape``."""
+    if not isinstance(value, Tensor):
+        raise CheckFailed(f"`self.{name}` is missing: wrap it in nn.Parameter so the optimiser trains it")
+    expect_shape(value, shape, axes)
+    expect_dtype(value, torch.float32, why="like torch.randn")
+    return value
+
+
+def same_tensor(a, b) -> bool:
+    """Whether ``a`` and ``b`` are equal tensors (shape, dtype, device and every entry); False
+    for anything that is not a tensor."""
+    return (isinstance(a, Tensor) and isinstance(b, Tensor) and a.shape == b.shape and a.dtype == b.dtype
+            and a.device == b.device and torch.equal(a, b))
+
+
+def same_value(value, expected) -> bool:
+    """Whether an attribute the probe read off the model (plain data) equals ``expected``, as
+    ``value == expected`` says for a number, a string or a one-element tensor."""
+    if isinstance(value, Tensor) and value.numel() != 1:
+        return False
+    try:
+        return bool(value == expected)
+    except Exception:  # noqa: BLE001 - data no model attribute gives
+        return False
 
 
 # --------------------------------------------------------------------------------------

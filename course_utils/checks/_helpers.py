@@ -324,18 +324,6 @@ def _method(model, name: str, *args):
         raise CheckFailed(f"your `{name}` raised {_describe_raise(error, method)}") from None
 
 
-def _parameter(model, name: str, shape, axes: str) -> Tensor:
-    value = getattr(model, name, None)
-    if not isinstance(value, torch.nn.Parameter):
-        what = "is missing" if value is None else f"is a {type(value).__name__}, not an nn.Parameter"
-        raise CheckFailed(f"`self.{name}` {what}: wrap it in nn.Parameter so the optimiser trains it")
-    if not any(value is p for p in model.parameters()):
-        raise CheckFailed(f"`self.{name}` is not among model.parameters(): assign it after super().__init__()")
-    expect_shape(value, shape, axes)
-    expect_dtype(value, torch.float32, why="like torch.randn")
-    return value
-
-
 def _expect_buffer(model, name: str, expected: Tensor, device) -> None:
     value = getattr(model, name, None)
     if not isinstance(value, Tensor):

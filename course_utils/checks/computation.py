@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from types import SimpleNamespace
 
 import torch
 from torch import Tensor
@@ -27,6 +28,13 @@ from ._framework import (
     expect_output,
     expect_shape,
     expect_tensor,
+    judge_parameter,
+    observed,
+    plain,
+    probe_aside,
+    probe_parameter,
+    same_tensor,
+    same_value,
 )
 from ..toy_models import per_instance
 from ._helpers import (
@@ -34,7 +42,6 @@ from ._helpers import (
     _looks_normal,
     _expect_buffer,
     _method,
-    _parameter,
     Z,
     _as_number,
     _batch_case,
@@ -651,17 +658,24 @@ def _build_abs(learner, case: Case, generator):
     return model
 
 
-def _abs_init_statistics(learner) -> None:
-    """W1 and W2 Xavier-normal (std √(2/(hidden + features)) per instance), independent of
-    each other, and a zero b."""
+def _abs_init_sample(learner) -> dict:
+    """Runs the learner's class: a large model's initial W1 and W2, for their statistics."""
     model = learner(n_features=ABS_INIT_FEATURES, n_hidden=ABS_INIT_HIDDEN, n_instances=ABS_INIT_INSTANCES,
                     device="cpu", generator=_generator(7))
+    return {name: plain(getattr(model, name, None)) for name in ("W1", "W2")}
+
+
+def _abs_init_statistics(sample) -> None:
+    """W1 and W2 Xavier-normal (std √(2/(hidden + features)) per instance), independent of
+    each other, judged on ``_abs_init_sample``'s W1 and W2."""
     target = 2 / (ABS_INIT_HIDDEN + ABS_INIT_FEATURES)
+    if not (isinstance(sample, dict) and "W1" in sample and "W2" in sample):
+        raise CheckFailed("the grader could not read what your code did (no initial W1 and W2)")
     for name in ("W1", "W2"):
-        W = getattr(model, name, None)
+        W = sample[name]
         if not isinstance(W, Tensor) or W.numel() != ABS_INIT_INSTANCES * ABS_INIT_HIDDEN * ABS_INIT_FEATURES:
             return  # the per-case checks name what is wrong
-        w = W.detach().to("cpu", torch.float64).flatten()
+        w = W.to("cpu", torch.float64).flatten()
         if not _has_variance(w, target):
             raise CheckFailed(f"{name}'s initial entries do not have Xavier-normal's spread for one instance: "
                               "mean 0 and std init_scale · √(2 / (n_hidden + n_features))")
@@ -695,18 +709,123 @@ def _abs_forward_mistakes(W1: Tensor, W2: Tensor, b: Tensor, x: Tensor) -> dict[
     return mistakes
 
 
-def _expect_gradients(model, loss: Tensor, names) -> None:
-    if not loss.requires_grad:
-        raise CheckFailed("your loss carries no gradient (was it computed under torch.no_grad() or "
-                          "with .detach()?): training could not change the weights")
+def _abs_case_weights(case: Case) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """W1, W2, b of order one (b of both signs, so that every ReLU matters) and an input x
+    (instances, 6, features) on the case's device: what forward and loss run on."""
+    instances, hidden, features = case.n_instances, case.n_hidden, case.n_features
+    gen = _generator(case.seed + 1)
+    W1 = torch.randn(instances, hidden, features, generator=gen) / math.sqrt(features)
+    W2 = torch.randn(instances, features, hidden, generator=gen) / math.sqrt(hidden)
+    b = 0.3 * torch.randn(instances, features, generator=gen)
+    x = comp.signed_sparse_features((instances, 6, features), torch.full((), 0.7), gen).to(case.device)
+    return W1, W2, b, x
+
+
+def _probe_gradients(model, loss, names, seen: dict) -> None:
+    """Whether ``loss`` carries a gradient and, if so, the gradients ``loss.sum()`` gives the
+    parameters ``names``."""
+    seen["loss carries a gradient"] = isinstance(loss, Tensor) and loss.requires_grad
+    if not seen["loss carries a gradient"]:
+        return
     for name in names:
         getattr(model, name).grad = None
     loss.sum().backward()
+    seen["gradients"] = {name: plain(getattr(model, name).grad) for name in names}
+
+
+def _expect_gradients(data, names) -> None:
+    """The judge's half of ``_probe_gradients``: a finite, nonzero gradient reaches each of
+    ``names``."""
+    if observed(data, "loss carries a gradient") is not True:
+        raise CheckFailed("your loss carries no gradient (was it computed under torch.no_grad() or "
+                          "with .detach()?): training could not change the weights")
+    gradients = observed(data, "gradients")
     for name in names:
-        grad = getattr(model, name).grad
-        if grad is None or not torch.isfinite(grad).all() or not grad.abs().sum() > 0:
+        grad = gradients.get(name) if isinstance(gradients, dict) else None
+        if not isinstance(grad, Tensor) or not _nonzero_and_finite(grad):
             raise CheckFailed(f"no gradient reaches {name} from your loss: compute the output from "
                               f"self.{name} itself")
+
+
+def _nonzero_and_finite(grad: Tensor) -> bool:
+    grad = grad.to(torch.float64)
+    return bool(torch.isfinite(grad).all()) and bool(grad.abs().sum() > 0)
+
+
+def _judge_abs_model(data, case: Case) -> None:
+    """The verdict on what ``check_abs_model`` saw, where no learner code runs."""
+    if case.seed == 0:
+        _abs_init_statistics(observed(data, "init"))
+    rng = observed(data, "rng")
+    if not (isinstance(rng, (list, tuple)) and len(rng) == 2 and same_tensor(*rng)):
+        raise CheckFailed("building the model drew from torch's global random state: draw W1 and W2 "
+                          "from the `generator` argument instead (torch.randn(..., generator=generator))")
+    instances, hidden, features = case.n_instances, case.n_hidden, case.n_features
+    W1 = judge_parameter(observed(data, "W1"), "W1", (instances, hidden, features), "(instances, hidden, features)")
+    W2 = judge_parameter(observed(data, "W2"), "W2", (instances, features, hidden), "(instances, features, hidden)")
+    b = judge_parameter(observed(data, "b"), "b", (instances, features), "(instances, features)")
+    for value in (W1, W2, b):
+        expect_device(value, case.device)
+    if (b != 0).any():
+        raise CheckFailed("b should start at zero")
+    for name in ("n_features", "n_hidden", "n_instances"):
+        if not same_value(observed(data, name), getattr(case, name)):
+            raise CheckFailed(f"`self.{name}` should keep the {name} the model was given "
+                              "(the course's tools read it)")
+    for name in ("feature_probability", "importance"):
+        # _expect_buffer reads the buffer as an attribute: give it what the probe read
+        _expect_buffer(SimpleNamespace(**{name: observed(data, name)}), name,
+                       per_instance(getattr(case, name), instances, features), case.device)
+
+    # the initialisation: the reference's draws from the same generator seed
+    reference = comp.AbsModel(**_abs_arguments(case, _generator(case.seed)))
+    mine1, mine2 = W1.cpu(), W2.cpu()
+    ref1, ref2 = reference.W1.detach().cpu(), reference.W2.detach().cpu()
+    if torch.allclose(mine2, mine1.transpose(1, 2)):
+        raise CheckFailed("W2 is W1ᵀ (tied weights): the abs(x) model's two layers are untied; draw W2 "
+                          "separately from the generator")
+    if not (torch.allclose(mine1, ref1) and torch.allclose(mine2, ref2)):
+        if case.init_scale != 1 and torch.allclose(mine1 * case.init_scale, ref1):
+            raise CheckFailed("W1 and W2 do not include init_scale: multiply the Xavier-normal draws by it")
+        if torch.allclose(mine1.flatten(), ref2.flatten()):
+            raise CheckFailed("W2 is drawn before W1: draw W1 first, then W2 (the reference's order), "
+                              "so that a seed gives the course's model")
+        if not same_tensor(W1, observed(data, "W1 again")):
+            raise CheckFailed("W1 does not come from the `generator` argument: the same generator seed "
+                              "should give the same W1")
+        raise CheckFailed("W1 and W2 are not the reference's initial weights from the same generator: "
+                          "torch.randn(n_instances, n_hidden, n_features, generator=generator) times the "
+                          "scaled Xavier std for W1, then the same for W2 (instances, features, hidden)")
+
+    # forward and loss, on the case's weights (copied into the model by the probe)
+    w1, w2, bias, x = _abs_case_weights(case)
+    xc = x.cpu()
+    expected = torch.relu(torch.einsum("ifh,ibh->ibf", w2, torch.relu(torch.einsum("ihf,ibf->ibh", w1, xc)))
+                          + bias[:, None, :])
+    out = expect_tensor(observed(data, "forward"))
+    expect_shape(out, expected.shape, "(instances, batch, features)")
+    expect_device(out, case.device)
+    expect_close(out.cpu(), expected, suspects=_abs_forward_mistakes(w1, w2, bias, xc))
+    loss = expect_tensor(observed(data, "loss"))
+    importance = per_instance(case.importance, instances, features)
+    expected_loss = comp.abs_loss(expected, xc, importance)
+    expect_shape(loss, expected_loss.shape, "(instances,)", note="; one loss per instance")
+    expect_close(loss.cpu(), expected_loss,
+                 suspects=_abs_loss_mistakes(Case("", y=expected, x=xc, importance=importance)))
+    _expect_gradients(data, ("W1", "W2", "b"))
+
+    # the data
+    batch = expect_tensor(observed(data, "batch"))
+    expect_shape(batch, (instances, 4000, features), "(instances, batch_size, features)")
+    expect_device(batch, case.device)
+    batch = batch.to("cpu", torch.float64)
+    _expect_in_signed_interval(batch)
+    _expect_frequencies(batch, per_instance(case.feature_probability, instances, features).double())
+    _expect_both_signs(batch)
+    repeat = observed(data, "batch again")
+    if not (isinstance(repeat, Tensor) and same_tensor(batch, repeat.to("cpu", torch.float64))):
+        raise CheckFailed("generate_batch does not draw from the `generator` it is given: the same "
+                          "generator seed should give the same batch")
 
 
 @exercise(
@@ -716,6 +835,7 @@ def _expect_gradients(model, loss: Tensor, names) -> None:
     time_limit=40,
     passed="{n}/{n} models built, initialised and run like the reference.",
     reference=comp.AbsModel,
+    judge=_judge_abs_model,
     hints=[
         "__init__ keeps n_features, n_hidden and n_instances, broadcasts feature_probability and "
         "importance to (instances, features) with per_instance(...) into buffers, and creates three "
@@ -728,91 +848,35 @@ def _expect_gradients(model, loss: Tensor, names) -> None:
         "b[:, None, :]). loss and generate_batch call what the checks of exercises 2 and 3 returned.",
     ],
 )
-def check_abs_model(learner, case: Case) -> None:
+def check_abs_model(learner, case: Case, seen: dict) -> None:
     """Check your ``AbsModel`` class: W1, W2 and b and their initialisation (Xavier-normal ×
     init_scale, drawn from the generator in the reference's order), its buffers, and
     ``forward`` (h = ReLU(W1 x), y = ReLU(W2 h + b)), ``loss`` and ``generate_batch`` against
-    the reference, with gradients reaching W1, W2 and b."""
+    the reference, with gradients reaching W1, W2 and b.
+
+    (This half runs your class and records what it does; ``_judge_abs_model`` compares.)"""
     if case.seed == 0:
-        _abs_init_statistics(learner)
+        seen["init"] = _abs_init_sample(learner)
     before = torch.get_rng_state()
     model = _build_abs(learner, case, _generator(case.seed))
-    if not torch.equal(before, torch.get_rng_state()):
-        raise CheckFailed("building the model drew from torch's global random state: draw W1 and W2 "
-                          "from the `generator` argument instead (torch.randn(..., generator=generator))")
-    instances, hidden, features = case.n_instances, case.n_hidden, case.n_features
-    W1 = _parameter(model, "W1", (instances, hidden, features), "(instances, hidden, features)")
-    W2 = _parameter(model, "W2", (instances, features, hidden), "(instances, features, hidden)")
-    b = _parameter(model, "b", (instances, features), "(instances, features)")
-    for value in (W1, W2, b):
-        expect_device(value, case.device)
-    if b.detach().abs().max() > 0:
-        raise CheckFailed("b should start at zero")
-    for name in ("n_features", "n_hidden", "n_instances"):
-        if getattr(model, name, None) != getattr(case, name):
-            raise CheckFailed(f"`self.{name}` should keep the {name} the model was given "
-                              "(the course's tools read it)")
-    _expect_buffer(model, "feature_probability", per_instance(case.feature_probability, instances, features),
-                   case.device)
-    _expect_buffer(model, "importance", per_instance(case.importance, instances, features), case.device)
+    seen["rng"] = [before, torch.get_rng_state()]
+    for name in ("W1", "W2", "b"):
+        seen[name] = probe_parameter(model, name)
+    for name in ("n_features", "n_hidden", "n_instances", "feature_probability", "importance"):
+        seen[name] = plain(getattr(model, name, None))
+    probe_aside(seen, "W1 again", lambda: plain(_build_abs(learner, case, _generator(case.seed)).W1))
 
-    # the initialisation: the reference's draws from the same generator seed
-    reference = comp.AbsModel(**_abs_arguments(case, _generator(case.seed)))
-    mine1, mine2 = W1.detach().cpu(), W2.detach().cpu()
-    ref1, ref2 = reference.W1.detach().cpu(), reference.W2.detach().cpu()
-    if torch.allclose(mine2, mine1.transpose(1, 2)):
-        raise CheckFailed("W2 is W1ᵀ (tied weights): the abs(x) model's two layers are untied; draw W2 "
-                          "separately from the generator")
-    if not (torch.allclose(mine1, ref1) and torch.allclose(mine2, ref2)):
-        if case.init_scale != 1 and torch.allclose(mine1 * case.init_scale, ref1):
-            raise CheckFailed("W1 and W2 do not include init_scale: multiply the Xavier-normal draws by it")
-        if torch.allclose(mine1.flatten(), ref2.flatten()):
-            raise CheckFailed("W2 is drawn before W1: draw W1 first, then W2 (the reference's order), "
-                              "so that a seed gives the course's model")
-        again = _build_abs(learner, case, _generator(case.seed))
-        if not torch.equal(W1.detach(), again.W1.detach()):
-            raise CheckFailed("W1 does not come from the `generator` argument: the same generator seed "
-                              "should give the same W1")
-        raise CheckFailed("W1 and W2 are not the reference's initial weights from the same generator: "
-                          "torch.randn(n_instances, n_hidden, n_features, generator=generator) times the "
-                          "scaled Xavier std for W1, then the same for W2 (instances, features, hidden)")
-
-    # forward and loss, on weights of order one and a bias of both signs (so every ReLU matters)
-    gen = _generator(case.seed + 1)
+    W1, W2, b, x = _abs_case_weights(case)
     with torch.no_grad():
-        W1.copy_(torch.randn(W1.shape, generator=gen) / math.sqrt(features))
-        W2.copy_(torch.randn(W2.shape, generator=gen) / math.sqrt(hidden))
-        b.copy_(0.3 * torch.randn(b.shape, generator=gen))
-    x = comp.signed_sparse_features((instances, 6, features), torch.full((), 0.7), gen).to(case.device)
-    w1, w2, bias, xc = W1.detach().cpu(), W2.detach().cpu(), b.detach().cpu(), x.cpu()
-    expected = torch.relu(torch.einsum("ifh,ibh->ibf", w2, torch.relu(torch.einsum("ihf,ibf->ibh", w1, xc)))
-                          + bias[:, None, :])
-    with torch.no_grad():
-        out = _method(model, "forward", x)
-    out = expect_tensor(out)
-    expect_shape(out, expected.shape, "(instances, batch, features)")
-    expect_device(out, case.device)
-    expect_close(out.detach().cpu(), expected, suspects=_abs_forward_mistakes(w1, w2, bias, xc))
-    loss = expect_tensor(_method(model, "loss", x))
-    importance = per_instance(case.importance, instances, features)
-    expected_loss = comp.abs_loss(expected, xc, importance)
-    expect_shape(loss, expected_loss.shape, "(instances,)", note="; one loss per instance")
-    expect_close(loss.detach().cpu(), expected_loss,
-                 suspects=_abs_loss_mistakes(Case("", y=expected, x=xc, importance=importance)))
-    _expect_gradients(model, loss, ("W1", "W2", "b"))
-
-    # the data
-    batch = expect_tensor(_method(model, "generate_batch", 4000, _generator(case.seed + 2)))
-    expect_shape(batch, (instances, 4000, features), "(instances, batch_size, features)")
-    expect_device(batch, case.device)
-    batch = batch.detach().to("cpu", torch.float64)
-    _expect_in_signed_interval(batch)
-    _expect_frequencies(batch, per_instance(case.feature_probability, instances, features).double())
-    _expect_both_signs(batch)
-    repeat = _method(model, "generate_batch", 4000, _generator(case.seed + 2))
-    if not torch.equal(batch, repeat.detach().to("cpu", torch.float64)):
-        raise CheckFailed("generate_batch does not draw from the `generator` it is given: the same "
-                          "generator seed should give the same batch")
+        model.W1.copy_(W1)
+        model.W2.copy_(W2)
+        model.b.copy_(b)
+        seen["forward"] = plain(_method(model, "forward", x))
+    loss = _method(model, "loss", x)
+    seen["loss"] = plain(loss)
+    _probe_gradients(model, loss, ("W1", "W2", "b"), seen)
+    seen["batch"] = plain(_method(model, "generate_batch", 4000, _generator(case.seed + 2)))
+    seen["batch again"] = plain(_method(model, "generate_batch", 4000, _generator(case.seed + 2)))
 
 
 # --------------------------------------------------------------------------------------
@@ -918,41 +982,53 @@ def _u_and_case(seed: int) -> Case:
     return Case(f"UAnd(m={m}, d={d}, p={p:g}, generator), batch={batch}", m=m, d=d, p=p, x=x, seed=seed)
 
 
-@exercise(
-    "UAnd",
-    cases=_u_and_case,
-    seeds=range(8),
-    passed="{n}/{n} constructions built and read off like the reference.",
-    reference=comp.UAnd,
-    hints=[
-        "__init__ keeps m, d and p and draws the wiring self.W with your u_and_wiring (what its check "
-        "returned) from the generator; hidden, readoff and __call__ use your layer and read-off.",
-        "construction(x) is readoff(hidden(x)): (batch, m) -> (batch, d) -> (batch, m, m).  "
-        "coverage() counts, for every pair, the neurons wired to both: W.T @ W.",
-        "An uncovered pair has no neuron to average over: its read-off is NaN, not 0.",
-    ],
-)
-def check_u_and(learner, case: Case) -> None:
-    """Check your ``UAnd`` class: ``UAnd(m, d, p, generator)`` draws the course's wiring from the
-    generator; ``hidden(x)`` (batch, m) -> (batch, d), ``readoff(h)`` -> (batch, m, m) with NaN
-    for uncovered pairs, ``construction(x)`` both at once, and ``coverage()`` (m, m)."""
-    before = torch.get_rng_state()
-    construction = learner(case.m, case.d, case.p, _generator(case.seed))
-    if not torch.equal(before, torch.get_rng_state()):
+def _u_and_reference_hidden(case: Case) -> Tensor:
+    """The course's hidden layer on the case's x, with the course's wiring from the case's
+    generator: what readoff is given, so that the read-off is checked apart from the layer.
+    (Built from the library's functions, not its UAnd, which the sandbox withholds while the
+    learner's UAnd runs.)"""
+    return comp.u_and_hidden(comp.u_and_wiring(case.m, case.d, case.p, _generator(case.seed)), case.x)
+
+
+def _compare_readoff(out, expected: Tensor, what: str, W: Tensor, expected_h: Tensor) -> None:
+    """A read-off (batch, m, m) against the reference's: NaN exactly at the uncovered pairs,
+    the reference's means elsewhere (the diagonal is not compared)."""
+    out = expect_tensor(out)
+    expect_shape(out, expected.shape, "(batch, m, m)")
+    off_diagonal = ~torch.eye(expected.shape[-1], dtype=torch.bool).expand(expected.shape)
+    covered = ~expected.isnan() & off_diagonal
+    uncovered = expected.isnan() & off_diagonal
+    if (out.isnan() & covered).any():
+        raise CheckFailed(f"{what} is NaN for pairs that some neuron is wired to; only uncovered "
+                          "pairs should be NaN")
+    try:
+        expect_close(out[covered].float(), expected[covered],
+                     suspects={k: v[covered] for k, v in _readoff_mistakes(W, expected_h).items()})
+    except CheckFailed as failure:
+        raise CheckFailed(f"{what}: {failure}") from None
+    if (~out.isnan() & uncovered).any():
+        zeros = bool((out[~out.isnan() & uncovered] == 0).all())
+        raise CheckFailed(f"{what} is {'0' if zeros else 'a number'} for pairs no neuron is wired to: "
+                          "the mean over no neurons is undefined, so return NaN there")
+
+
+def _judge_u_and(data, case: Case) -> None:
+    """The verdict on what ``check_u_and`` saw, where no learner code runs."""
+    rng = observed(data, "rng")
+    if not (isinstance(rng, (list, tuple)) and len(rng) == 2 and same_tensor(*rng)):
         raise CheckFailed("building the construction drew from torch's global random state: draw the "
                           "wiring from the `generator` argument")
     reference = comp.UAnd(case.m, case.d, case.p, _generator(case.seed))
     W, x = reference.W, case.x
     for name in ("m", "d", "p"):
-        if getattr(construction, name, None) != getattr(case, name):
+        if not same_value(observed(data, name), getattr(case, name)):
             raise CheckFailed(f"`self.{name}` should keep the {name} the construction was given")
-    coverage = expect_tensor(_method(construction, "coverage"))
+    coverage = expect_tensor(observed(data, "coverage"))
     expected_coverage = reference.coverage()
     expect_shape(coverage, expected_coverage.shape, "(m, m)")
     pairs = ~torch.eye(case.m, dtype=torch.bool)
     if not torch.allclose(coverage.float()[pairs], expected_coverage[pairs]):
-        again = learner(case.m, case.d, case.p, _generator(case.seed))
-        if not torch.equal(expect_tensor(_method(again, "coverage")), coverage):
+        if not same_tensor(expect_tensor(observed(data, "coverage again")), coverage):
             raise CheckFailed("the wiring does not come from the `generator` argument: the same seed "
                               "gave another construction")
         either = W.sum(0)[:, None] + W.sum(0)[None, :] - expected_coverage
@@ -962,29 +1038,45 @@ def check_u_and(learner, case: Case) -> None:
         raise CheckFailed("coverage() differs from the reference's: is the wiring the course's draw "
                           "(your u_and_wiring), and does coverage() count the neurons wired to both features?")
 
-    h = expect_tensor(_method(construction, "hidden", x))
+    h = expect_tensor(observed(data, "hidden"))
     expected_h = comp.u_and_hidden(W, x)
     expect_shape(h, expected_h.shape, "(batch, d)")
     expect_close(h.float(), expected_h, suspects=_layer_mistakes(W, x))
-
-    def compare_readoff(out: Tensor, expected: Tensor, what: str) -> None:
-        expect_shape(out, expected.shape, "(batch, m, m)")
-        off_diagonal = pairs.expand(expected.shape)
-        covered = ~expected.isnan() & off_diagonal
-        uncovered = expected.isnan() & off_diagonal
-        if (out.isnan() & covered).any():
-            raise CheckFailed(f"{what} is NaN for pairs that some neuron is wired to; only uncovered "
-                              "pairs should be NaN")
-        try:
-            expect_close(out[covered].float(), expected[covered],
-                         suspects={k: v[covered] for k, v in _readoff_mistakes(W, expected_h).items()})
-        except CheckFailed as failure:
-            raise CheckFailed(f"{what}: {failure}") from None
-        if (~out.isnan() & uncovered).any():
-            zeros = bool((out[~out.isnan() & uncovered] == 0).all())
-            raise CheckFailed(f"{what} is {'0' if zeros else 'a number'} for pairs no neuron is wired to: "
-                              "the mean over no neurons is undefined, so return NaN there")
-
     expected = comp.u_and_readoff(W, expected_h)
-    compare_readoff(expect_tensor(_method(construction, "readoff", expected_h)), expected, "readoff(h)")
-    compare_readoff(expect_tensor(_method(construction, "__call__", x)), expected, "construction(x)")
+    _compare_readoff(observed(data, "readoff"), expected, "readoff(h)", W, expected_h)
+    _compare_readoff(observed(data, "construction"), expected, "construction(x)", W, expected_h)
+
+
+@exercise(
+    "UAnd",
+    cases=_u_and_case,
+    seeds=range(8),
+    passed="{n}/{n} constructions built and read off like the reference.",
+    reference=comp.UAnd,
+    judge=_judge_u_and,
+    hints=[
+        "__init__ keeps m, d and p and draws the wiring self.W with your u_and_wiring (what its check "
+        "returned) from the generator; hidden, readoff and __call__ use your layer and read-off.",
+        "construction(x) is readoff(hidden(x)): (batch, m) -> (batch, d) -> (batch, m, m).  "
+        "coverage() counts, for every pair, the neurons wired to both: W.T @ W.",
+        "An uncovered pair has no neuron to average over: its read-off is NaN, not 0.",
+    ],
+)
+def check_u_and(learner, case: Case, seen: dict) -> None:
+    """Check your ``UAnd`` class: ``UAnd(m, d, p, generator)`` draws the course's wiring from the
+    generator; ``hidden(x)`` (batch, m) -> (batch, d), ``readoff(h)`` -> (batch, m, m) with NaN
+    for uncovered pairs, ``construction(x)`` both at once, and ``coverage()`` (m, m).
+
+    (This half runs your class and records what it does; ``_judge_u_and`` compares.)"""
+    before = torch.get_rng_state()
+    construction = learner(case.m, case.d, case.p, _generator(case.seed))
+    seen["rng"] = [before, torch.get_rng_state()]
+    for name in ("m", "d", "p"):
+        seen[name] = plain(getattr(construction, name, None))
+    seen["coverage"] = plain(_method(construction, "coverage"))
+    probe_aside(seen, "coverage again",
+                lambda: plain(_method(learner(case.m, case.d, case.p, _generator(case.seed)), "coverage")))
+    expected_h = _u_and_reference_hidden(case)
+    seen["hidden"] = plain(_method(construction, "hidden", case.x))
+    seen["readoff"] = plain(_method(construction, "readoff", expected_h))
+    seen["construction"] = plain(_method(construction, "__call__", case.x))

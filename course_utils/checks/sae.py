@@ -33,6 +33,11 @@ from ._framework import (
     expect_output,
     expect_shape,
     expect_tensor,
+    judge_parameter,
+    observed,
+    plain,
+    probe_parameter,
+    same_value,
 )
 from ._helpers import (
     _as_number,
@@ -41,7 +46,6 @@ from ._helpers import (
     _expect_entry,
     _generator,
     _method,
-    _parameter,
     _randint,
     _relu,
 )
@@ -1150,11 +1154,33 @@ def _sae_class_case(seed: int) -> Case:
     return Case(label, d_in=d_in, n=n, l1=l1, device=device, seed=seed)
 
 
-def _sae_parameter(model, name: str, shape, axes: str, device) -> Tensor:
-    """``self.<name>``: an nn.Parameter of the model, of this shape, float32, on ``device``."""
-    value = _parameter(model, name, shape, axes)
+def _sae_parameter(value, name: str, shape, axes: str, device) -> Tensor:
+    """The judge's half of ``self.<name>``: a float32 tensor of this shape on ``device``."""
+    value = judge_parameter(value, name, shape, axes)
     expect_device(value, device)
     return value
+
+
+def _sae_case_weights(case: Case) -> tuple[dict[str, Tensor], Tensor]:
+    """Nonzero biases and a decoder apart from the encoder, which the probe copies into the
+    learner's SAE before comparing it with the reference holding the same, and the input x
+    (6, d_in) on the case's device."""
+    gen = _generator(case.seed + 1)
+    new = {"W_enc": torch.randn(case.d_in, case.n, generator=gen),
+           "b_enc": 0.3 * torch.randn(case.n, generator=gen),
+           "W_dec": _unit_rows(gen, case.n, case.d_in),
+           "b_dec": 0.5 + 0.5 * torch.randn(case.d_in, generator=gen)}
+    x = (torch.randn(6, case.d_in, generator=gen) + new["b_dec"]).to(case.device)
+    return new, x
+
+
+def _reference_sae(case: Case, new: dict[str, Tensor]) -> ref.SparseAutoencoder:
+    """The course's SAE for this case, holding the parameters ``new``."""
+    theirs = ref.SparseAutoencoder(case.d_in, case.n, case.l1, device=case.device, generator=_generator(case.seed))
+    with torch.no_grad():
+        for name, value in new.items():
+            getattr(theirs, name).copy_(value)
+    return theirs
 
 
 def _build_sae(learner, case: Case, seed: int):
@@ -1186,6 +1212,67 @@ def _sae_class_mistakes(x: Tensor, W_enc, b_enc, W_dec, b_dec, l1) -> dict[str, 
     }
 
 
+def _type_name_of(value) -> str:
+    return type(value).__name__
+
+
+def _judge_sparse_autoencoder(data, case: Case) -> None:
+    """The verdict on what ``check_sparse_autoencoder`` saw, where no learner code runs."""
+    theirs = ref.SparseAutoencoder(case.d_in, case.n, case.l1, device=case.device, generator=_generator(case.seed))
+    W_enc = _sae_parameter(observed(data, "W_enc"), "W_enc", (case.d_in, case.n), "(d_in, n_latents)", case.device)
+    b_enc = _sae_parameter(observed(data, "b_enc"), "b_enc", (case.n,), "(n_latents,)", case.device)
+    W_dec = _sae_parameter(observed(data, "W_dec"), "W_dec", (case.n, case.d_in), "(n_latents, d_in)", case.device)
+    b_dec = _sae_parameter(observed(data, "b_dec"), "b_dec", (case.d_in,), "(d_in,)", case.device)
+    if not same_value(observed(data, "l1_coefficient"), case.l1):
+        raise CheckFailed("`self.l1_coefficient` should keep the coefficient the SAE was given")
+    norms = W_dec.norm(dim=1)
+    if not torch.allclose(norms, torch.ones_like(norms), atol=1e-5):
+        raise CheckFailed("the decoder rows do not start at unit norm: divide each row of W_dec by its norm")
+    if not torch.allclose(W_dec, theirs.W_dec.detach(), atol=1e-6):
+        raise CheckFailed("W_dec is not drawn as the course's SAE draws it: torch.randn(n_latents, d_in, "
+                          "generator=generator), then each row divided by its norm")
+    if not torch.allclose(W_enc, W_dec.T, atol=1e-6):
+        raise CheckFailed("W_enc should start as the transpose of W_dec (Gao et al. 2024's initialisation)")
+    if observed(data, "W_enc shares W_dec's memory") is not False:
+        raise CheckFailed("W_enc shares its memory with W_dec (a view made by .T): copy it with .T.clone()")
+    if (b_enc != 0).any() or (b_dec != 0).any():
+        raise CheckFailed("b_enc and b_dec should start at zero")
+
+    # Both SAEs hold the same nonzero biases and a decoder apart from the encoder (the probe copied them).
+    new, x = _sae_case_weights(case)
+    theirs = _reference_sae(case, new)
+    mistakes = _sae_class_mistakes(x.cpu(), *(new[k] for k in ("W_enc", "b_enc", "W_dec", "b_dec")), case.l1)
+    with torch.no_grad():
+        f = expect_output(observed(data, "encode"), theirs.encode(x), "(batch, n_latents)")
+        expect_close(f, theirs.encode(x), suspects={k: v[0] for k, v in mistakes.items()})
+        f_ref = theirs.encode(x)
+        x_hat = expect_output(observed(data, "decode"), theirs.decode(f_ref), "(batch, d_in)")
+        expect_close(x_hat, theirs.decode(f_ref), suspects={"decode leaves out b_dec": f_ref.cpu() @ new["W_dec"]})
+        out = observed(data, "forward")
+        if not isinstance(out, (tuple, list)) or len(out) != 2:
+            raise CheckFailed("forward(x) should return the pair (x_hat, f)")
+        expect_close(expect_output(out[0], theirs(x)[0], "(batch, d_in)"), theirs(x)[0],
+                     suspects={"forward returns (f, x_hat); return (x_hat, f)": f_ref.cpu()}
+                     if out[0].shape == f_ref.shape and case.n == case.d_in else None)
+    loss = observed(data, "loss")
+    expected = theirs.loss(x)
+    if not isinstance(loss, Tensor):
+        raise CheckFailed(f"loss(x) returned a {_type_name_of(loss)}; return a scalar tensor")
+    loss_value = expect_output(loss, expected.detach(), "a single number, shape")
+    expect_close(loss_value, expected.detach(), suspects={k: v[2] for k, v in mistakes.items()})
+    if observed(data, "loss carries a gradient") is not True:
+        raise CheckFailed("your loss carries no gradient (torch.no_grad() or .detach()?): training could not "
+                          "change the SAE")
+    expected.backward()
+    gradients = observed(data, "gradients")
+    for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
+        mine, wanted = gradients.get(name) if isinstance(gradients, dict) else None, getattr(theirs, name).grad
+        if (not isinstance(mine, Tensor) or mine.shape != wanted.shape
+                or not torch.allclose(mine.to(wanted.device, wanted.dtype), wanted, rtol=1e-4, atol=1e-5)):
+            raise CheckFailed(f"the loss has the right value but its gradient with respect to {name} is wrong: "
+                              f"compute it from self.{name} itself, inside autograd's graph")
+
+
 @exercise(
     "SparseAutoencoder",
     cases=_sae_class_case,
@@ -1193,6 +1280,7 @@ def _sae_class_mistakes(x: Tensor, W_enc, b_enc, W_dec, b_dec, l1) -> dict[str, 
     time_limit=30,
     passed="{n}/{n} SAEs match the reference (initialisation, encode, decode, loss and its gradients).",
     reference=ref.SparseAutoencoder,
+    judge=_judge_sparse_autoencoder,
     hints=[
         "In __init__: draw W_dec = torch.randn(n_latents, d_in, generator=generator), divide each row by "
         "its norm, and make W_enc its transpose (a copy: .T.clone()); b_enc and b_dec start at zero.  "
@@ -1202,73 +1290,37 @@ def _sae_class_mistakes(x: Tensor, W_enc, b_enc, W_dec, b_dec, l1) -> dict[str, 
         "your checks returned.",
     ],
 )
-def check_sparse_autoencoder(learner, case: Case) -> None:
+def check_sparse_autoencoder(learner, case: Case, seen: dict) -> None:
     """Check your ``SparseAutoencoder(d_in, n_latents, l1_coefficient, device, generator)``:
     parameters W_enc (d_in, n_latents), b_enc (n_latents,), W_dec (n_latents, d_in) with unit
     rows drawn from ``generator`` like ``ReLUSAE``'s (W_enc = W_decᵀ, zero biases);
     ``encode`` with the pre-encoder bias, ``decode``, ``forward`` -> (x̂, f) and ``loss`` (the
-    L1 SAE loss, a scalar with gradients to every parameter)."""
-    model = _build_sae(learner, case, case.seed)
-    theirs = ref.SparseAutoencoder(case.d_in, case.n, case.l1, device=case.device, generator=_generator(case.seed))
-    W_enc = _sae_parameter(model, "W_enc", (case.d_in, case.n), "(d_in, n_latents)", case.device)
-    b_enc = _sae_parameter(model, "b_enc", (case.n,), "(n_latents,)", case.device)
-    W_dec = _sae_parameter(model, "W_dec", (case.n, case.d_in), "(n_latents, d_in)", case.device)
-    b_dec = _sae_parameter(model, "b_dec", (case.d_in,), "(d_in,)", case.device)
-    if getattr(model, "l1_coefficient", None) != case.l1:
-        raise CheckFailed("`self.l1_coefficient` should keep the coefficient the SAE was given")
-    norms = W_dec.detach().norm(dim=1)
-    if not torch.allclose(norms, torch.ones_like(norms), atol=1e-5):
-        raise CheckFailed("the decoder rows do not start at unit norm: divide each row of W_dec by its norm")
-    if not torch.allclose(W_dec.detach(), theirs.W_dec.detach(), atol=1e-6):
-        raise CheckFailed("W_dec is not drawn as the course's SAE draws it: torch.randn(n_latents, d_in, "
-                          "generator=generator), then each row divided by its norm")
-    if not torch.allclose(W_enc.detach(), W_dec.detach().T, atol=1e-6):
-        raise CheckFailed("W_enc should start as the transpose of W_dec (Gao et al. 2024's initialisation)")
-    if W_enc.data_ptr() == W_dec.data_ptr():
-        raise CheckFailed("W_enc shares its memory with W_dec (a view made by .T): copy it with .T.clone()")
-    if b_enc.detach().abs().max() > 0 or b_dec.detach().abs().max() > 0:
-        raise CheckFailed("b_enc and b_dec should start at zero")
+    L1 SAE loss, a scalar with gradients to every parameter).
 
-    # Give both SAEs the same nonzero biases and a decoder apart from the encoder, then compare.
-    gen = _generator(case.seed + 1)
+    (This half runs your class and records what it does; ``_judge_sparse_autoencoder``
+    compares.)"""
+    model = _build_sae(learner, case, case.seed)
+    for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
+        seen[name] = probe_parameter(model, name)
+    seen["l1_coefficient"] = plain(getattr(model, "l1_coefficient", None))
+    seen["W_enc shares W_dec's memory"] = model.W_enc.data_ptr() == model.W_dec.data_ptr()
+
+    new, x = _sae_case_weights(case)
     with torch.no_grad():
-        new = {"W_enc": torch.randn(case.d_in, case.n, generator=gen),
-               "b_enc": 0.3 * torch.randn(case.n, generator=gen),
-               "W_dec": _unit_rows(gen, case.n, case.d_in),
-               "b_dec": 0.5 + 0.5 * torch.randn(case.d_in, generator=gen)}
         for name, value in new.items():
             getattr(model, name).copy_(value)
-            getattr(theirs, name).copy_(value)
-    x = (torch.randn(6, case.d_in, generator=gen) + new["b_dec"]).to(case.device)
-    mistakes = _sae_class_mistakes(x.cpu(), *(new[k] for k in ("W_enc", "b_enc", "W_dec", "b_dec")), case.l1)
-    with torch.no_grad():
-        f = expect_output(_method(model, "encode", x), theirs.encode(x), "(batch, n_latents)")
-        expect_close(f, theirs.encode(x), suspects={k: v[0] for k, v in mistakes.items()})
-        f_ref = theirs.encode(x)
-        x_hat = expect_output(_method(model, "decode", f_ref), theirs.decode(f_ref), "(batch, d_in)")
-        expect_close(x_hat, theirs.decode(f_ref), suspects={"decode leaves out b_dec": f_ref.cpu() @ new["W_dec"]})
-        out = _method(model, "forward", x)
-        if not isinstance(out, (tuple, list)) or len(out) != 2:
-            raise CheckFailed("forward(x) should return the pair (x_hat, f)")
-        expect_close(expect_output(out[0], theirs(x)[0], "(batch, d_in)"), theirs(x)[0],
-                     suspects={"forward returns (f, x_hat); return (x_hat, f)": f_ref.cpu()}
-                     if out[0].shape == f_ref.shape and case.n == case.d_in else None)
+        # decode's input: the course's code of x (the library's sae_encode, as its SAE encodes;
+        # the sandbox withholds the SAE class itself while the learner's runs)
+        f_ref = ref.sae_encode(x, *(new[k].to(case.device) for k in ("W_enc", "b_enc", "b_dec")))
+        seen["encode"] = plain(_method(model, "encode", x))
+        seen["decode"] = plain(_method(model, "decode", f_ref))
+        seen["forward"] = plain(_method(model, "forward", x))
     loss = _method(model, "loss", x)
-    expected = theirs.loss(x)
-    if not isinstance(loss, Tensor):
-        raise CheckFailed(f"loss(x) returned a {type(loss).__name__}; return a scalar tensor")
-    loss_value = expect_output(loss, expected.detach(), "a single number, shape")
-    expect_close(loss_value.detach(), expected.detach(), suspects={k: v[2] for k, v in mistakes.items()})
-    if not loss.requires_grad:
-        raise CheckFailed("your loss carries no gradient (torch.no_grad() or .detach()?): training could not "
-                          "change the SAE")
-    loss.backward()
-    expected.backward()
-    for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
-        mine, wanted = getattr(model, name).grad, getattr(theirs, name).grad
-        if mine is None or not torch.allclose(mine, wanted, rtol=1e-4, atol=1e-5):
-            raise CheckFailed(f"the loss has the right value but its gradient with respect to {name} is wrong: "
-                              f"compute it from self.{name} itself, inside autograd's graph")
+    seen["loss"] = plain(loss)
+    seen["loss carries a gradient"] = isinstance(loss, Tensor) and loss.requires_grad
+    if seen["loss carries a gradient"]:
+        loss.backward()
+        seen["gradients"] = {name: plain(getattr(model, name).grad) for name in ("W_enc", "b_enc", "W_dec", "b_dec")}
 
 
 # --------------------------------------------------------------------------------------

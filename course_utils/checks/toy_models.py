@@ -10,6 +10,7 @@ the seed so that the default seeds cover one instance, one hidden dimension and 
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -30,14 +31,19 @@ from ._framework import (
     expect_output,
     expect_shape,
     expect_tensor,
+    judge_parameter,
+    observed,
+    plain,
+    probe_parameter,
     result_check,
+    same_tensor,
+    same_value,
 )
 from ._helpers import (
     _has_variance,
     _looks_normal,
     _expect_buffer,
     _method,
-    _parameter,
     Z,
     _batch_case,
     _expect_frequencies,
@@ -343,14 +349,22 @@ def _build(learner, case: Case, generator: torch.Generator | None, **changes):
     return model
 
 
-def _init_statistics(learner, device) -> None:
-    """Xavier-normal W (std √(2/(hidden + features)), per instance) and a zero b."""
+def _init_sample(learner, device) -> dict:
+    """Runs the learner's class: a large model's initial W and b, for their statistics."""
     model = learner(n_features=INIT_FEATURES, n_hidden=INIT_HIDDEN, n_instances=INIT_INSTANCES,
                     device=device, generator=_generator(7))
-    W = getattr(model, "W", None)
+    return {"W": plain(getattr(model, "W", None)), "b": plain(getattr(model, "b", None))}
+
+
+def _init_statistics(sample) -> None:
+    """Xavier-normal W (std √(2/(hidden + features)), per instance) and a zero b, judged on
+    ``_init_sample``'s W and b."""
+    if not (isinstance(sample, dict) and "W" in sample):
+        raise CheckFailed("the grader could not read what your code did (no initial W)")
+    W = sample["W"]
     if not isinstance(W, Tensor) or W.shape != (INIT_INSTANCES, INIT_HIDDEN, INIT_FEATURES):
         return  # the per-case checks name what is wrong with W
-    w = W.detach().to("cpu", torch.float64).flatten()
+    w = W.to("cpu", torch.float64).flatten()
     if not _has_variance(w, 2 / (INIT_HIDDEN + INIT_FEATURES)):
         if _has_variance(w, 2 / (INIT_HIDDEN * INIT_FEATURES + INIT_INSTANCES * INIT_FEATURES)):
             raise CheckFailed("W's initial spread matches nn.init.xavier_normal_ applied to the whole "
@@ -361,9 +375,80 @@ def _init_statistics(learner, device) -> None:
     if not _looks_normal(w):
         raise CheckFailed("W's initial entries have the right spread but are not normally distributed "
                           "(torch.randn, not torch.rand)")
-    b = getattr(model, "b", None)
-    if isinstance(b, Tensor) and b.detach().abs().max() > 0:
+    b = sample.get("b")
+    if isinstance(b, Tensor) and (b != 0).any():
         raise CheckFailed("b should start at zero")
+
+
+def _model_input(case: Case) -> Tensor:
+    """The batch that forward and loss run on: (instances, 6, features) on the case's device."""
+    return _sparse_features(_generator(case.seed + 1), (case.n_instances, 6, case.n_features)).to(case.device)
+
+
+def _judge_toy_model(data, case: Case) -> None:
+    """The verdict on what ``check_toy_model`` saw, where no learner code runs: the
+    initialisation's statistics, the parameters, attributes and buffers, and forward, loss,
+    its gradients and generate_batch against the reference functions."""
+    if case.seed == 0:
+        _init_statistics(observed(data, "init"))
+    rng = observed(data, "rng")
+    if not (isinstance(rng, (list, tuple)) and len(rng) == 2 and same_tensor(*rng)):
+        raise CheckFailed("building the model drew from torch's global random state: draw W from the "
+                          "`generator` argument instead (torch.randn(..., generator=generator))")
+    instances, hidden, features = case.n_instances, case.n_hidden, case.n_features
+    W = judge_parameter(observed(data, "W"), "W", (instances, hidden, features), "(instances, hidden, features)")
+    b = judge_parameter(observed(data, "b"), "b", (instances, features), "(instances, features)")
+    for value in (W, b):
+        expect_device(value, case.device)
+    if (b != 0).any():
+        raise CheckFailed("b should start at zero")
+    if not same_value(observed(data, "activation"), case.activation):
+        raise CheckFailed("`self.activation` should keep the activation the model was given")
+    for name in ("n_features", "n_hidden", "n_instances"):
+        if not same_value(observed(data, name), getattr(case, name)):
+            raise CheckFailed(f"`self.{name}` should keep the {name} the model was given "
+                              "(the course's tools read it)")
+    p = ref.per_instance(case.feature_probability, instances, features)
+    importance = ref.per_instance(case.importance, instances, features)
+    for name, expected in (("feature_probability", p), ("importance", importance)):
+        # _expect_buffer reads the buffer as an attribute: give it what the probe read
+        _expect_buffer(SimpleNamespace(**{name: observed(data, name)}), name, expected, case.device)
+    if not same_tensor(W, observed(data, "W again")) or same_tensor(W, observed(data, "W other")):
+        raise CheckFailed("W does not come from the `generator` argument: the same generator seed "
+                          "should give the same W, another seed another W")
+
+    x = _model_input(case)
+    with torch.no_grad():
+        expected = ref.toy_forward(W, b, x, case.activation)
+        out = expect_output(observed(data, "forward"), expected, "(instances, batch, features)")
+        mistakes = _forward_mistakes(Case("", W=W.cpu(), b=b.cpu(), x=x.cpu(), activation=case.activation))
+        expect_close(out, expected, suspects=mistakes)
+        expected_loss = ref.importance_weighted_loss(expected, x, importance.to(x.device))
+        loss = expect_output(observed(data, "loss"), expected_loss, "(instances,)")
+        loss_mistakes = _loss_mistakes(Case("", out=expected.cpu(), x=x.cpu(), importance=importance))
+    expect_close(loss, expected_loss, suspects=loss_mistakes)
+    if observed(data, "loss carries a gradient") is not True:
+        raise CheckFailed("your loss carries no gradient (was it computed under torch.no_grad() or "
+                          "with .detach()?): training could not change W and b")
+    gradients = observed(data, "gradients")
+    for name in ("W", "b"):
+        grad = gradients.get(name) if isinstance(gradients, dict) else None
+        if not isinstance(grad, Tensor) or not _nonzero_and_finite(grad):
+            raise CheckFailed(f"no gradient reaches {name} from your loss: compute the output from "
+                              f"self.{name} itself")
+
+    batch = expect_tensor(observed(data, "batch"))
+    expect_shape(batch, (instances, 4000, features), "(instances, batch_size, features)")
+    expect_device(batch, case.device)
+    _expect_frequencies(batch.to("cpu", torch.float64), p.double())
+    if not same_tensor(batch, observed(data, "batch again")):
+        raise CheckFailed("generate_batch does not draw from the `generator` it is given: the same "
+                          "generator seed should give the same batch")
+
+
+def _nonzero_and_finite(grad: Tensor) -> bool:
+    grad = grad.to(torch.float64)
+    return bool(torch.isfinite(grad).all()) and bool(grad.abs().sum() > 0)
 
 
 @exercise(
@@ -373,6 +458,7 @@ def _init_statistics(learner, device) -> None:
     time_limit=40,
     passed="{n}/{n} models built, initialised and run like the reference.",
     reference=ref.ToyModel,
+    judge=_judge_toy_model,
     hints=[
         "__init__ stores the sizes and the activation, broadcasts feature_probability and importance "
         "to (instances, features) with per_instance(...), and creates W (instances, hidden, "
@@ -384,74 +470,36 @@ def _init_statistics(learner, device) -> None:
         "keeps feature_probability and importance on the model's device.",
     ],
 )
-def check_toy_model(learner, case: Case) -> None:
+def check_toy_model(learner, case: Case, seen: dict) -> None:
     """Check your ``ToyModel`` class: its parameters and their initialisation, its buffers, and
     ``forward``, ``loss`` and ``generate_batch`` against the reference functions, with gradients
-    reaching W and b."""
+    reaching W and b.
+
+    (This half runs your class and records what it does; ``_judge_toy_model`` compares.)"""
     if case.seed == 0:
-        _init_statistics(learner, case.device)
+        seen["init"] = _init_sample(learner, case.device)
     before = torch.get_rng_state()
     model = _build(learner, case, _generator(case.seed))
-    if not torch.equal(before, torch.get_rng_state()):
-        raise CheckFailed("building the model drew from torch's global random state: draw W from the "
-                          "`generator` argument instead (torch.randn(..., generator=generator))")
-    instances, hidden, features = case.n_instances, case.n_hidden, case.n_features
-    W = _parameter(model, "W", (instances, hidden, features), "(instances, hidden, features)")
-    b = _parameter(model, "b", (instances, features), "(instances, features)")
-    for name, value in (("W", W), ("b", b)):
-        expect_device(value, case.device)
-    if b.detach().abs().max() > 0:
-        raise CheckFailed("b should start at zero")
-    if getattr(model, "activation", None) != case.activation:
-        raise CheckFailed("`self.activation` should keep the activation the model was given")
-    for name in ("n_features", "n_hidden", "n_instances"):
-        if getattr(model, name, None) != getattr(case, name):
-            raise CheckFailed(f"`self.{name}` should keep the {name} the model was given "
-                              "(the course's tools read it)")
-    p = ref.per_instance(case.feature_probability, instances, features)
-    importance = ref.per_instance(case.importance, instances, features)
-    _expect_buffer(model, "feature_probability", p, case.device)
-    _expect_buffer(model, "importance", importance, case.device)
-    again = _build(learner, case, _generator(case.seed))
-    other = _build(learner, case, _generator(case.seed + 1000))
-    if not torch.equal(W.detach(), again.W.detach()) or torch.equal(W.detach(), other.W.detach()):
-        raise CheckFailed("W does not come from the `generator` argument: the same generator seed "
-                          "should give the same W, another seed another W")
+    seen["rng"] = [before, torch.get_rng_state()]
+    seen["W"] = probe_parameter(model, "W")
+    seen["b"] = probe_parameter(model, "b")
+    for name in ("activation", "n_features", "n_hidden", "n_instances", "feature_probability", "importance"):
+        seen[name] = plain(getattr(model, name, None))
+    seen["W again"] = plain(_build(learner, case, _generator(case.seed)).W)
+    seen["W other"] = plain(_build(learner, case, _generator(case.seed + 1000)).W)
 
-    x = _sparse_features(_generator(case.seed + 1), (instances, 6, features)).to(case.device)
+    x = _model_input(case)
     with torch.no_grad():
-        out = _method(model, "forward", x)
-        expected = ref.toy_forward(W, b, x, case.activation)
-        out = expect_output(out, expected, "(instances, batch, features)")
-        mistakes = _forward_mistakes(Case("", W=W.detach().cpu(), b=b.detach().cpu(), x=x.cpu(),
-                                          activation=case.activation))
-        expect_close(out, expected, suspects=mistakes)
+        seen["forward"] = plain(_method(model, "forward", x))
     loss = _method(model, "loss", x)
-    expected_loss = ref.importance_weighted_loss(ref.toy_forward(W, b, x, case.activation), x, importance.to(x.device))
-    loss_tensor = expect_output(loss, expected_loss.detach(), "(instances,)")
-    with torch.no_grad():
-        reference_out = ref.toy_forward(W, b, x, case.activation)
-        loss_mistakes = _loss_mistakes(Case("", out=reference_out.cpu(), x=x.cpu(), importance=importance))
-    expect_close(loss_tensor.detach(), expected_loss.detach(), suspects=loss_mistakes)
-    if not loss_tensor.requires_grad:
-        raise CheckFailed("your loss carries no gradient (was it computed under torch.no_grad() or "
-                          "with .detach()?): training could not change W and b")
-    W.grad = b.grad = None
-    loss_tensor.sum().backward()
-    for name, parameter in (("W", W), ("b", b)):
-        if parameter.grad is None or not torch.isfinite(parameter.grad).all() or not parameter.grad.abs().sum() > 0:
-            raise CheckFailed(f"no gradient reaches {name} from your loss: compute the output from "
-                              f"self.{name} itself")
-
-    batch = _method(model, "generate_batch", 4000, _generator(case.seed + 2))
-    batch = expect_tensor(batch)
-    expect_shape(batch, (instances, 4000, features), "(instances, batch_size, features)")
-    expect_device(batch, case.device)
-    _expect_frequencies(batch.detach().to("cpu", torch.float64), p.double())
-    repeat = _method(model, "generate_batch", 4000, _generator(case.seed + 2))
-    if not torch.equal(batch, repeat):
-        raise CheckFailed("generate_batch does not draw from the `generator` it is given: the same "
-                          "generator seed should give the same batch")
+    seen["loss"] = plain(loss)
+    seen["loss carries a gradient"] = isinstance(loss, Tensor) and loss.requires_grad
+    if seen["loss carries a gradient"]:
+        model.W.grad = model.b.grad = None
+        loss.sum().backward()
+        seen["gradients"] = {"W": plain(model.W.grad), "b": plain(model.b.grad)}
+    seen["batch"] = plain(_method(model, "generate_batch", 4000, _generator(case.seed + 2)))
+    seen["batch again"] = plain(_method(model, "generate_batch", 4000, _generator(case.seed + 2)))
 
 
 # --------------------------------------------------------------------------------------
