@@ -214,6 +214,18 @@ def test_the_check_sees_in_place_changes_and_the_learners_line():
     assert "returned a numpy.ndarray; expected a torch.Tensor" in rows["toy_forward"]["message"]
 
 
+def test_fingerprints_ignore_comments_docstrings_and_layout_but_not_code():
+    def entry(cell: str, line: int) -> dict:
+        return {"source": cell, "line": line}
+
+    a = "import torch\n\ndef f(W):\n    # the norms\n    n = W.norm(dim=1)\n    return n\n"
+    b = 'def f(W):\n    """Norms."""\n    n = W.norm(dim = 1)   # spaces\n\n    return n\nprint(1)\n'
+    c = "def f(W):\n    n = W.norm(dim=0)\n    return n\n"
+    assert worker.fingerprint(entry(a, 3))[0] == worker.fingerprint(entry(b, 1))[0]
+    assert worker.fingerprint(entry(a, 3))[0] != worker.fingerprint(entry(c, 1))[0]
+    assert worker.fingerprint({"kind": "class"}) is None
+
+
 # --------------------------------------------------------------------------------------
 # One batch with every kind of bad submission, graded by the command line
 # --------------------------------------------------------------------------------------
@@ -772,3 +784,14 @@ def test_empty_script_and_twice_submitted(graded):
     assert all(row["conflict"] for row in twice)
     assert set(outcomes(graded, "olga\\xff").values()) == {"not attempted"}
 
+
+def test_the_report_lists_definitions_shared_by_several_students(graded):
+    """A hint for the instructor, not a grade: the same code (comments and layout aside)."""
+    groups = graded["report"]["grader"]["similar_definitions"]
+    shared = {(g["exercise"], frozenset(g["students"])) for g in groups}
+    batch = next(students for exercise, students in shared if exercise == "generate_batch")
+    assert {"good", "vandal", "twice", "misordered"} <= batch  # the same right answer, copied around
+    assert "spy" not in batch  # its generate_batch has one more line
+    assert all(g["lines"] >= 4 and len(g["students"]) >= 2 for g in groups)
+    assert not any("stub" in g["students"] for g in groups)  # stubs are not definitions to compare
+    assert "definition(s) are the same in several students' notebooks" in graded["stdout"]

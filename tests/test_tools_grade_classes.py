@@ -25,6 +25,7 @@ from course_utils import toy_models as ref
 from course_utils.checks import _framework
 from course_tools.grade import harvest, worker
 from course_tools.grade.sandbox import Sandbox
+from test_tools_grade import nbs
 
 MEMORY_MB = 1000
 CLASSES = ("ToyModel", "AbsModel", "UAnd", "SparseAutoencoder")
@@ -41,28 +42,7 @@ from course_utils.toy_models import generate_batch, importance_weighted_loss, pe
 # Right answers, written in cells as a learner writes them (their own code; the library's
 # functions of the other exercises, as the chapters' learners use their own).
 RIGHT = {
-    "ToyModel": """\
-class ToyModel(nn.Module):
-    def __init__(self, n_features, n_hidden, n_instances=1, activation="relu", feature_probability=1.0,
-                 importance=1.0, device="cpu", generator=None):
-        super().__init__()
-        self.n_features, self.n_hidden, self.n_instances = n_features, n_hidden, n_instances
-        self.activation = activation
-        self.register_buffer("feature_probability", per_instance(feature_probability, n_instances, n_features).to(device))
-        self.register_buffer("importance", per_instance(importance, n_instances, n_features).to(device))
-        W = torch.randn(n_instances, n_hidden, n_features, generator=generator) * (2 / (n_hidden + n_features)) ** 0.5
-        self.W = nn.Parameter(W.to(device))
-        self.b = nn.Parameter(torch.zeros(n_instances, n_features, device=device))
-
-    def forward(self, x):
-        return toy_forward(self.W, self.b, x, self.activation)
-
-    def loss(self, x):
-        return importance_weighted_loss(self(x), x, self.importance)
-
-    def generate_batch(self, batch_size, generator=None):
-        return generate_batch(self.feature_probability, batch_size, generator)
-""",
+    "ToyModel": nbs.RIGHT["ToyModel"] + "\n",  # the grader tests' tiny notebooks hold the same
     "AbsModel": """\
 class AbsModel(nn.Module):
     def __init__(self, n_features, n_hidden, n_instances=1, feature_probability=1.0, importance=1.0,

@@ -445,6 +445,7 @@ def grade_batch(args, config, log=print, save=None) -> tuple[list[dict], dict]:
                                "points": config.points(name, check.points),
                                "time_limit_s": config.time_limit(name) or check.time_limit}
     grader = info(complete=True) | {
+        "similar_definitions": report.similar(results[job.number] for job in jobs if job.number in results),
         "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "wall_s": round(wall, 2),
         "limits": {"cell_timeout_s": config.cell_timeout, "timeout_s": config.timeout,
@@ -510,5 +511,8 @@ def main(argv: list[str] | None = None) -> int:
     kept = f", {grader['resumed']} kept from the previous run" if grader["resumed"] else ""
     print(f"graded {totals['submissions']} submission(s) in {grader['wall_s']:.1f} s with {args.jobs} job(s){kept}: "
           f"{totals['rows']} rows ({outcomes})")
+    if grader.get("similar_definitions"):
+        print(f"note: {len(grader['similar_definitions'])} definition(s) are the same in several students' "
+              f"notebooks (comments and layout aside): see similar_definitions in {json_path}")
     print(f"wrote {args.out} and {json_path}")
     return 130 if grader["interrupted"] else 0

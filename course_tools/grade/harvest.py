@@ -60,6 +60,7 @@ def describe(obj) -> dict:
         text = "".join(linecache.getlines(code.co_filename))
         if text and len(text) < MAX_SOURCE_CHARS:
             entry["source_file"], entry["source"] = code.co_filename, text
+            entry["line"] = int(code.co_firstlineno)
     return entry
 
 

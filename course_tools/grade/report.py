@@ -42,6 +42,29 @@ from pathlib import Path
 COLUMNS = ("student", "chapter", "exercise", "outcome", "points", "max_points", "message", "file", "conflict")
 
 
+SIMILAR_MIN_LINES = 4  # shorter definitions are too often the same by chance
+
+
+def similar(results) -> list[dict]:
+    """Definitions that are the same, once comments, docstrings and layout are set aside, in
+    the submissions of several students: ``[{"chapter", "exercise", "lines", "students"}]``,
+    longest first.  A hint for the instructor to read, not a verdict (two students may well
+    write the same five lines); the notebook stubs are never graded as definitions."""
+    groups: dict[tuple, set] = {}
+    lines: dict[tuple, int] = {}
+    for result in results:
+        for row in result.get("exercises", []):
+            mark = row.get("fingerprint")
+            if not mark or int(row.get("lines") or 0) < SIMILAR_MIN_LINES or row.get("outcome") == "not attempted":
+                continue
+            key = (result.get("chapter"), row.get("exercise"), mark)
+            groups.setdefault(key, set()).add(str(result.get("student")))
+            lines[key] = int(row["lines"])
+    found = [{"chapter": key[0], "exercise": key[1], "lines": lines[key], "students": sorted(students)}
+             for key, students in groups.items() if len(students) > 1]
+    return sorted(found, key=lambda g: (-g["lines"], str(g["chapter"]), str(g["exercise"])))
+
+
 def safe_text(text) -> str:
     """``text`` as str that encodes to UTF-8: surrogate escapes (undecodable bytes of a file
     name) become ``\\xNN``, other lone surrogates ``\\udXXX``."""

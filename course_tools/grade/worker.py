@@ -173,6 +173,32 @@ def evaluate(exercises: list[dict], definitions: dict, memory_bytes, env, root: 
     return rows
 
 
+def fingerprint(entry: dict) -> tuple[str, int] | None:
+    """(a hash of the function's code with comments, docstrings and layout removed, its
+    number of lines) for the batch's similarity report; None for a class, an import, or a
+    definition whose text did not come with it."""
+    import ast
+    import hashlib
+    import inspect
+    import textwrap
+
+    text, line = entry.get("source"), entry.get("line")
+    if not isinstance(text, str) or not isinstance(line, int) or line < 1:
+        return None
+    try:
+        block = inspect.getblock(text.splitlines(keepends=True)[line - 1:])
+        tree = ast.parse(textwrap.dedent("".join(block)))
+    except (SyntaxError, IndentationError, ValueError, IndexError, TypeError):
+        return None
+    for node in ast.walk(tree):  # a docstring is an expression statement: drop it
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                and isinstance(getattr(body[0], "value", None), ast.Constant) and isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+    dump = ast.dump(tree, annotate_fields=False, include_attributes=False)
+    return hashlib.sha256(dump.encode()).hexdigest()[:16], len(block)
+
+
 def result_specs(names, config, missing: dict[str, str]) -> list[dict]:
     """The specs of the result checks of the exercises ``names`` (those whose exercises are
     all graded), for ``evaluate``."""
@@ -336,6 +362,9 @@ def grade(job: dict) -> dict:
                     f"{row['outcome']}" + (" (it also ran hidden cases)" if row.get("seeds", {}).get("hidden") else ""))
         if row["exercise"] in execution.defined_in:
             row["defined_after_cell"] = execution.defined_in[row["exercise"]]
+        found = fingerprint(execution.definitions.get(row["exercise"]) or {})
+        if found is not None:
+            row["fingerprint"], row["lines"] = found
     result["exercises"] = rows
     result["seconds"] = {"total": round(time.monotonic() - started, 2),
                          "notebook": round(execution.seconds, 2),
