@@ -10,6 +10,7 @@ definitions are made the way notebook cells make them and sent the way the harve
 
 from __future__ import annotations
 
+import inspect
 import io
 import linecache
 import os
@@ -25,6 +26,7 @@ from course_utils import toy_models as ref
 from course_utils.checks import _framework
 from course_tools.grade import harvest, worker
 from course_tools.grade.sandbox import Sandbox
+from test_ch04_computation import _PlainUAnd
 from test_tools_grade import nbs
 
 MEMORY_MB = 1000
@@ -67,26 +69,8 @@ class AbsModel(nn.Module):
     def generate_batch(self, batch_size, generator=None):
         return abs_batch(self.feature_probability, batch_size, generator)
 """,
-    "UAnd": """\
-class UAnd:
-    def __init__(self, m, d, p, generator=None):
-        self.m, self.d, self.p = m, d, p
-        self.W = (torch.rand(d, m, generator=generator) < p).float()
-
-    def hidden(self, x):
-        return torch.relu(x @ self.W.T - 1)
-
-    def readoff(self, h):
-        coverage = self.W.T @ self.W
-        total = torch.einsum("bk,ki,kj->bij", h, self.W, self.W)
-        return torch.where(coverage > 0, total / coverage.clamp(min=1), torch.full_like(total, float("nan")))
-
-    def __call__(self, x):
-        return self.readoff(self.hidden(x))
-
-    def coverage(self):
-        return self.W.T @ self.W
-""",
+    # the plain construction chapter 04's library tests already write as a learner would
+    "UAnd": inspect.getsource(_PlainUAnd).replace("class _PlainUAnd:", "class UAnd:"),
     "SparseAutoencoder": """\
 class SparseAutoencoder(nn.Module):
     def __init__(self, d_in, n_latents, l1_coefficient=0.3, device="cpu", generator=None):
