@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from test_tools_grade import CHAPTER, SPY, SPY_SETUP, _Listener, nbs
+from test_tools_grade import CHAPTER, SPY, SPY_SETUP, _Listener, nbs, processes_with
 
 
 
@@ -49,3 +49,40 @@ def test_without_bubblewrap_the_grader_refuses_unless_told_and_then_says_so(tmp_
     for name in ("toy_forward", "generate_batch", "importance_weighted_loss", "feature_norms"):
         assert spy[name]["outcome"] == "passed", (name, spy[name])
     assert listener.connections >= 1
+
+
+ESCAPEE = """import os, subprocess, sys, time
+code = "import os, time; os.setsid(); hog = bytearray(300 * 2**20); hog[::4096] = b'x' * len(hog[::4096]); time.sleep(60)"
+subprocess.Popen([sys.executable, "-c", code, sys.argv[1]])
+time.sleep(60)"""
+
+
+def test_the_memory_watch_and_the_kill_reach_a_process_that_left_the_session(tmp_path):
+    """Under bubblewrap a learner's process that calls setsid leaves the kernel's session but
+    not its sandbox's PID namespace: its memory counts and the kill ends it."""
+    import secrets
+    import time
+
+    from course_tools.grade import isolation, limits
+
+    bwrap, why = isolation.find_bwrap()
+    if bwrap is None:
+        import pytest
+
+        pytest.skip(why)
+    token = f"superposition-escapee-{secrets.token_hex(4)}"
+    argv = isolation.Isolation(bwrap).command([sys.executable, "-c", ESCAPEE, token], [tmp_path], tmp_path)
+    process = subprocess.Popen(argv, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        escaped = []
+        while time.monotonic() < deadline and (limits.session_rss(process.pid) or 0) < 300 * 2**20:
+            time.sleep(0.2)
+        escaped = [pid for pid in processes_with(token) if os.getsid(pid) != process.pid]
+        assert escaped, "the escapee left the session"
+        assert limits.session_rss(process.pid) >= 300 * 2**20  # its 300 MB count
+    finally:
+        limits.kill_session(process.pid)
+        process.wait(timeout=10)
+    time.sleep(0.5)
+    assert processes_with(token) == []

@@ -20,10 +20,10 @@ when isolation is on.  What a learner's code then sees and can do:
 * **lifetime**: ``--die-with-parent``: it is killed when the grader's worker ends; and when
   the grader kills it, the PID namespace goes with it, so nothing it started survives.
 
-Not enforced (docs/grading.md says so): CPU time beyond the grader's time limits, disk
+Not enforced (docs/grading.md says so): CPU time beyond the grader's time limits, and disk
 space in the scratch directory and ``/tmp`` (RAM-backed, under the memory watch only as far
-as ``/proc`` shows it), and the memory of a process that left the kernel's session with
-``setsid`` (it dies with the sandbox, but its memory is not counted).
+as ``/proc`` shows it).  A process that left the kernel's session with ``setsid`` stays in
+the sandbox's PID namespace, where ``limits`` counts its memory and kills it.
 
 ``ACTIVE`` is set once per worker process (``activate``), from the job the batch wrote;
 :func:`wrap` is what ``Kernel.start`` and ``Sandbox.launch`` call.

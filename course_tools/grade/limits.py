@@ -4,7 +4,8 @@ Every untrusted process the grader starts (a learner's kernel, the sandbox that 
 learner's functions) is started in a session of its own (``start_new_session=True``), so
 its session id is its pid.  Whatever it spawns stays in that session unless it calls
 ``setsid`` itself, so "the process and everything it started" is "every process in the
-session".  On Linux both the memory watch and the kill read ``/proc``; elsewhere they use
+session", and, under bubblewrap, every process in the PID namespace of the sandbox one of
+them is in (a ``setsid`` does not leave that).  On Linux both the memory watch and the kill read ``/proc``; elsewhere they use
 psutil when it is installed (and the memory limit is off when it is not).
 
 The memory limit is on resident memory (RSS), watched every 0.1 s, not on address space:
@@ -26,8 +27,8 @@ _PROC = Path("/proc")
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
-def _proc_sessions() -> dict[int, tuple[int, int]]:
-    """pid -> (session id, resident bytes) for every process in /proc (Linux)."""
+def _proc_sessions() -> dict[int, tuple[int, int, int]]:
+    """pid -> (session id, resident bytes, start time) for every process in /proc (Linux)."""
     table = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -39,15 +40,42 @@ def _proc_sessions() -> dict[int, tuple[int, int]]:
             continue
         # The command name (field 2) is in parentheses and may contain spaces.
         fields = stat[stat.rindex(b")") + 2:].split()
-        # fields[0] is field 3 (state): the session is field 6, rss (pages) field 24.
-        table[int(name)] = (int(fields[3]), int(fields[21]) * _PAGE)
+        # fields[0] is field 3 (state): the session is field 6, start time 22, rss (pages) 24.
+        table[int(name)] = (int(fields[3]), int(fields[21]) * _PAGE, int(fields[19]))
     return table
 
 
+_NAMESPACES: dict[tuple[int, int], str | None] = {}  # (pid, start time) -> its PID namespace
+
+
+def _pid_namespace(pid: int, start: int) -> str | None:
+    key = (pid, start)  # with the start time, a reused pid is a new key
+    if key not in _NAMESPACES:
+        if len(_NAMESPACES) > 100_000:
+            _NAMESPACES.clear()
+        try:
+            _NAMESPACES[key] = os.readlink(f"/proc/{pid}/ns/pid")
+        except OSError:
+            _NAMESPACES[key] = None
+    return _NAMESPACES[key]
+
+
+def _members(table: dict[int, tuple[int, int, int]], sid: int) -> list[int]:
+    """The pids in session ``sid``, and every process in a PID namespace of their own that
+    one of them is in: a learner's process under bubblewrap that called ``setsid`` left the
+    session, not its sandbox's namespace."""
+    members = {pid for pid, (session, _, _) in table.items() if session == sid}
+    own = _pid_namespace(os.getpid(), table.get(os.getpid(), (0, 0, 0))[2])
+    spaces = {_pid_namespace(pid, table[pid][2]) for pid in members} - {own, None}
+    if spaces:
+        members |= {pid for pid, (_, _, start) in table.items() if _pid_namespace(pid, start) in spaces}
+    return sorted(members)
+
+
 def session_members(sid: int) -> list[int]:
-    """The pids in session ``sid``."""
+    """The pids in session ``sid`` (and in its sandboxes' PID namespaces, see ``_members``)."""
     if _PROC.is_dir():
-        return [pid for pid, (session, _) in _proc_sessions().items() if session == sid]
+        return _members(_proc_sessions(), sid)
     try:
         import psutil
     except ImportError:
@@ -63,9 +91,11 @@ def session_members(sid: int) -> list[int]:
 
 
 def session_rss(sid: int) -> int | None:
-    """Resident memory of every process in session ``sid``, in bytes (None: cannot measure)."""
+    """Resident memory of every process in session ``sid`` and in its sandboxes' PID
+    namespaces, in bytes (None: cannot measure)."""
     if _PROC.is_dir():
-        return sum(rss for session, rss in _proc_sessions().values() if session == sid)
+        table = _proc_sessions()
+        return sum(table[pid][1] for pid in _members(table, sid))
     try:
         import psutil
     except ImportError:
