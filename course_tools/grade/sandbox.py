@@ -250,6 +250,17 @@ class Sandbox:
             return {"status": "garbled", "error": type(error).__name__}
         return message if isinstance(message, dict) else {"status": "garbled", "error": "not a dict"}
 
+    def _ask(self, message: dict, seconds: float) -> dict:
+        """Send ``message`` and wait for the answer up to ``seconds`` plus the grace; when
+        the wait is cut short (the check's time limit, SIGALRM; Ctrl-C), the request is
+        abandoned with the child, which is stopped."""
+        try:
+            self._send(message)
+            return self._receive(time.monotonic() + seconds + CALL_GRACE_S)
+        except BaseException:
+            self.close()
+            raise
+
     def _gone(self) -> dict:
         try:
             self.process.wait(timeout=5)
@@ -309,12 +320,7 @@ class Sandbox:
             if not sandbox.alive:
                 raise CheckFailed("your function could not be run: the process it ran in had ended")
             message, generators = _encode_call(name, args, kwargs)
-            try:
-                sandbox._send(message)
-                reply = sandbox._receive(time.monotonic() + time_limit + CALL_GRACE_S)
-            except BaseException:  # the check's time limit (SIGALRM), Ctrl-C: the call is abandoned
-                sandbox.close()
-                raise
+            reply = sandbox._ask(message, time_limit)
             status = reply.get("status")
             if status == "returned":
                 _apply_changes(reply, args, kwargs, generators)
@@ -363,12 +369,8 @@ class Sandbox:
 
         if not self.alive:
             raise CheckFailed("your class could not be run: the process it ran in had ended")
-        try:
-            self._send({"op": "probe", "name": name, "seed": int(seed), "time_limit": float(time_left)})
-            reply = self._receive(time.monotonic() + time_left + CALL_GRACE_S)
-        except BaseException:  # the check's time limit (SIGALRM), Ctrl-C: the probe is abandoned
-            self.close()
-            raise
+        reply = self._ask({"op": "probe", "name": name, "seed": int(seed), "time_limit": float(time_left)},
+                          time_left)
         status = reply.get("status")
         if status == "probed":
             return _decode_output(reply)  # CheckFailed if more data than the grader accepts
