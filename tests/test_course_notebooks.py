@@ -18,7 +18,7 @@ SANITIZE = ROOT / "tests" / "nbval_sanitize.cfg"
 NBVAL_FIXTURES = ROOT / "tests" / "fixtures" / "nbval"
 
 
-def run_nbval(*paths: Path, sanitize: bool = True, tmp_path: Path) -> dict[str, str]:
+def run_nbval(*paths: Path, sanitize: bool = True, tmp_path: Path, env: dict | None = None) -> dict[str, str]:
     """Run nbval the way ``make test`` does; return {"<notebook name>::Cell N": outcome}."""
     report = tmp_path / "nbval.xml"
     command = [sys.executable, "-m", "pytest", "--nbval", "--nbval-current-env", "-p", "no:cacheprovider",
@@ -27,7 +27,7 @@ def run_nbval(*paths: Path, sanitize: bool = True, tmp_path: Path) -> dict[str, 
         command[4:4] = ["--nbval-sanitize-with", str(SANITIZE)]
     # Only nbval and the project's own conftest: no plugin that happens to be installed.
     command[3:3] = ["-p", "nbval.plugin"]
-    env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    env = {**os.environ, **(env or {}), "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert report.exists(), result.stdout + result.stderr
     outcomes = {}
@@ -43,7 +43,7 @@ def test_nbval_sanitizer_tags_and_a_freshly_built_chapter(built_demo, tmp_path):
     """One nbval run over three notebooks (each nbval run costs seconds of start-up)."""
     outcomes = run_nbval(
         NBVAL_FIXTURES / "varying.ipynb", NBVAL_FIXTURES / "tags.ipynb", built_demo / "solutions" / "01_demo.ipynb",
-        tmp_path=tmp_path,
+        NBVAL_FIXTURES / "approx.ipynb", tmp_path=tmp_path, env={"APPROX_SHIFT": "0.03"},
     )
     # varying.ipynb: a timing, a plain tqdm bar (stderr), a warning naming a temporary file
     # (stderr), an object address, a random figure: all pass once sanitized.
@@ -55,6 +55,9 @@ def test_nbval_sanitizer_tags_and_a_freshly_built_chapter(built_demo, tmp_path):
     assert [outcomes[f"tags.ipynb::Cell {i}"] for i in range(5)] == ["PASSED", "SKIPPED", "FAILED", "FAILED", "PASSED"]
     # the demo chapter as built by course_tools.build (first cell, widgets, raises-exception...)
     assert [outcomes[f"01_demo.ipynb::Cell {i}"] for i in range(7)] == ["PASSED"] * 7
+    # approx.ipynb, every number moved by 0.03 (APPROX_SHIFT): tagged nbval-approx-0.05 passes;
+    # nbval-approx-0.01 and no tag fail; a latent id moved by 3 fails, and so do changed words.
+    assert [outcomes[f"approx.ipynb::Cell {i}"] for i in range(5)] == ["PASSED", "FAILED", "FAILED", "FAILED", "FAILED"]
 
 
 def test_without_the_sanitizer_varying_cells_fail_but_figure_pixels_are_not_compared(tmp_path):
