@@ -4,7 +4,7 @@
 #   make test   set up, then every check (drift, unit tests, every solutions notebook),
 #               in two worker processes (under 25 minutes on a 2-core machine)
 #
-# Others: make test-full (the full-size script reproductions, ~15 min, not in CI),
+# Others: make test-full (full-size script reproductions and learner notebooks, ~25 min, not in CI),
 # make test-latest (the suite against the newest releases, in build/venv-latest),
 # make pins (refresh requirements/constraints.txt from the newest releases).
 #
@@ -100,7 +100,9 @@ test: setup browser sandbox
 		--ignore=tests/fixtures solutions/*.ipynb tests
 
 # The full-size proofs that scripts/ reproduce the committed artefacts (about 15 minutes of
-# training); `make test` runs the same code paths on reduced configurations.
+# training), and the learner notebooks that `make test` runs in smoke mode (every training loop
+# capped, SUPERPOSITION_SMOKE_STEPS) run at full size (about 11 minutes more); `make test` runs
+# the same code paths on reduced configurations.
 test-full: setup
 	$(PYTEST_RUN) --junitxml=build/test-full-report.xml -m full tests
 

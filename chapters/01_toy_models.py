@@ -363,7 +363,7 @@ for name, k in [("best", best), ("worst", worst)]:
 # %%
 plots.plot_feature_fan(Wp[[best, worst]], titles=[f"best: loss {pent_loss[best]:.5f}",
                                                   f"worst: loss {pent_loss[worst]:.5f}"])
-plots.plot_loss_curves(list(range(0, 10_000, 100)), pent_losses[::100, [best, worst]].cpu(),
+plots.plot_loss_curves(list(range(0, len(pent_losses), 100)), pent_losses[::100, [best, worst]].cpu(),
                        labels=[f"best seed {best}", f"worst seed {worst}"])
 plt.show()
 

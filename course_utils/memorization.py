@@ -286,7 +286,7 @@ def train_finite(model: ToyModel, data: SparseDataset, test: SparseDataset | Non
         optimizer.step()
         if loop.logging(step):
             loop.log(step, loss)
-        if test is not None and (step % test_every == 0 or step == steps - 1):
+        if test is not None and (step % test_every == 0 or step == loop.steps - 1):  # fewer in smoke mode
             result.test_steps.append(step)
             result.test_loss.append(evaluate(model, test))
     result.steps, result.train_loss, result.seconds = loop.steps_logged, loop.history["loss"], loop.seconds

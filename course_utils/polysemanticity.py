@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 
 from .device import get_device
-from .training import TrainingLoop
+from .training import TrainingLoop, smoke_cap
 
 ACTIVE_RANGE = (0.8, 1.2)  # |w| in this range counts as an active weight (the authors' code)
 OPTIMIZERS = ("adamw", "adam", "gd")
@@ -202,7 +202,7 @@ def train_autoencoders(
                         what="training diverged: the loss", advice=f"lower lr (now {lr})")
 
     def recorded(updates: int) -> bool:
-        return updates % record_every == 0 or updates == steps
+        return updates % record_every == 0 or updates == loop.steps  # loop.steps: fewer in smoke mode
 
     @torch.no_grad()
     def record(updates: int, loss: Tensor) -> None:
@@ -248,7 +248,8 @@ def train_autoencoder(n: int, m: int, instances: int, l1: float, loss_fn=None, s
     instance, default ``autoencoder_loss``) summed over the instances.
 
     Returns (W_init, W): a copy of the initial weights and the trained weights, both detached
-    and on the CPU, (instances, n, m).  The same steps as ``train_autoencoders``' default path."""
+    and on the CPU, (instances, n, m).  The same steps as ``train_autoencoders``' default path
+    (fewer in smoke mode, ``training.SMOKE_STEPS_ENV``)."""
     from tqdm.auto import tqdm
 
     loss_fn = autoencoder_loss if loss_fn is None else loss_fn
@@ -256,8 +257,8 @@ def train_autoencoder(n: int, m: int, instances: int, l1: float, loss_fn=None, s
     W = (torch.randn(instances, n, m, generator=generator) / math.sqrt(m)).to(device).requires_grad_()
     W_init = W.detach().cpu().clone()
     optimizer = torch.optim.AdamW([W], lr=lr, weight_decay=weight_decay)
-    for _ in tqdm(range(steps), desc=f"n={n}, m={m}, λ={l1:g}", disable=not progress, leave=False,
-                  mininterval=0.5):
+    run, description = smoke_cap(steps, f"n={n}, m={m}, λ={l1:g}")
+    for _ in tqdm(range(run), desc=description, disable=not progress, leave=False, mininterval=0.5):
         loss = loss_fn(W, l1)  # (instances,)
         optimizer.zero_grad()
         loss.sum().backward()
@@ -555,7 +556,8 @@ def train_token_neuron(loss: str = "ce", seeds: int = 16, tokens: int = 4, steps
     u = (torch.randn(seeds, tokens, generator=generator) * init_std).requires_grad_()
     c = torch.zeros(seeds, tokens, requires_grad=True)
     optimizer = torch.optim.AdamW([w, u, c], lr=lr)
-    for _ in tqdm(range(steps), desc=f"one neuron, {loss}", disable=not progress, leave=False, mininterval=0.5):
+    run, description = smoke_cap(steps, f"one neuron, {loss}")  # fewer steps in smoke mode
+    for _ in tqdm(range(run), desc=description, disable=not progress, leave=False, mininterval=0.5):
         optimizer.zero_grad()
         token_neuron_loss(w, u, c, loss).sum().backward()
         optimizer.step()

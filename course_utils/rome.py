@@ -49,6 +49,7 @@ from . import facts as _facts
 from .editing import (_f64, _matrix, _nonnegative, _square, _vector, interference_coefficients, p_statistics,
                       rome_update)
 from .language import BOS
+from .training import smoke_cap
 
 
 def _key_hook(layer: int) -> str:
@@ -278,8 +279,10 @@ def rome_value(model, layer: int, request: EditRequest, prefixes=((),), k_star: 
     they were chosen, and what other settings do, is in ``docs/tuning.md`` (section "editing").
 
     Returns dict(v_star, k_star, delta, v (the unedited W k* + b), nll (the loss history),
-    p_target (mean p(target) on the rewrite rows at the end), steps)."""
+    p_target (mean p(target) on the rewrite rows at the end), steps).  In smoke mode
+    (``training.SMOKE_STEPS_ENV``) Adam takes fewer steps."""
     layer = _check_layer(model, layer)
+    steps, _ = smoke_cap(steps)
     prefixes = [list(p) for p in prefixes]
     if k_star is None:
         k_star = rome_key(model, layer, [t for t, _ in request.rewrite], [s for _, s in request.rewrite], prefixes)

@@ -53,7 +53,7 @@ from torch import Tensor, nn
 
 from .device import get_device
 from .toy_models import lr_schedule
-from .training import TrainingLoop
+from .training import TrainingLoop, smoke_cap
 
 DataSource = Tensor | Callable[[int, torch.Generator], Tensor]
 
@@ -1113,15 +1113,17 @@ def train_sparse_autoencoder(sae: nn.Module, data: Callable[[int, torch.Generato
     ``resample(sae, optimizer, data(resample_inputs, generator), resample_generator)``, where
     ``resample_generator = torch.Generator().manual_seed(seed + 1)`` is made before the loop.
     Takes the steps ``train_sae(ReLUSAE(...), data, steps=..., batch_size=..., lr=..., schedule=...,
-    seed=...)`` takes.  Returns each step's loss, (steps,)."""
+    seed=...)`` takes.  Returns each step's loss, (steps,); fewer steps in smoke mode
+    (``training.SMOKE_STEPS_ENV``), as ``train_sae``."""
     from tqdm.auto import tqdm
 
     optimizer = torch.optim.Adam(sae.parameters(), lr=lr)
     multiplier = lr_schedule(schedule)
     generator = torch.Generator(device=sae.W_dec.device).manual_seed(seed)
     resample_generator = torch.Generator().manual_seed(seed + 1)
-    losses = torch.zeros(steps, device=sae.W_dec.device)
-    for step in tqdm(range(steps), desc=description, disable=not progress, mininterval=0.5):
+    run, description = smoke_cap(steps, description)
+    losses = torch.zeros(run, device=sae.W_dec.device)
+    for step in tqdm(range(run), desc=description, disable=not progress, mininterval=0.5):
         for group in optimizer.param_groups:
             group["lr"] = lr * multiplier(step, steps)
         if resample_every and step and step % resample_every == 0:

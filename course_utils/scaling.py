@@ -293,7 +293,8 @@ def train_scaling_models(
         W.requires_grad_(), b.requires_grad_()
         losses.append(train_scaling_model(W, b, p, gamma, decay, steps, batch_size, lr, seed, progress,
                                           f"scaling sweep, m = {W.shape[1]}", warmup))
-    logged = [step for step in range(steps) if step % log_every == 0 or step == steps - 1]
+    ran = losses[0].shape[0]  # steps, or fewer in smoke mode (training.SMOKE_STEPS_ENV)
+    logged = [step for step in range(ran) if step % log_every == 0 or step == ran - 1]
     params = [(W.detach(), b.detach()) for W, b in params]
     return params, torch.stack(losses, dim=2)[logged], logged
 

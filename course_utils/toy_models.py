@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .device import get_device
-from .training import TrainingLoop
+from .training import TrainingLoop, smoke_cap
 
 ACTIVATIONS = ("relu", "linear")
 
@@ -502,14 +502,16 @@ def train_model(
     instance on its own loss (no parameter is shared).  Returns the loss of every step,
     (steps, instances).  Chapter 01's learners write this loop; ``train`` is the same loop
     with a progress bar, NaN guard and logged history (and ``fast=True``, tested equal to it).
+    In smoke mode (``training.SMOKE_STEPS_ENV``) it stops early, as ``train`` does.
     """
     from tqdm.auto import tqdm
 
     multiplier = lr_schedule(schedule)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     generator = torch.Generator(device=model.W.device).manual_seed(seed)
-    losses = torch.zeros(steps, model.n_instances, device=model.W.device)
-    for step in tqdm(range(steps), desc=description, disable=not progress, mininterval=0.5):
+    run, description = smoke_cap(steps, description)
+    losses = torch.zeros(run, model.n_instances, device=model.W.device)
+    for step in tqdm(range(run), desc=description, disable=not progress, mininterval=0.5):
         for group in optimizer.param_groups:
             group["lr"] = lr * multiplier(step, steps)
         loss = model.loss(model.generate_batch(batch_size, generator))  # (instances,)

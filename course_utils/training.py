@@ -12,16 +12,66 @@ keep only their maths:
 
 The loss may be a float or a tensor (one value per instance of a batched model); the
 history gives it back detached, on the CPU.
+
+Smoke mode: with the environment variable ``SUPERPOSITION_SMOKE_STEPS`` set to a positive
+integer, every loop stops after at most that many steps (``loop.steps``; what was asked stays
+in ``loop.requested_steps``; the learning-rate schedules stay the requested run's) and its bar
+says so.  The plain loops the learners write take their steps from ``smoke_cap``; the checks
+run in ``full_size()``.  The test of the learner notebooks uses it: they prove the plumbing,
+while the solutions notebooks train the same models at full size.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
+from contextlib import contextmanager
 from typing import Iterator
 
 import torch
 from torch import Tensor
+
+SMOKE_STEPS_ENV = "SUPERPOSITION_SMOKE_STEPS"
+_full_size = 0  # how many ``full_size()`` blocks are open: inside one, smoke mode is off
+
+
+def smoke_steps() -> int | None:
+    """The step cap that ``SUPERPOSITION_SMOKE_STEPS`` sets, or None when it is unset (or empty)
+    or inside ``full_size()``."""
+    text = os.environ.get(SMOKE_STEPS_ENV, "").strip()
+    if not text or _full_size:
+        return None
+    try:
+        cap = int(text)
+    except ValueError:
+        cap = 0
+    if cap < 1:
+        raise ValueError(f"{SMOKE_STEPS_ENV} must be a positive integer (the most steps any training loop "
+                         f"takes), got {text!r}; unset it to train at full size")
+    return cap
+
+
+def smoke_cap(steps: int, description: str = "training") -> tuple[int, str]:
+    """The steps a loop asked for ``steps`` runs (fewer in smoke mode) and its progress bar's
+    description (which then says so).  For the plain loops that do not use ``TrainingLoop``:
+    ``run, description = smoke_cap(steps, description)``, then ``range(run)``."""
+    cap = smoke_steps()
+    if cap is None or steps <= cap:
+        return steps, description
+    return cap, f"{description} (smoke test: {cap:,} of {steps:,} steps)"
+
+
+@contextmanager
+def full_size():
+    """Smoke mode off inside the block: the checks run a learner's loop and the reference's for
+    the steps they ask, and compare them step by step."""
+    global _full_size
+    _full_size += 1
+    try:
+        yield
+    finally:
+        _full_size -= 1
 
 
 def _as_record(value):
@@ -44,7 +94,8 @@ def _from_record(record):
 class TrainingLoop:
     """Iterate over ``range(steps)`` with a tqdm bar; log every ``log_every`` steps (default:
     ``records`` records in all, the last step always included); keep CPU snapshots every
-    ``snapshot_every`` steps."""
+    ``snapshot_every`` steps.  In smoke mode (``SUPERPOSITION_SMOKE_STEPS``) ``steps`` is
+    capped, ``requested_steps`` keeps the number asked for."""
 
     def __init__(self, steps: int, description: str = "training", progress: bool = True,
                  log_every: int | None = None, records: int = 100, snapshot_every: int | None = None,
@@ -52,7 +103,8 @@ class TrainingLoop:
         for name, value in (("steps", steps), ("log_every", log_every), ("snapshot_every", snapshot_every)):
             if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        self.steps = int(steps)
+        self.requested_steps = int(steps)
+        self.steps, description = smoke_cap(self.requested_steps, description)
         self.log_every = int(log_every or max(1, self.steps // records))
         self.snapshot_every = snapshot_every
         self.description, self.progress, self.leave = description, progress, leave
@@ -114,11 +166,13 @@ class TrainingLoop:
         return self._history
 
     def snapshot_due(self, step: int) -> bool:
-        """Whether a snapshot is taken before ``step`` (``step == steps``: after the last)."""
-        return bool(self.snapshot_every) and (step % self.snapshot_every == 0 or step == self.steps)
+        """Whether a snapshot is taken before ``step`` (``step >= steps``: after the last, so a
+        caller may pass the steps it asked for when smoke mode stopped the loop earlier)."""
+        return bool(self.snapshot_every) and (step % self.snapshot_every == 0 or step >= self.steps)
 
     def snapshot(self, step: int, **tensors: Tensor) -> None:
-        """Keep CPU copies of ``tensors`` (e.g. W=..., b=...) as they are before ``step``."""
-        self.snapshot_steps.append(step)
+        """Keep CPU copies of ``tensors`` (e.g. W=..., b=...) as they are before ``step`` (at
+        most ``steps``: the end of a loop that smoke mode stopped early)."""
+        self.snapshot_steps.append(min(step, self.steps))
         for name, tensor in tensors.items():
             self.snapshots.setdefault(name, []).append(tensor.detach().cpu().clone())

@@ -27,6 +27,7 @@ import nbformat
 import pytest
 
 from course_utils import CHAPTER_GLOB
+from course_utils.training import SMOKE_STEPS_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 BINDER = ROOT / "binder"
@@ -36,6 +37,9 @@ START = BINDER / "start"
 # for chapter 01), since tests/test_course_chapters.py already runs every learner notebook and
 # this test is about the environment, not the chapter.
 CHAPTER = ROOT / "chapters" / "05b_sae_language_model.ipynb"
+# ... and in smoke mode, as tests/test_course_chapters.py runs it: every training loop stops
+# after 20 steps (the kernel inherits the environment of nbconvert).
+SMOKE_STEPS = "20"
 CONSTRAINTS = ROOT / "requirements" / "constraints.txt"
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 THREAD_VARIABLES = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "SUPERPOSITION_THREADS": "1"}
@@ -195,7 +199,7 @@ def test_a_fresh_binder_environment_runs_a_chapter(tmp_path):
     nbformat.write(nb, work / CHAPTER.name)
     _run([START, python, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
           "--ExecutePreprocessor.timeout=600", "--ExecutePreprocessor.kernel_name=python3",
-          "--output", "executed.ipynb", work / CHAPTER.name], log, env=env, cwd=work)
+          "--output", "executed.ipynb", work / CHAPTER.name], log, env={**env, SMOKE_STEPS_ENV: SMOKE_STEPS}, cwd=work)
     print("\n".join(log))
 
     executed = nbformat.read(work / "executed.ipynb", as_version=4)

@@ -1,7 +1,17 @@
 """The learner notebooks run top to bottom as a learner first opens them: every exercise is a
 stub, every check says "not attempted", nothing else fails, memory stays within Binder's
 2 GB, and where the chapter runs the learner's code it runs the course's reference instead and
-says so at every result.  (The solutions notebooks are checked cell by cell by nbval in `make test`.)"""
+says so at every result.
+
+What runs where.  The models are trained at full size once per `make test`, by nbval in
+solutions/*.ipynb (whose outputs and reproduction tests prove the science).  The learner
+notebooks here prove the plumbing, which does not depend on how long a model trains, so
+`make test` runs them in smoke mode: ``SUPERPOSITION_SMOKE_STEPS`` (``course_utils.training``;
+the kernel inherits the environment) caps every training loop at ``SMOKE_STEPS`` steps, or at
+the chapter's entry in ``SMOKE_STEPS_FOR`` where the notebook reads its results at a fixed step
+(None: it runs at full size).  ``make test-full`` (``-m full``) runs the capped ones at full size
+too.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from course_utils import CHAPTER_GLOB
+from course_utils.training import SMOKE_STEPS_ENV
 from course_tools.build import measure_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,6 +32,25 @@ MEMORY_LIMIT_MB = 2048
 LOAD_BEARING = {"01_toy_models": 9, "02_feature_geometry": 7, "03_incidental_polysemanticity": 6,
                 "04_computation_in_superposition": 10, "05a_sparse_autoencoders": 14,
                 "05b_sae_language_model": 4, "06_knowledge_editing": 8}
+# The step cap of the learner runs in `make test`: the smallest with which every chapter below
+# passes.  A chapter that indexes a training history at a fixed step, or needs a model trained far
+# enough to show a structure, needs more (measured; what breaks with less):
+SMOKE_STEPS = 20
+SMOKE_STEPS_FOR = {
+    # dyn_run.W_history()[40] and loss_dyn[100]: 101 snapshots, 50 steps apart
+    "02_feature_geometry": 5_000,
+    # flow.record_steps.index(3_000) and the noise runs' .index(30_000)
+    "03_incidental_polysemanticity": None,
+    # max() over abs_model's asymmetric motifs: none before about 700 of its 5,000 steps
+    "04_computation_in_superposition": 1_000,
+}
+
+
+def smoke_steps_for(path: Path) -> int | None:
+    return SMOKE_STEPS_FOR.get(path.stem, SMOKE_STEPS)
+
+
+CAPPED = [path for path in CHAPTERS if smoke_steps_for(path) is not None]
 
 
 def test_there_are_chapters():
@@ -32,7 +62,22 @@ def stream_text(cell) -> str:
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
-def test_learner_notebook_runs_with_stubs(path, tmp_path):
+def test_learner_notebook_runs_with_stubs(path, monkeypatch):
+    """In smoke mode (or at full size where the chapter's entry is None)."""
+    run_learner_notebook(path, monkeypatch, smoke_steps_for(path))
+
+
+@pytest.mark.full
+@pytest.mark.parametrize("path", CAPPED, ids=[p.stem for p in CAPPED])
+def test_learner_notebook_runs_with_stubs_at_full_size(path, monkeypatch):
+    run_learner_notebook(path, monkeypatch, None)
+
+
+def run_learner_notebook(path: Path, monkeypatch, smoke_steps: int | None) -> None:
+    if smoke_steps is None:
+        monkeypatch.delenv(SMOKE_STEPS_ENV, raising=False)
+    else:
+        monkeypatch.setenv(SMOKE_STEPS_ENV, str(smoke_steps))
     nb, _, peak = measure_notebook(path)
     n_exercises = sum("raise NotImplementedError" in c.source for c in nb.cells if c.cell_type == "code")
     errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]

@@ -71,6 +71,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..training import full_size
+
 PASSED, FAILED, NOT_ATTEMPTED = "passed", "failed", "not attempted"
 DEFAULT_TIME_LIMIT = 20.0  # seconds per check (all its cases together)
 LOG_ENV = "SUPERPOSITION_CHECK_LOG"  # append one JSON line per recorded outcome to this file
@@ -167,7 +169,7 @@ class Exercise:
             run = lambda seed, case: self.check(guarded, case)  # noqa: E731
         k, where = 0, "before the first case"
         try:
-            with _time_limit(limit):
+            with _time_limit(limit), full_size():  # the checks' loops run all their steps, smoke mode or not
                 for k, seed in enumerate(seeds, 1):
                     where = f"case {k}"
                     with _seeded(seed):
@@ -216,7 +218,7 @@ class Exercise:
             case = self.make_case(seed)
             seen: dict = {}
             try:
-                with _time_limit(time_limit):
+                with _time_limit(time_limit), full_size():
                     seen = self.observe(_guard(learner), case)
             except _TimedOut:  # the alarm fell between the probe's end and the block's
                 seen[STOPPED] = ["timed out", ""]
