@@ -237,7 +237,7 @@ while True:
     except KeyboardInterrupt:
         pass"""
 
-HOG = "hog = []\nwhile True:\n    hog.append(torch.ones(2**26))  # 256 MB at a time"
+HOG = "hog = []\nwhile True:\n    hog.append(torch.ones(2**28))  # 1 GB at a time: over the limit in one step, even under load"
 
 FAKE_PASS = """import course_utils.checks._framework as fw
 from course_utils import checks
