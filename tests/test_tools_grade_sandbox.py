@@ -47,7 +47,7 @@ def test_without_bubblewrap_the_grader_refuses_unless_told_and_then_says_so(tmp_
     # The witnesses work: unsandboxed, the spy saw everything and its cheats passed.
     spy = {row["exercise"]: row for row in next(s for s in report["submissions"] if s["student"] == "spy")["exercises"]}
     for name in ("toy_forward", "generate_batch", "importance_weighted_loss", "feature_norms"):
-        assert spy[name]["outcome"] == "passed", (name, spy[name])
+        assert spy[name]["outcome"] == "passed", (name, spy[name]["outcome"], spy[name].get("message"))
     assert listener.connections >= 1
 
 
