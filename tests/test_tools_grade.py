@@ -73,6 +73,19 @@ def test_the_chapter_notebook_defines_the_nine_exercises_in_order():
     assert submissions.chapter_exercises(nbs.CHAPTER.parent, CHAPTER, checks.EXERCISES) == EXERCISES
 
 
+@pytest.mark.parametrize("chapter", sorted(path.stem for path in (nbs.CHAPTER.parent).glob("[0-9][0-9]*_*.ipynb")))
+def test_every_chapter_grades_the_exercises_its_checks_call(chapter):
+    """The grader's exercises of a chapter are those whose checks the learner notebook calls,
+    not a name it imports to use: chapter 02 imports chapter 01's ``ToyModel`` and
+    ``generate_batch``, and the grader failed every chapter-02 submission on them ("imported
+    from a module instead of defined in the notebook")."""
+    nb = nbformat.read(str(nbs.CHAPTER.parent / f"{chapter}.ipynb"), as_version=4)
+    code = "\n".join(cell.source for cell in nb.cells if cell.cell_type == "code")
+    called = {name for name, check in checks.EXERCISES.items() if f"checks.{check.__name__}(" in code}
+    graded = submissions.chapter_exercises(nbs.CHAPTER.parent, chapter, checks.EXERCISES)
+    assert graded and set(graded) == called, (chapter, graded, called)
+
+
 def test_exercises_only_plan_skips_the_training_cells_of_chapter_01():
     nb = nbformat.read(str(nbs.CHAPTER), as_version=4)
     steps = {step.cell: step for step in execute.plan(nb.cells, EXERCISES, exercises_only=True)}

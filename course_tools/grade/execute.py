@@ -52,9 +52,10 @@ def _parse(source: str) -> ast.Module | None:
         return None
 
 
-def bound_names(source: str) -> set[str]:
-    """Names a cell binds at top level (def, class, assignment, import), also inside a
-    top-level if/try/with/for block.  On a syntax error, a regex finds ``def name``."""
+def bound_names(source: str, imports: bool = True) -> set[str]:
+    """Names a cell binds at top level (def, class, assignment, and import unless ``imports``
+    is false), also inside a top-level if/try/with/for block.  On a syntax error, a regex
+    finds ``def name``."""
     tree = _parse(source)
     if tree is None:
         return set(re.findall(r"^\s*(?:async\s+)?(?:def|class)\s+([A-Za-z_]\w*)", source, re.M))
@@ -78,7 +79,7 @@ def bound_names(source: str) -> set[str]:
                     targets(target)
             elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
                 targets(node.target)
-            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            elif isinstance(node, (ast.Import, ast.ImportFrom)) and imports:
                 for alias in node.names:
                     names.add((alias.asname or alias.name).split(".")[0])
             elif isinstance(node, (ast.For, ast.AsyncFor)):

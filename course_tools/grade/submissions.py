@@ -138,8 +138,9 @@ def identify(path: Path, chapters: list[str], chapter: str | None = None) -> Sub
                       f"{', '.join(chapters) or '(no chapters found)'}, or pass --chapter")
 
 
-def exercises_in_notebook(cells, registered) -> list[str]:
-    """The registered exercise names that the notebook's code cells define, in order."""
+def exercises_in_notebook(cells, registered, imports: bool = True) -> list[str]:
+    """The registered exercise names that the notebook's code cells define, in order; with
+    ``imports`` false, only those it defines itself (not a name it imports)."""
     from .execute import bound_names
 
     names: list[str] = []
@@ -148,14 +149,16 @@ def exercises_in_notebook(cells, registered) -> list[str]:
             continue
         source = cell.get("source", "")
         source = "".join(source) if isinstance(source, list) else str(source)
-        for name in sorted(bound_names(source)):
+        for name in sorted(bound_names(source, imports)):
             if name in registered and name not in names:
                 names.append(name)
     return names
 
 
 def chapter_exercises(chapters_dir: Path, chapter: str, registered) -> list[str] | None:
-    """The exercises of ``chapter`` (from its learner notebook), or None if it is not there."""
+    """The exercises of ``chapter`` (from its learner notebook), or None if it is not there.
+    A name the notebook imports is not one of its exercises (chapter 02 imports chapter 01's
+    ``ToyModel`` and ``generate_batch`` to use them, not to have them graded)."""
     import nbformat
 
     path = Path(chapters_dir) / f"{chapter}.ipynb"
@@ -163,4 +166,4 @@ def chapter_exercises(chapters_dir: Path, chapter: str, registered) -> list[str]
         nb = nbformat.read(str(path), as_version=4)
     except Exception:  # noqa: BLE001 - missing or unreadable: the caller falls back
         return None
-    return exercises_in_notebook(nb.cells, registered)
+    return exercises_in_notebook(nb.cells, registered, imports=False)
