@@ -394,3 +394,85 @@ def sweep_T(Ts: Sequence[int], m: int = 2, n_features: int = PAPER["n_features"]
     data_D = weighted_dimensionality(H.transpose(1, 2), data_point_dimensionality(H))
     return Sweep(torch.tensor(Ts), W.cpu(), b.cpu(), H.cpu(), result.train_loss[-1],
                  result.test_loss[-1], feature_D.cpu(), data_D.cpu(), seconds, result)
+
+
+# --------------------------------------------------------------------------------------
+# Chapter 07's notebook: the plain loop its learners write, and a sweep built from pieces
+# --------------------------------------------------------------------------------------
+
+
+def train_finite_model(model: ToyModel, data: SparseDataset, test: SparseDataset, steps: int, lr: float,
+                       weight_decay: float, schedule=warmup_cosine, test_every: int = 100,
+                       progress: bool = True, description: str = "finite data") -> tuple[Tensor, Tensor]:
+    """The training loop chapter 07's learners write (its capstone): ``train_finite`` without
+    the course's ``TrainingLoop``.
+
+    Every instance trains on its own fixed training set ``data``: ``steps`` full-batch AdamW
+    updates of W and b (weight decay ``weight_decay``), the learning rate at step t
+    ``lr · schedule(t, steps)``, on the summed per-instance losses ``finite_loss(W, b, data)``.
+    After the update of every step t with t % test_every == 0, and after the last step, the
+    loss on the fresh samples ``test`` (``evaluate``).  ``data`` and ``test`` should be on the
+    model's device.
+
+    Returns (train_loss (steps, instances), the loss of each step before its update;
+    test_loss (evaluations, instances)), on the CPU.  In smoke mode
+    (``training.SMOKE_STEPS_ENV``) it stops early, as ``train_finite`` does; the schedule
+    stays the requested run's.
+    """
+    from tqdm.auto import tqdm
+
+    from .training import smoke_cap
+
+    run, description = smoke_cap(steps, description)
+    optimizer = torch.optim.AdamW([model.W, model.b], lr=lr, weight_decay=weight_decay)
+    train_loss = torch.zeros(run, model.n_instances)
+    test_loss = torch.zeros(len(range(0, run, test_every)) + int((run - 1) % test_every != 0), model.n_instances)
+    evaluations = 0
+    for step in tqdm(range(run), desc=description, disable=not progress, mininterval=0.5):
+        for group in optimizer.param_groups:
+            group["lr"] = lr * schedule(step, steps)
+        loss = finite_loss(model.W, model.b, data)  # (instances,)
+        optimizer.zero_grad()
+        loss.sum().backward()
+        optimizer.step()
+        train_loss[step] = loss.detach().cpu()
+        if step % test_every == 0 or step == run - 1:
+            test_loss[evaluations] = evaluate(model, test)
+            evaluations += 1
+    return train_loss, test_loss
+
+
+def sweep_problem(Ts: Sequence[int], m: int = 2, n_features: int = PAPER["n_features"],
+                  feature_probability: float = PAPER["feature_probability"], T_test: int = 2048, seed: int = 0,
+                  device=None) -> tuple[ToyModel, SparseDataset, SparseDataset]:
+    """What ``sweep_T`` trains, before training: one batched ``ToyModel`` with an instance per T
+    in ``Ts``, their training sets and the shared test set, on ``device``.  Instance k's
+    training set and initial W come from ``instance_generator(seed, Ts[k], repeat)`` exactly
+    as in ``sweep_T``, so a loop that takes ``sweep_T``'s steps gives ``sweep_T``'s models.
+    Returns (model, data, test)."""
+    device = get_device() if device is None else torch.device(device)
+    Ts = [int(T) for T in Ts]
+    generators = [instance_generator(seed, T, Ts[:k].count(T)) for k, T in enumerate(Ts)]
+    data = make_dataset(n_features, Ts, feature_probability, generator=generators)
+    test = make_test_set(n_features, T_test, feature_probability, len(Ts), torch.Generator().manual_seed(seed))
+    model = ToyModel(n_features, m, len(Ts), feature_probability=feature_probability, device=device,
+                     generator=torch.Generator().manual_seed(seed))
+    std = math.sqrt(2.0 / (m + n_features))
+    with torch.no_grad():
+        model.W.copy_(torch.stack([torch.randn(m, n_features, generator=g) * std for g in generators]))
+    return model, data.to(device), test.to(device)
+
+
+def summarise_sweep(model: ToyModel, data: SparseDataset, train_loss: Tensor, test_loss: Tensor,
+                    seconds: float = 0.0, dimensionality=data_point_dimensionality) -> Sweep:
+    """A trained sweep's measures, as ``sweep_T`` returns them: the final train and test loss
+    (the last rows of ``train_loss`` (steps, instances) and ``test_loss`` (evaluations,
+    instances)), the hidden vectors of the training examples and the ‖·‖²-weighted feature
+    and data-point dimensionalities, the latter by ``dimensionality`` (H (instances, T, m) ->
+    (instances, T)).  Everything on the CPU."""
+    W, b = model.W.detach().cpu(), model.b.detach().cpu()
+    H = hidden(W, data.to("cpu"))
+    feature_D = weighted_dimensionality(W, geometry.feature_dimensionality(W))
+    data_D = weighted_dimensionality(H.transpose(1, 2), torch.as_tensor(dimensionality(H)))
+    return Sweep(data.mask.sum(dim=1).cpu(), W, b, H, train_loss[-1].detach().cpu(), test_loss[-1].detach().cpu(),
+                 feature_D, data_D, seconds)

@@ -26,6 +26,10 @@ dropdown of chosen ones, or by typing its number; ``latent_number`` checks what 
 see its top-activating contexts (every token shaded by its activation), a histogram of its
 activations and the tokens it promotes and suppresses; ``latent_summary`` does the work and
 ``latent_html`` renders it.
+
+``memorization_explorer(sweep)`` — a slider over the training-set sizes T of a trained sweep
+(chapter 07) redraws the feature directions, the training examples' hidden vectors and the
+feature and data-point dimensionalities; ``memorization_frame`` does the work.
 """
 
 from __future__ import annotations
@@ -968,3 +972,97 @@ def fact_editor(model, fact_set, C, layer: int = 0, prefixes=((),), n_moved: int
     box.apply, box.undo, box.status, box.moved_html = apply, undo, status, moved_html
     box.edits, box.fact_prompts, box.refresh = edits, fact_prompts, refresh
     return box
+
+
+# --------------------------------------------------------------------------------------
+# Chapter 07: memorization and double descent, a slider over the training-set size T
+# --------------------------------------------------------------------------------------
+
+
+def describe_memorization(sweep, index: int) -> str:
+    """What the T explorer prints for instance ``index`` of a sweep over T (a
+    ``memorization.Sweep``): its losses, the two weighted dimensionalities, and how close the
+    longest feature directions and the longest training-example hidden vectors (those over half
+    the longest, ``memorization.polygon``) come to a regular polygon (m = 2 only)."""
+    from . import memorization as mz
+
+    if not 0 <= index < len(sweep.T):
+        raise ValueError(f"index must be in [0, {len(sweep.T)}), got {index}")
+    T = int(sweep.T[index])
+    text = (f"T = {T}: train loss {float(sweep.train_loss[index]):.3f}, test loss {float(sweep.test_loss[index]):.3f}; "
+            f"dimensionality of features {float(sweep.feature_D[index]):.3f}, "
+            f"of training examples {float(sweep.data_D[index]):.3f}")
+    if sweep.W.shape[1] == 2:
+        parts = []
+        for what, vectors in (("features", sweep.W[index:index + 1]),
+                              ("training examples", sweep.H[index:index + 1, :T].transpose(1, 2))):
+            gaps = mz.polygon(vectors)[0]
+            parts.append(f"{what}: the {gaps.numel()} longest are {mz.polygon_error(gaps):.0f}° "
+                         f"from a regular {gaps.numel()}-gon")
+        text += "\n" + "; ".join(parts)
+    return text
+
+
+def memorization_frame(sweep, index: int):
+    """One frame of the T explorer: the text of ``describe_memorization`` and a figure of three
+    panels, the feature directions W_i, the hidden vectors h_t = W x_t of the training examples
+    (both drawn from the origin; m = 2), and the two weighted dimensionalities against T with a
+    marker at this T.  Returns (text, figure)."""
+    import matplotlib.pyplot as plt
+
+    if sweep.W.shape[1] != 2:
+        raise ValueError(f"the T explorer draws a 2-D hidden space, got m = {sweep.W.shape[1]}")
+    text = describe_memorization(sweep, index)
+    T = int(sweep.T[index])
+    W, H = sweep.W[index].numpy(), sweep.H[index, :T].numpy()
+    fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.3), gridspec_kw=dict(width_ratios=[1, 1, 1.4]))
+    for ax, vectors, title, colour in ((axes[0], W.T, "feature directions W_i", "C0"),
+                                       (axes[1], H, f"training examples h_t (T = {T})", "C3")):
+        lengths = (vectors ** 2).sum(-1) ** 0.5
+        longest = max(float(lengths.max()), 1e-12)
+        for (x, y), length in zip(vectors, lengths):
+            ax.plot([0, x], [0, y], color=colour, lw=1.2, alpha=0.25 + 0.75 * float(length) / longest)
+        ax.scatter(vectors[:, 0], vectors[:, 1], color=colour, s=10, zorder=3)
+        lim = 1.1 * longest
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(title, fontsize=9)
+    Ts = sweep.T.numpy()
+    axes[2].plot(Ts, sweep.feature_D.numpy(), "o-", color="C0", label="features")
+    axes[2].plot(Ts, sweep.data_D.numpy(), "s-", color="C3", label="training examples")
+    axes[2].axvline(T, color="grey", lw=1, ls="--")
+    axes[2].set_xscale("log")
+    axes[2].set_xlabel("training-set size T")
+    axes[2].set_ylabel("weighted dimensionality")
+    axes[2].legend(fontsize=8)
+    fig.tight_layout()
+    return text, fig
+
+
+def memorization_explorer(sweep):
+    """A slider over the training-set sizes of a trained sweep (a ``memorization.Sweep``, m = 2):
+    redraws the feature directions, the training examples' hidden vectors and the two
+    dimensionalities at that T (``memorization_frame``).  Returns the widget box: make it the
+    last expression of a cell to show it."""
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+
+    if sweep.W.shape[1] != 2:
+        raise ValueError(f"the T explorer draws a 2-D hidden space, got m = {sweep.W.shape[1]}")
+    options = [(str(int(T)), k) for k, T in enumerate(sweep.T)]
+    slider = widgets.SelectionSlider(options=options, value=0, description="T", continuous_update=False)
+    output = widgets.Output()
+
+    def redraw(_=None):
+        with output:
+            output.clear_output(wait=True)
+            text, _ = memorization_frame(sweep, slider.value)
+            print(text)
+            plt.show()
+
+    slider.observe(redraw, names="value")
+    redraw()
+    return widgets.VBox([slider, output])

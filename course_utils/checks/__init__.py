@@ -73,6 +73,7 @@ from .geometry import (
     check_recognise_polytope,
 )
 from .interventions import check_ablate_latent, check_spliced_ce_losses, check_steer_logits
+from .memorization import check_data_point_dimensionality, check_train_finite_model, check_warmup_cosine
 from .polysemanticity import (
     check_autoencoder_loss,
     check_ce_lower_bound,
@@ -133,4 +134,5 @@ __all__ = [
     "check_rome_update", "check_key_covariance", "check_interference_coefficients", "check_whitened_cosine",
     "check_indirect_effect", "check_counterfact_scores", "check_rome_key", "check_rome_value",
     "check_spliced_ce_losses", "check_steer_logits", "check_ablate_latent",
+    "check_warmup_cosine", "check_data_point_dimensionality", "check_train_finite_model",
 ]
