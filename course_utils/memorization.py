@@ -373,27 +373,14 @@ def sweep_T(Ts: Sequence[int], m: int = 2, n_features: int = PAPER["n_features"]
     Instance k's training set and Xavier-normal initial W come from
     ``instance_generator(seed, T_k, repeat)``; the test set, shared, from ``seed``.
     """
-    device = get_device() if device is None else torch.device(device)
-    Ts = [int(T) for T in Ts]
-    repeats = [Ts[:k].count(T) for k, T in enumerate(Ts)]
-    generators = [instance_generator(seed, T, r) for T, r in zip(Ts, repeats)]
-    data = make_dataset(n_features, Ts, feature_probability, generator=generators)
-    test = make_test_set(n_features, T_test, feature_probability, len(Ts), torch.Generator().manual_seed(seed))
-    model = ToyModel(n_features, m, len(Ts), feature_probability=feature_probability, device=device,
-                     generator=torch.Generator().manual_seed(seed))  # its W is replaced just below
-    std = math.sqrt(2.0 / (m + n_features))  # ToyModel's Xavier normal, drawn per instance
-    with torch.no_grad():
-        model.W.copy_(torch.stack([torch.randn(m, n_features, generator=g) * std for g in generators]))
+    model, data, test = sweep_problem(Ts, m, n_features, feature_probability, T_test, seed, device)
     start = time.perf_counter()
     result = train_finite(model, data, test, steps, lr, weight_decay, warmup, progress=progress,
                           description=f"T sweep, m={m}")
-    seconds = time.perf_counter() - start
-    W, b = model.W.detach(), model.b.detach()
-    H = hidden(W, data.to(device))
-    feature_D = weighted_dimensionality(W, geometry.feature_dimensionality(W))
-    data_D = weighted_dimensionality(H.transpose(1, 2), data_point_dimensionality(H))
-    return Sweep(torch.tensor(Ts), W.cpu(), b.cpu(), H.cpu(), result.train_loss[-1],
-                 result.test_loss[-1], feature_D.cpu(), data_D.cpu(), seconds, result)
+    train_loss, test_loss = result.curves()
+    sweep = summarise_sweep(model, data, train_loss, test_loss, time.perf_counter() - start)
+    sweep.result = result
+    return sweep
 
 
 # --------------------------------------------------------------------------------------
