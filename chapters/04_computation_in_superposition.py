@@ -409,28 +409,31 @@ for k, S in enumerate(equal_S):
 motifs = {round(float(S), 2): comp.asymmetric_motifs(W1s[i], W2s[i], bs[i]) for i, S in enumerate(sweep_S)}
 print("motifs per S:", {S: len(found) for S, found in motifs.items()})
 S_found, motif = max(((S, found_motif) for S, found in motifs.items() for found_motif in found),
-                     key=lambda pair: pair[1].interference)
-i = int((sweep_S - S_found).abs().argmin())
-print(f"strongest example: S = {S_found}, neuron {motif.neuron}, strong feature {motif.strong}, weak feature {motif.weak}")
-print(f"  input weights  {float(W1s[i, motif.neuron, motif.strong]):+.2f} (strong) {float(W1s[i, motif.neuron, motif.weak]):+.2f} (weak): ratio {motif.input_ratio:.2f}")
-print(f"  output weights {float(W2s[i, motif.strong, motif.neuron]):+.2f} (strong) {float(W2s[i, motif.weak, motif.neuron]):+.2f} (weak): ratio {motif.output_ratio:.2f}")
-print(f"  strong on: neuron {motif.neuron} writes {motif.interference:+.2f} into the weak output; all neurons + bias: {motif.total:+.2f}")
-print(f"  weak on:   neuron {motif.neuron} writes {motif.reverse_interference:+.2f} into the strong output")
-print(f"  inhibiting neurons: {motif.inhibitors}")
+                     key=lambda pair: pair[1].interference, default=(None, None))
+if motif is None:  # the sparse models find the motif after about 700 steps
+    print("no motif in any model: not trained long enough (a smoke run)")
+else:
+    i = int((sweep_S - S_found).abs().argmin())
+    print(f"strongest example: S = {S_found}, neuron {motif.neuron}, strong feature {motif.strong}, weak feature {motif.weak}")
+    print(f"  input weights  {float(W1s[i, motif.neuron, motif.strong]):+.2f} (strong) {float(W1s[i, motif.neuron, motif.weak]):+.2f} (weak): ratio {motif.input_ratio:.2f}")
+    print(f"  output weights {float(W2s[i, motif.strong, motif.neuron]):+.2f} (strong) {float(W2s[i, motif.weak, motif.neuron]):+.2f} (weak): ratio {motif.output_ratio:.2f}")
+    print(f"  strong on: neuron {motif.neuron} writes {motif.interference:+.2f} into the weak output; all neurons + bias: {motif.total:+.2f}")
+    print(f"  weak on:   neuron {motif.neuron} writes {motif.reverse_interference:+.2f} into the strong output")
+    print(f"  inhibiting neurons: {motif.inhibitors}")
 
-contributions = motif.contributions
-order = contributions.abs().argsort(descending=True)[:8]
-fig, ax = plt.subplots(figsize=(6, 2.8))
-labels = [f"neuron {int(j)}" for j in order] + ["bias", "total"]
-values = contributions[order].tolist() + [float(bs[i, motif.weak]), motif.total]
-ax.bar(labels, values, color=["tab:red" if v > 0 else "tab:blue" for v in values[:-1]] + ["black"])
-ax.axhline(0, color="grey", lw=0.8)
-ax.set_ylabel(f"into output {motif.weak}")
-sign = "+1" if float(W1s[i, motif.neuron, motif.strong]) > 0 else "−1"
-ax.set_title(f"feature {motif.strong} = {sign}: who writes into feature {motif.weak}'s output")
-ax.tick_params(axis="x", rotation=60)
-fig.tight_layout()
-plt.show()
+    contributions = motif.contributions
+    order = contributions.abs().argsort(descending=True)[:8]
+    fig, ax = plt.subplots(figsize=(6, 2.8))
+    labels = [f"neuron {int(j)}" for j in order] + ["bias", "total"]
+    values = contributions[order].tolist() + [float(bs[i, motif.weak]), motif.total]
+    ax.bar(labels, values, color=["tab:red" if v > 0 else "tab:blue" for v in values[:-1]] + ["black"])
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_ylabel(f"into output {motif.weak}")
+    sign = "+1" if float(W1s[i, motif.neuron, motif.strong]) > 0 else "−1"
+    ax.set_title(f"feature {motif.strong} = {sign}: who writes into feature {motif.weak}'s output")
+    ax.tick_params(axis="x", rotation=60)
+    fig.tight_layout()
+    plt.show()
 
 # %% [markdown]
 # The motif neuron's large positive write (red) is cancelled by inhibiting neurons and the

@@ -608,11 +608,11 @@ print(f"intervals where no D_i moved by more than 0.01: median |loss change| = {
 
 # %%
 seed = 3
-print("configuration at step 2,000 :", geometry.summarise_configuration(
-    geometry.describe_configuration(dyn_run.W_history()[40, seed : seed + 1], recognise=recognise)[0]))
-print("configuration at step 10,000:", geometry.summarise_configuration(
-    geometry.describe_configuration(dyn_run.W_history()[-1, seed : seed + 1], recognise=recognise)[0]))
-print(f"loss on the plateau {loss_dyn[100, seed]:.5f}, at the end {loss_dyn[-1, seed]:.5f}")
+W_dyn, steps_dyn = dyn_run.W_history(), dyn_run.snapshot_steps
+for k in (min(40, len(steps_dyn) - 1), -1):  # step 2,000 and the end (fewer snapshots in a smoke run)
+    print(f"configuration at step {steps_dyn[k]:<6,}:", geometry.summarise_configuration(
+        geometry.describe_configuration(W_dyn[k, seed : seed + 1], recognise=recognise)[0]))
+print(f"loss on the plateau {loss_dyn[min(100, len(loss_dyn) - 1), seed]:.5f}, at the end {loss_dyn[-1, seed]:.5f}")
 print(checks.made_with(recognise), "Trained by the course's fast trainer.")
 plots.plot_dynamics(dyn_run.snapshot_steps, D_dyn[:, seed], loss_dyn[:, seed],
                     title=f"seed {seed}: two digons, then a pentagon")

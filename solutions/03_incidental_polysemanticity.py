@@ -358,7 +358,9 @@ def print_sweep(name: str, sweep: poly.CollisionSweep) -> None:
     print(f"  measured (mean of {sweep.counts.shape[1]}) : {fmt(sweep.mean)}")
     print(f"  ± 1 standard error     : {fmt(sweep.standard_error)}")
     print(f"  measured / prediction  : {fmt(sweep.mean / sweep.prediction)}")
-    print(f"  log-log slope {sweep.slope():.2f}; one active weight per feature: "
+    # The fit needs a polysemantic neuron at every width (a smoke run's models may have none).
+    slope = f"{sweep.slope():.2f}" if bool((sweep.mean > 0).all()) else "not fitted (no polysemantic neurons at some m)"
+    print(f"  log-log slope {slope}; one active weight per feature: "
           f"{fmt([p['one_active_weight'] for p in sweep.privileged], 3)}")
 
 
@@ -434,11 +436,16 @@ flow = poly.train_autoencoders(32, 128, 8, l1=0.01, optimizer="gd", steps=3_000,
                                device=device, description="gradient descent, λ = 0.01", fast=True)
 
 # %%
+def nearest_record(steps: list[int], step: int) -> int:
+    """The index of the recorded step nearest ``step`` (a smoke run records fewer)."""
+    return min(range(len(steps)), key=lambda k: abs(steps[k] - step))
+
+
 predicted = poly.predicted_surviving(128, 0.01, flow.time)
 surviving = flow.surviving_history.mean(dim=1)
 l1_norm = flow.l1_history.mean(dim=1)
 for step in (0, 500, 1000, 1500, 2000, 3000):
-    k = flow.record_steps.index(step)
+    k = nearest_record(flow.record_steps, step)
     print(f"t = {float(flow.time[k]):5.1f}: m' measured {float(surviving[k]):6.1f}, predicted "
           f"{float(predicted[k]):6.1f} | ℓ1 measured {float(l1_norm[k]):5.2f}, predicted {float(predicted[k].sqrt()):5.2f}")
 early = flow.time <= 50  # before the floor of one weight: the theory says 1/ℓ1 = 1/√m + λt
@@ -491,7 +498,7 @@ noise_runs = {
 for kind, run in noise_runs.items():
     history = run.fourth_norm_history.mean(dim=1)
     print(f"{kind:9s}: mean fourth norm at steps 0, 10k, 20k, 30k = "
-          f"{fmt([history[run.record_steps.index(s)] for s in (0, 10_000, 20_000, 30_000)])}")
+          f"{fmt([history[nearest_record(run.record_steps, s)] for s in (0, 10_000, 20_000, 30_000)])}")
 plots.plot_fourth_norms(noise_runs["bernoulli"].record_steps,
                         {f"{k}, σ = 0.15": r.fourth_norm_history for k, r in noise_runs.items()},
                         title="n = 8, m = 16, no L1")
