@@ -98,7 +98,7 @@ def _execute_notebook(notebook: str) -> None:
     import nbformat
     from nbclient import NotebookClient
 
-    from course_tools.build import KERNEL_NAME
+    from course_tools.build import KERNEL_NAME, waits_in_slices
 
     path = SOLUTIONS / f"{notebook}.ipynb"
     warnings.warn(f"executing solutions/{notebook}.ipynb for its results (nbval did not run it in "
@@ -106,8 +106,9 @@ def _execute_notebook(notebook: str) -> None:
     nb = nbformat.read(path, as_version=4)
     pending = [(results, _output_file(notebook)) for results in _REGISTRY[notebook]]
     nb.cells.extend(nbformat.v4.new_code_cell(results.extraction_code(out)) for results, out in pending)
-    NotebookClient(nb, kernel_name=KERNEL_NAME, timeout=KERNEL_TIMEOUT_S,
-                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    with waits_in_slices():
+        NotebookClient(nb, kernel_name=KERNEL_NAME, timeout=KERNEL_TIMEOUT_S,
+                       resources={"metadata": {"path": str(path.parent)}}).execute()
     for results, out in pending:
         results._load(out, "after running it")
 
