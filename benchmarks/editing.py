@@ -79,13 +79,17 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workload", choices=WORKLOADS, nargs="*", default=None)
     parser.add_argument("--no-cuda", action="store_true")
+    parser.add_argument("--cuda-only", action="store_true",
+                        help="only the CUDA rows (on a GPU machine); the results file keeps its CPU rows")
     args = parser.parse_args(argv)
     workloads = args.workload or WORKLOADS
     cuda = torch.cuda.is_available() and not args.no_cuda
-    rows = [r for r in kept_rows(RESULTS, workloads, [1] + ([0] if cuda else []))]
+    if args.cuda_only and (args.no_cuda or not torch.cuda.is_available()):
+        parser.error("--cuda-only needs a CUDA GPU (and no --no-cuda)")
+    rows = [r for r in kept_rows(RESULTS, workloads, ([] if args.cuda_only else [1]) + ([0] if cuda else []))]
     for workload in workloads:
         for name in ("roomy", "superposed"):
-            for threads, device in [(1, "cpu")] + ([(0, "cuda")] if cuda else []):
+            for threads, device in ([] if args.cuda_only else [(1, "cpu")]) + ([(0, "cuda")] if cuda else []):
                 if threads:
                     torch.set_num_threads(threads)
                 load = os.getloadavg()[0]
@@ -99,7 +103,7 @@ def main(argv=None) -> None:
                 rows.append(row)
     rows = [r for r in rows if "model" in r]
     rows.sort(key=lambda r: (WORKLOADS.index(r["workload"]), r["model"], r["threads"]))
-    write_rows(RESULTS, rows, WORKLOADS, NOTE)
+    write_rows(RESULTS, rows, WORKLOADS, NOTE, cuda_only=args.cuda_only)
     assert all(math.isfinite(r["seconds"]) for r in rows)
 
 

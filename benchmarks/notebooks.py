@@ -6,6 +6,8 @@ stubs).  Budgets (issue #2): under 3 minutes and 2 GB on the 2-core course machi
 
     python benchmarks/notebooks.py [NOTEBOOK ...]   # default: every chapter, both versions
                                                     # (named notebooks replace only their own rows)
+    python benchmarks/notebooks.py --out F NB ...   # write the rows to F instead (the GPU check's
+                                                    # rows, benchmarks/results/notebooks_cuda.json)
 """
 
 from __future__ import annotations
@@ -22,6 +24,12 @@ BUDGET_S, BUDGET_MB = 180, 2048
 
 
 def main(argv: list[str]) -> int:
+    out = ROOT / "benchmarks" / "results" / "notebooks.json"
+    if argv[:1] == ["--out"]:
+        out, argv = Path(argv[1]), argv[2:]
+    import torch
+
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else None  # what get_device() picks
     paths = [Path(p) for p in argv] or sorted(ROOT.glob(f"solutions/{CHAPTER_GLOB}.ipynb")) + sorted(
         ROOT.glob(f"chapters/{CHAPTER_GLOB}.ipynb"))
     rows = []
@@ -31,10 +39,15 @@ def main(argv: list[str]) -> int:
         errors = sum(o.get("output_type") == "error" for c in nb.cells for o in c.get("outputs", []))
         ok = seconds < BUDGET_S and peak < BUDGET_MB and not errors
         name = str(path.resolve().relative_to(ROOT))
-        rows.append(dict(notebook=name, seconds=round(seconds, 1), peak_mb=round(peak), errors=errors))
+        rows.append(dict(notebook=name, seconds=round(seconds, 1), peak_mb=round(peak), errors=errors,
+                         **({"device": f"cuda ({device})"} if device else {})))
         print(f"| {name} | {seconds:.1f} | {peak:.0f} | {'yes' if ok else 'NO'}{f' ({errors} errors)' if errors else ''} |",
               flush=True)
-    out = ROOT / "benchmarks" / "results" / "notebooks.json"
+        for cell in nb.cells:  # the first error, so a failure on another machine can be read from the log
+            error = next((o for o in cell.get("outputs", []) if o.get("output_type") == "error"), None)
+            if error:
+                print(f"  first error: {error['ename']}: {error['evalue']}\n  in cell: {cell.source[:300]!r}")
+                break
     out.parent.mkdir(parents=True, exist_ok=True)
     measured = {row["notebook"] for row in rows}
     kept = [row for row in (json.loads(out.read_text()) if out.exists() else []) if row["notebook"] not in measured]

@@ -96,11 +96,15 @@ def main(argv=None) -> None:
     parser.add_argument("--workload", choices=WORKLOADS, nargs="*", default=None)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-cuda", action="store_true")
+    parser.add_argument("--cuda-only", action="store_true",
+                        help="only the CUDA rows (on a GPU machine); the results file keeps its CPU rows")
     parser.add_argument("--no-plain", action="store_true", help="time only the fast path")
     args = parser.parse_args(argv)
-    threads = args.threads or ([1] if args.quick else [1, 2])
+    threads = [] if args.cuda_only else args.threads or ([1] if args.quick else [1, 2])
     workloads = args.workload or WORKLOADS
     cuda = torch.cuda.is_available() and not args.no_cuda
+    if args.cuda_only and (args.no_cuda or not torch.cuda.is_available()):
+        parser.error("--cuda-only needs a CUDA GPU (and no --no-cuda)")
     rows = kept_rows(RESULTS, workloads, threads + ([0] if cuda else []))  # a partial run keeps the rest
     cpu_x, data_seconds = inputs(torch.device("cpu"))
     for name in workloads:
@@ -121,7 +125,7 @@ def main(argv=None) -> None:
                        **time_training(name, gpu_x, torch.device("cuda"), args.repeats, not args.no_plain))
             print(json.dumps(row), flush=True)
             rows.append(row)
-    write_rows(RESULTS, rows, WORKLOADS, NOTE)
+    write_rows(RESULTS, rows, WORKLOADS, NOTE, cuda_only=args.cuda_only)
     assert all(math.isfinite(r["seconds"]) for r in rows)
 
 

@@ -137,32 +137,40 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, action="append", help="CPU thread counts (default: 1 and 2)")
     parser.add_argument("--quick", action="store_true", help="run 10%% of the steps and extrapolate")
     parser.add_argument("--no-cuda", action="store_true")
+    parser.add_argument("--cuda-only", action="store_true",
+                        help="only the CUDA rows (on a GPU machine); the results file keeps its CPU rows")
     parser.add_argument("--baseline", action="store_true",
                         help="also time a straightforward einsum + autograd loop on 1 thread (10%% of the steps, extrapolated)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "toy_models.json")
     args = parser.parse_args(argv)
     fraction = 0.1 if args.quick else 1.0
+    if args.cuda_only and (args.no_cuda or not torch.cuda.is_available()):
+        parser.error("--cuda-only needs a CUDA GPU (and no --no-cuda)")
     rows = []
     for name in args.workload or sorted(WORKLOADS):
-        for threads in args.threads or [1, 2]:
+        for threads in [] if args.cuda_only else args.threads or [1, 2]:
             rows.append(run(name, torch.device("cpu"), threads, fraction))
             print(markdown(rows[-1:]).splitlines()[-1], flush=True)
-        if args.baseline:
+        if args.baseline and not args.cuda_only:
             rows.append(run_baseline(name, 1, 0.1))
             print(markdown(rows[-1:]).splitlines()[-1], flush=True)
         if torch.cuda.is_available() and not args.no_cuda:
             rows.append(run(name, torch.device("cuda"), None, fraction))
             print(markdown(rows[-1:]).splitlines()[-1], flush=True)
+    previous = json.loads(args.out.read_text()) if args.out.exists() else {}
     cpu = platform.processor() or platform.machine()
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
+    versions = dict(torch=torch.__version__, cpu=cpu, gpu=gpu)
+    if args.cuda_only:  # the CPU rows and their machine stay; the GPU machine is recorded beside them
+        versions = {**{k: previous.get(k) for k in ("torch", "cpu")}, "gpu": gpu, "gpu_torch": torch.__version__}
     print(f"\ntorch {torch.__version__}, CPU: {cpu}, {torch.get_num_threads()} threads max, GPU: {gpu}\n")
     print(markdown(rows))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    if args.out.exists():  # keep the rows of workloads this run did not measure
-        measured = {r["workload"] for r in rows}
-        kept = [r for r in json.loads(args.out.read_text())["rows"] if r["workload"] not in measured]
-        rows = sorted(kept + rows, key=lambda r: r["workload"])
-    args.out.write_text(json.dumps(dict(torch=torch.__version__, cpu=cpu, gpu=gpu, rows=rows), indent=2) + "\n")
+    # keep the rows this run did not measure: other workloads, and the other kind of device
+    measured = {(r["workload"], r["device"].startswith("cuda")) for r in rows}
+    kept = [r for r in previous.get("rows", []) if (r["workload"], r["device"].startswith("cuda")) not in measured]
+    rows = sorted(kept + rows, key=lambda r: (r["workload"], r["device"].startswith("cuda")))
+    args.out.write_text(json.dumps(dict(**versions, rows=rows), indent=2) + "\n")
     print(f"\nwrote {args.out}")
     return 0
 

@@ -35,3 +35,20 @@ def test_autograd_path_on_cuda():
     model = ToyModel(5, 2, 2, feature_probability=0.1, device="cuda")
     result = train(model, steps=200, progress=False)
     assert result.final_loss.shape == (2,) and torch.isfinite(result.final_loss).all()
+
+
+def test_memorization_sweep_on_cuda_shows_both_regimes_and_the_bump():
+    """Chapter 07's batched sweep (the size of tests/test_ch07_memorization.py's CPU sweep) on CUDA:
+    the same physics as on the CPU, since every instance's data and W come from CPU generators."""
+    from course_utils import memorization as mz
+
+    Ts = [3, 5, 8, 20, 35, 60, 100, 400]
+    sweep = mz.sweep_T(Ts, m=2, n_features=100, feature_probability=0.05, steps=3000, lr=1e-2,
+                       device="cuda", progress=False, T_test=1000)
+    k5, k400 = Ts.index(5), Ts.index(400)
+    assert mz.polygon_error(mz.polygon(sweep.H[k5:k5 + 1, :5].transpose(1, 2))[0]) < 15   # data points: a 5-gon
+    assert mz.polygon_error(mz.polygon(sweep.W[k400:k400 + 1])[0]) < 10                   # features: a pentagon
+    assert sweep.data_D[0] > 0.6 and sweep.data_D[-1] < 0.05 and sweep.feature_D[-1] > 0.25
+    peak = int(sweep.test_loss.argmax())
+    assert 0 < peak < len(Ts) - 1
+    assert float(sweep.test_loss[peak]) > max(float(sweep.test_loss[0]), float(sweep.test_loss[-1])) + 0.5
