@@ -30,6 +30,13 @@ activations and the tokens it promotes and suppresses; ``latent_summary`` does t
 ``memorization_explorer(sweep)`` — a slider over the training-set sizes T of a trained sweep
 (chapter 07) redraws the feature directions, the training examples' hidden vectors and the
 feature and data-point dimensionalities; ``memorization_frame`` does the work.
+
+``orthogonality_explorer()`` — sliders for the dimension d, the number of directions n and the
+sparsity k (chapter 00) draw n random unit directions in R^d and k-sparse signals, and show
+their coherence against its prediction and the Welch bound, the interference the one-step
+decoder sees, and how often ISTA and the one-step decoder recover the signals;
+``orthogonality_summary`` does the work, ``describe_orthogonality`` and ``orthogonality_frame``
+render it.
 """
 
 from __future__ import annotations
@@ -1066,3 +1073,164 @@ def memorization_explorer(sweep):
     slider.observe(redraw, names="value")
     redraw()
     return widgets.VBox([slider, output])
+
+
+# --------------------------------------------------------------------------------------
+# Chapter 00: nearly orthogonal directions and compressed sensing
+# --------------------------------------------------------------------------------------
+
+
+def orthogonality_summary(d: int, n: int, k: int, trials: int = 20, seed: int = 0, ista=None, coherence=None,
+                          lam: float = 0.05, steps: int = 300, b: float = -0.5) -> dict:
+    """One setting of the chapter-00 explorer: n random unit directions in R^d (the columns of a
+    sensing matrix W (d, n), ``orthogonality.sensing_matrix``) and ``trials`` nonnegative
+    k-sparse signals f with x = W f.  ``ista(W, x, lam, steps)`` and ``coherence(V)`` are the
+    implementations to use (the learner's, as the chapter's checks hand them over); the
+    course's ``orthogonality.ista`` and ``orthogonality.coherence`` by default.
+
+    Returns a dict: ``d``, ``n``, ``k``, ``trials``, ``delta`` = d/n, ``rho`` = k/d; ``mu``, the
+    coherence of W's columns, its ``predicted`` median for random sets
+    (``coherence_prediction``), the ``welch`` bound and the sparsity ``identifiable`` by
+    coherence alone (k < (1 + 1/μ)/2); ``interference`` (the standard deviation of Wᵀx − f on
+    the inactive features, the crosstalk the one-step decoder must threshold away) and its
+    prediction ``interference_predicted`` = sqrt(k E[f_i²] / d) with E[f_i²] = 7/3 for values
+    uniform on [1, 2]; ``ista_rate`` and ``one_step_rate`` (fractions recovered,
+    ``orthogonality.recovered``); ``rho_dt``, the Donoho–Tanner edge at this δ; and for the
+    figure ``cosines`` (the off-diagonal |cos| of W's columns), ``f``, ``projection`` (Wᵀx) and
+    ``ista_estimate`` of the first trial.  Deterministic for fixed arguments; raises
+    ``ValueError`` for an impossible setting."""
+    import math
+
+    from . import orthogonality as ortho
+
+    for name, value in (("d", d), ("n", n), ("k", k), ("trials", trials)):
+        if int(value) != value or value < 1:
+            raise ValueError(f"{name} must be a positive whole number, got {value}")
+    d, n, k = int(d), int(n), int(k)
+    if d < 2 or n < 2:
+        raise ValueError(f"d and n must be at least 2 (pairs of directions), got d = {d}, n = {n}")
+    if k > min(d, n):
+        raise ValueError(f"k (nonzeros) must be at most d = {d} and n = {n}, got k = {k}: "
+                         "no decoder recovers more nonzeros than it has measurements")
+    ista = ortho.ista if ista is None else ista
+    coherence = ortho.coherence if coherence is None else coherence
+    generator = torch.Generator().manual_seed(seed)
+    W = ortho.sensing_matrix(d, n, generator)
+    f = ortho.sparse_signals(trials, n, k, generator)
+    x = ortho.measure(W, f)
+    projection = x @ W
+    f_ista = ista(W, x, lam, steps)
+    f_one = ortho.one_step_decode(W, x, b)
+    C = ortho.cosines(W.T).abs()
+    off = ~torch.eye(n, dtype=torch.bool)
+    crosstalk = (projection - f)[f == 0]
+    return {
+        "d": d, "n": n, "k": k, "trials": trials, "delta": d / n, "rho": k / d,
+        "mu": float(coherence(W.T)),
+        "predicted": ortho.coherence_prediction(n, d),
+        "welch": ortho.welch_bound(n, d),
+        "identifiable": ortho.identifiable_sparsity(float(coherence(W.T))),
+        "interference": float(crosstalk.std()) if crosstalk.numel() > 1 else 0.0,
+        "interference_predicted": math.sqrt(k * 7 / 3 / d),
+        "ista_rate": float(ortho.recovered(W, x, f_ista, f).double().mean()),
+        "one_step_rate": float(ortho.recovered(W, x, f_one, f).double().mean()),
+        "rho_dt": float(ortho.dt_curve([min(d / n, 1.0)])[0]),
+        "b": b,
+        "cosines": C[off],
+        "f": f[0], "projection": projection[0], "ista_estimate": f_ista[0].detach(),
+    }
+
+
+def describe_orthogonality(summary: dict) -> str:
+    """The chapter-00 explorer's text for an ``orthogonality_summary`` result."""
+    s = summary
+    lines = [
+        f"d = {s['d']} dimensions, n = {s['n']} directions (δ = d/n = {s['delta']:.2f}), "
+        f"k = {s['k']} nonzeros (ρ = k/d = {s['rho']:.2f})",
+        f"  coherence μ = {s['mu']:.3f} (random sets: about {s['predicted']:.3f}; Welch floor {s['welch']:.3f}); "
+        f"coherence alone guarantees k ≤ {s['identifiable']}",
+        f"  interference on the inactive features: std {s['interference']:.3f} "
+        f"(predicted sqrt(k·E[f²]/d) = {s['interference_predicted']:.3f}), against the bias |b| = {abs(s['b']):.2f}",
+        f"  recovered: ISTA {s['ista_rate']:.2f}, one-step ReLU(Wᵀx + b) {s['one_step_rate']:.2f} "
+        f"of {s['trials']} signals; the Donoho–Tanner edge at this δ is ρ = {s['rho_dt']:.2f}",
+    ]
+    return "\n".join(lines)
+
+
+def orthogonality_frame(summary: dict):
+    """One frame of the chapter-00 explorer: the text of ``describe_orthogonality`` and a figure
+    of three panels: the histogram of the pairwise |cos| of W's columns with μ and the Welch
+    bound marked; one signal f beside what the one-step decoder sees (Wᵀx, true value plus
+    interference, and the threshold −b) and ISTA's estimate; the (δ, ρ) plane with the
+    Donoho–Tanner curve and this setting marked.  Returns (text, figure)."""
+    import matplotlib.pyplot as plt
+
+    from . import orthogonality as ortho
+
+    s = summary
+    text = describe_orthogonality(s)
+    fig, (hist, signal, plane) = plt.subplots(1, 3, figsize=(11, 3.2), gridspec_kw=dict(width_ratios=[1, 1.4, 1]))
+    hist.hist(s["cosines"].numpy(), bins=40, color="C0", alpha=0.8)
+    hist.axvline(s["mu"], color="k", lw=1.2, label=f"μ = {s['mu']:.2f}")
+    hist.axvline(s["welch"], color="C3", lw=1.2, ls="--", label=f"Welch {s['welch']:.2f}")
+    hist.set_xlabel("|cos| between two directions")
+    hist.set_yticks([])
+    hist.legend(fontsize=7)
+    hist.set_title("pairwise overlaps", fontsize=9)
+    index = torch.arange(s["n"])
+    signal.plot(index, s["projection"].numpy(), ".", color="grey", ms=3, label="Wᵀx (one-step input)")
+    signal.axhline(-s["b"], color="C1", lw=1, ls="--", label="threshold −b")
+    active = s["f"] > 0
+    signal.plot(index[active], s["f"][active].numpy(), "o", color="k", mfc="none", label="true f")
+    signal.plot(index, s["ista_estimate"].numpy(), "x", color="C2", ms=4, label="ISTA")
+    signal.set_xlabel("feature i")
+    signal.legend(fontsize=7, loc="upper right")
+    signal.set_title(f"one signal, k = {s['k']}", fontsize=9)
+    deltas = torch.linspace(0.02, 1, 50)
+    plane.plot(deltas.numpy(), ortho.dt_curve(deltas).numpy(), color="k", label="Donoho–Tanner")
+    plane.plot([s["delta"]], [s["rho"]], "o", color="C2" if s["ista_rate"] >= 0.5 else "C3", ms=8,
+               label=f"here: ISTA {s['ista_rate']:.2f}")
+    plane.set_xlim(0, 1)
+    plane.set_ylim(0, 1)
+    plane.set_xlabel("δ = d/n")
+    plane.set_ylabel("ρ = k/d")
+    plane.legend(fontsize=7, loc="upper left")
+    plane.set_title("where recovery is possible", fontsize=9)
+    fig.tight_layout()
+    return text, fig
+
+
+def orthogonality_explorer(d: int = 50, n: int = 200, k: int = 5, trials: int = 20, ista=None, coherence=None):
+    """Sliders for d (dimensions), n (directions) and k (nonzeros per signal): each change
+    draws a new W (d, n) and ``trials`` signals and redraws ``orthogonality_frame`` (about 0.2 s
+    at n = 200).  ``ista`` and ``coherence``: the implementations to use (the learner's); the
+    course's by default.  Returns the widget box: make it the last expression of a cell."""
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+
+    style = {"description_width": "initial"}
+    dims = widgets.IntSlider(value=d, min=2, max=max(400, d), step=1, description="d (dimensions)",
+                             continuous_update=False, style=style)
+    directions = widgets.IntSlider(value=n, min=2, max=max(800, n), step=1, description="n (directions)",
+                                   continuous_update=False, style=style)
+    nonzeros = widgets.IntSlider(value=k, min=1, max=max(100, k), step=1, description="k (nonzeros)",
+                                 continuous_update=False, style=style)
+    output = widgets.Output()
+
+    def redraw(_=None):
+        with output:
+            output.clear_output(wait=True)
+            try:
+                summary = orthogonality_summary(dims.value, directions.value, nonzeros.value, trials,
+                                                ista=ista, coherence=coherence)
+            except ValueError as error:
+                print(f"Cannot draw this setting: {error}")
+                return
+            text, _ = orthogonality_frame(summary)
+            print(text)
+            plt.show()
+
+    for slider in (dims, directions, nonzeros):
+        slider.observe(redraw, names="value")
+    redraw()
+    return widgets.VBox([widgets.HBox([dims, directions, nonzeros]), output])

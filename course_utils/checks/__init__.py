@@ -74,6 +74,7 @@ from .geometry import (
 )
 from .interventions import check_ablate_latent, check_spliced_ce_losses, check_steer_logits
 from .memorization import check_data_point_dimensionality, check_train_finite_model, check_warmup_cosine
+from .orthogonality import check_coherence, check_ista, check_one_step_decode, check_soft_threshold
 from .polysemanticity import (
     check_autoencoder_loss,
     check_ce_lower_bound,
@@ -135,4 +136,5 @@ __all__ = [
     "check_indirect_effect", "check_counterfact_scores", "check_rome_key", "check_rome_value",
     "check_spliced_ce_losses", "check_steer_logits", "check_ablate_latent",
     "check_warmup_cosine", "check_data_point_dimensionality", "check_train_finite_model",
+    "check_coherence", "check_soft_threshold", "check_one_step_decode", "check_ista",
 ]
