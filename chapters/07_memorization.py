@@ -217,7 +217,7 @@ model, data, test = mz.sweep_problem(TS, M, N_FEATURES, P, T_test=1_000, seed=0,
 train_loss, test_loss = train_fn(model, data, test, steps=STEPS, lr=LR, weight_decay=WEIGHT_DECAY,
                                  schedule=schedule_, test_every=100)
 
-# %% tags=["nbval-approx-0.5"]
+# %% tags=["nbval-ignore-output"]
 W, H = model.W.detach().cpu(), mz.hidden(model.W.detach(), data).cpu()  # H: (instances, T_max, m)
 
 

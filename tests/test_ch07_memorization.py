@@ -164,7 +164,9 @@ def test_reduced_script_run_reproduces_the_committed_instances(tmp_path, monkeyp
     """The script end to end on three of its ten Ts (each instance has its own seed, so it
     trains the same alone), m = 2 only, compared with the committed file: about 25 s of CPU
     (10,000 steps), hence ``slow``.  Measured: test and train loss, both dimensionalities and
-    the hidden vectors equal to the committed ones to 5 digits."""
+    the hidden vectors equal to the committed ones to 5 digits on the CPU that wrote the file
+    (AVX2); on an AVX-512 Xeon two coordinates of the T = 8 set's hidden vectors moved by up to
+    0.0032 (float order over 10,000 steps), hence the 5e-3 tolerance on vectors of length ~1."""
     monkeypatch.setenv("SUPERPOSITION_THREADS", "1")
     out = tmp_path / "sweep.npz"
     assert load_script("memorization_sweep").main(["--out", str(out), "--Ts", "3,5,8", "--ms", "2", "--quiet"]) == 0
@@ -172,4 +174,4 @@ def test_reduced_script_run_reproduces_the_committed_instances(tmp_path, monkeyp
     assert list(fresh["T"]) == [3, 5, 8] and int(fresh["steps"]) == int(committed["steps"])
     for name in ("test_loss", "train_loss", "data_D", "feature_D"):
         np.testing.assert_allclose(fresh[name], committed[name][:3], rtol=0.02, atol=2e-3, err_msg=name)
-    np.testing.assert_allclose(fresh["H_small"], committed["H_small"][:3, :8], atol=2e-3)
+    np.testing.assert_allclose(fresh["H_small"], committed["H_small"][:3, :8], atol=5e-3)
