@@ -712,7 +712,7 @@ print(checks.made_with(train_scaling, decay_))
 # Given the same batches (`sampler="torch"`, your loop's stream) and **your** decay, it takes
 # the same steps as your loop: 200 steps at `m = 8`, both ways.
 
-# %%
+# %% tags=["nbval-approx-0.000001"]
 W8, b8 = scaling.init_parameters(n_scaling, 8, 2, generator=torch.Generator().manual_seed(0))
 W8.requires_grad_(), b8.requires_grad_()
 yours = train_scaling(W8, b8, p_scaling, gammas, decay_, steps=200, batch_size=512, lr=3e-2, seed=0, progress=False)

@@ -178,7 +178,7 @@ W_no_l1_init, W_no_l1 = train_fn(32, 64, 16, 0.0, loss_fn, device=device)
 # the penalty on `|w|` prefers rows with one nonzero weight.
 # </details>
 
-# %%
+# %% tags=["nbval-approx-0.005"]
 for name, W in (("λ = 1e-3", W_l1), ("λ = 0   ", W_no_l1)):
     basis = poly.privileged_basis(W)
     loss = loss_fn(W, 0.0)
@@ -332,7 +332,7 @@ gd_sweep = poly.collision_sweep(32, widths, 32, optimizer="gd", l1=0.03, steps=3
 # </details>
 
 
-# %%
+# %% tags=["nbval-approx-0.2"]
 def print_sweep(name: str, sweep: poly.CollisionSweep) -> None:
     print(f"{name}: m = {' '.join(f'{m:4d}' for m in sweep.widths)}")
     print(f"  measured (mean of {sweep.counts.shape[1]}) : {fmt(sweep.mean)}")

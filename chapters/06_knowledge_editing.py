@@ -138,7 +138,7 @@ update = checks.check_rome_update(rome_update)
 # whose C you compute with your `covariance`: the new key is stored exactly, the update has rank
 # one, and a key C⁻¹-orthogonal to k* keeps its value.
 
-# %%
+# %% tags=["nbval-approx-0.00000000000001"]
 g = torch.Generator().manual_seed(0)
 d_k, d_v, n = 32, 16, 128
 Sigma = E.random_covariance(d_k, condition=100.0, generator=g)  # a spread spectrum, far from I

@@ -324,7 +324,7 @@ abs_run = train(abs_model, steps=5_000, batch_size=256, lr=3e-3, schedule="cosin
 # those the model leaves **dead** (their loss is that of outputting 0) and those it
 # computes on **one side** only (`ReLU(x)` without `ReLU(−x)` or the reverse: half that loss).
 
-# %%
+# %% tags=["nbval-approx-2"]
 W1s, W2s, bs = (t.detach().cpu() for t in (abs_model.W1, abs_model.W2, abs_model.b))
 abs_share = comp.neuron_monosemanticity(W1s)
 mono_fraction = (abs_share > 0.9).float().mean(dim=1)
@@ -426,7 +426,7 @@ for k, S in enumerate(equal_S):
 # interference of 0.25 or more from `a` into `b` through `k`, and `b`'s total output
 # pre-activation still ≤ 0 when `a` is on.
 
-# %%
+# %% tags=["nbval-approx-1"]
 motifs = {round(float(S), 2): comp.asymmetric_motifs(W1s[i], W2s[i], bs[i]) for i, S in enumerate(sweep_S)}
 print("motifs per S:", {S: len(found) for S, found in motifs.items()})
 S_found, motif = max(((S, found_motif) for S, found in motifs.items() for found_motif in found),
@@ -782,7 +782,7 @@ for embedding in ("random", "orthonormal"):
           description=f"{embedding} embedding")
     residual_models[embedding] = model
 
-# %%
+# %% tags=["nbval-approx-0.005"]
 per_feature, summary = {}, {}
 for embedding, model in residual_models.items():
     x = model.generate_batch(100_000, torch.Generator(device=device).manual_seed(2))

@@ -67,7 +67,8 @@ def test_three_signals_of_the_true_dictionary_size():
     assert mse[48] / mse[64] > 1.2
     for n in (96, 128, 256):  # then flat (0.228, 0.228, 0.230)
         assert mse[n] / mse[64] > 0.9
-    assert all(by_size[n]["rare"] == 0 for n in (32, 48, 64, 96))  # nearly dead latents appear
+    assert all(by_size[n]["rare"] == 0 for n in (32, 48, 64))  # nearly dead latents appear
+    assert by_size[96]["rare"] <= 0.011  # 0 on an AVX2 CPU, 1 latent of 96 on an AVX-512 one
     assert by_size[128]["rare"] > 0.03 and by_size[256]["rare"] > 0.2  # above the truth (0.07, 0.37)
     assert max(agreement, key=agreement.get) == (64, 96)  # successive dictionaries agree best at 64
     assert agreement[(64, 96)] > 0.98  # measured 0.994
