@@ -327,7 +327,7 @@ gd_sweep = poly.collision_sweep(32, widths, 32, optimizer="gd", l1=0.03, steps=3
 #
 # About halved: pairs collide with probability about `1/m` each, so the count falls like
 # `1/m` (measured log-log slopes −0.96 under AdamW and −0.83 under gradient descent: 3.75 and
-# 2.91 per model at `m = 64`, 0.47 and 0.53 at `m = 512`). More room makes polysemanticity
+# 2.91 per model at `m = 64`, 0.47 and 0.53 at `m = 512`; an AVX-512 CPU gives −0.91 and 0.53 under AdamW). More room makes polysemanticity
 # rarer, not absent.
 # </details>
 
