@@ -1124,12 +1124,13 @@ def orthogonality_summary(d: int, n: int, k: int, trials: int = 20, seed: int = 
     C = ortho.cosines(W.T).abs()
     off = ~torch.eye(n, dtype=torch.bool)
     crosstalk = (projection - f)[f == 0]
+    mu = float(coherence(W.T))
     return {
         "d": d, "n": n, "k": k, "trials": trials, "delta": d / n, "rho": k / d,
-        "mu": float(coherence(W.T)),
+        "mu": mu,
         "predicted": ortho.coherence_prediction(n, d),
         "welch": ortho.welch_bound(n, d),
-        "identifiable": ortho.identifiable_sparsity(float(coherence(W.T))),
+        "identifiable": ortho.identifiable_sparsity(mu),
         "interference": float(crosstalk.std()) if crosstalk.numel() > 1 else 0.0,
         "interference_predicted": math.sqrt(k * 7 / 3 / d),
         "ista_rate": float(ortho.recovered(W, x, f_ista, f).double().mean()),
